@@ -1,0 +1,51 @@
+# Tally: `make run` serves, `make test` tests. Both set up what is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+KEEP ?= 14
+
+.DEFAULT_GOAL := help
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Rebuilt when a requirements file changes, so set-up runs only when needed.
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: $(VENV)/.installed ## create .venv and install the pinned requirements
+
+.PHONY: run
+run: $(VENV)/.installed ## serve on 127.0.0.1:8080 with ./data/counts.db (TALLY_* variables apply)
+	$(BIN)/python server.py serve
+
+.PHONY: test
+test: $(VENV)/.installed-dev ## run the whole test suite
+	$(BIN)/python -m pytest -q
+
+.PHONY: bench
+bench: $(VENV)/.installed-dev ## measure render time, throughput, latency and memory
+	$(BIN)/python bench.py
+
+.PHONY: golden
+golden: $(VENV)/.installed-dev ## rewrite the golden SVG files on purpose
+	TALLY_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_golden.py
+
+.PHONY: backup
+backup: $(VENV)/.installed ## write backups/counts-<UTC time>.db, keep the newest KEEP (14)
+	mkdir -p backups
+	$(BIN)/python server.py backup backups --keep $(KEEP)
+
+.PHONY: clean
+clean: ## remove the virtual environments (never ./data)
+	rm -rf .venv .venv-* .pytest_cache

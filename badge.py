@@ -1,0 +1,471 @@
+"""Rendering of badges: pure functions from a Look and numbers to SVG text.
+
+The only module importing the renderer (badgepy, the maintained fork of
+pybadges). It never passes request values to the renderer's link, image or
+embed_* arguments; a logo reaches it only as a data: URI that params.py has
+decoded and re-encoded.
+
+"flat" is badgepy's own output, byte-identical to a plain badge() call for
+ASCII text; "flat-square" is badgepy's too. plastic, for-the-badge and social
+are shields.io's geometry, described below as small pieces of code that
+share one text measurer and one XML escape. "pixel" is a 1x1 transparent SVG.
+
+Speed: digits have equal advance widths (and equal kerning) in the measured
+font, so a badge's SVG depends on the shown number only through its shape
+(every digit replaced by 0). The SVG is rendered once per shape into
+fragments and the digits are put between them (see _fragments).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+import functools
+import html
+import re
+import unicodedata
+
+import badgepy
+import webcolors
+from badgepy import precalculated_text_measurer
+
+DEFAULT_LABEL = "visitors"
+DEFAULT_LABEL_COLOR = "#595959"
+DEFAULT_COLOR = "#1283c3"
+ERROR_COLOR = "#e05d44"
+TEMPLATE_CACHE_SIZE = 4096
+
+# shields.io's named colours (badge-maker/lib/color.js).
+SHIELDS_COLORS = {
+    "brightgreen": "#4c1", "green": "#97ca00", "yellow": "#dfb317",
+    "yellowgreen": "#a4a61d", "orange": "#fe7d37", "red": "#e05d44",
+    "blue": "#007ec6", "grey": "#555", "gray": "#555", "lightgrey": "#9f9f9f",
+    "lightgray": "#9f9f9f", "success": "#4c1", "important": "#fe7d37",
+    "critical": "#e05d44", "informational": "#007ec6", "inactive": "#9f9f9f",
+}
+
+_HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+_NUM = r"\s*[+]?(?:\d{1,3}(?:\.\d+)?|\.\d+)"
+_RGB = re.compile(rf"rgba?\(({_NUM}%?),({_NUM}%?),({_NUM}%?)(?:,({_NUM}%?))?\s*\)")
+_HSL = re.compile(rf"hsla?\(({_NUM})(?:deg)?,({_NUM})%,({_NUM})%(?:,({_NUM}%?))?\s*\)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Look:
+    """Everything about a badge but its number. Values are already valid."""
+
+    label: str = DEFAULT_LABEL
+    label_color: str = DEFAULT_LABEL_COLOR
+    color: str = DEFAULT_COLOR
+    style: str = "flat"
+    format: str = "plain"
+    show: str = "total"
+    base: int = 0
+    logo: str | None = None
+    logo_color: str | None = None  # accepted for shields URLs; see README
+
+
+# Colours ###################################################################
+
+
+def normalize_color(value: str) -> str | None:
+    """A colour as the SVG will carry it, or None when it is not one.
+
+    >>> normalize_color("1283c3"), normalize_color("brightgreen")
+    ('#1283c3', '#4c1')
+    >>> normalize_color("rgb(0, 128, 255)"), normalize_color("url(#x)")
+    ('rgb(0,128,255)', None)
+    """
+    text = value.strip().lower()
+    if _HEX.fullmatch(text):
+        return "#" + text.lstrip("#")
+    if text in SHIELDS_COLORS:
+        return SHIELDS_COLORS[text]
+    for pattern in (_RGB, _HSL):
+        match = pattern.fullmatch(text)
+        if match and _in_range(pattern, match.groups()):
+            return re.sub(r"\s+", "", text)
+    try:
+        return webcolors.name_to_hex(text)
+    except ValueError:
+        return None
+
+
+def _in_range(pattern: re.Pattern, groups: tuple) -> bool:
+    limits = (255, 255, 255) if pattern is _RGB else (360, 100, 100)
+    for value, limit in zip(groups[:3], limits):
+        number = float(value.strip().rstrip("%").lstrip("+"))
+        if number > (100 if value.endswith("%") else limit):
+            return False
+    if groups[3] is not None:
+        alpha = groups[3].strip()
+        return float(alpha.rstrip("%").lstrip("+")) <= (100 if alpha.endswith("%") else 1)
+    return True
+
+
+def _rgb(color: str) -> tuple[float, float, float]:
+    """0..1 channels of a normalized colour (for the text colour choice)."""
+    if color.startswith("#"):
+        digits = color[1:]
+        if len(digits) == 3:
+            digits = "".join(c * 2 for c in digits)
+        return tuple(int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore
+    numbers = [float(n.rstrip("%")) for n in re.findall(r"[\d.]+%?", color)[:3]]
+    if color.startswith("hsl"):
+        return colorsys.hls_to_rgb(numbers[0] / 360, numbers[2] / 100, numbers[1] / 100)
+    raw = re.findall(r"[\d.]+%?", color)[:3]
+    return tuple(float(n[:-1]) / 100 if n.endswith("%") else float(n) / 255
+                 for n in raw)  # type: ignore
+
+
+def _text_colors(background: str) -> tuple[str, str]:
+    """shields.io's choice: dark text on light backgrounds. (text, shadow)"""
+    r, g, b = _rgb(background)
+    brightness = (r * 299 + g * 587 + b * 114) / 1000
+    return ("#fff", "#010101") if brightness <= 0.69 else ("#333", "#ccc")
+
+
+# Numbers ###################################################################
+
+_METRIC_PREFIXES = "kMGTPEZY"
+
+
+def format_number(n: int, style: str = "plain") -> str:
+    """
+    >>> [format_number(12345, s) for s in ("plain", "comma", "short")]
+    ['12345', '12,345', '12k']
+    >>> format_number(1250, "short"), format_number(999_999, "short")
+    ('1.3k', '1M')
+    """
+    if style == "comma":
+        return f"{n:,}"
+    if style == "short":
+        return _metric(n)
+    return str(n)
+
+
+def _metric(n: int) -> str:
+    # shields.io's metric(): one decimal below 10 of a unit unless it is .0,
+    # halves rounded up; integer arithmetic so no float rounding creeps in.
+    for power in range(len(_METRIC_PREFIXES), 0, -1):
+        limit = 1000 ** power
+        if n >= limit:
+            prefix = _METRIC_PREFIXES[power - 1]
+            if n < 10 * limit:
+                tenths = (n * 10 + limit // 2) // limit
+                if tenths % 10 and tenths < 100:
+                    return f"{tenths // 10}.{tenths % 10}{prefix}"
+            rounded = (n * 2 + limit) // (2 * limit)
+            if rounded < 1000:
+                return f"{rounded}{prefix}"
+            return f"1{_METRIC_PREFIXES[power]}" if power < len(_METRIC_PREFIXES) else f"{rounded}{prefix}"
+    return str(n)
+
+
+def message(look: Look, total: int, today: int) -> str:
+    """The right-hand text: total (plus base), today's views, or both.
+
+    >>> message(Look(show="both", format="comma", base=1000), 2456, 12)
+    '12 / 3,456'
+    """
+    shown_total = format_number(total + look.base, look.format)
+    if look.show == "today":
+        return format_number(today, look.format)
+    if look.show == "both":
+        return f"{format_number(today, look.format)} / {shown_total}"
+    return shown_total
+
+
+# Measuring #################################################################
+
+
+class _Measurer:
+    """badgepy's DejaVu Sans widths, plus sensible widths for other scripts.
+
+    The precalculated table knows Latin, Greek and Cyrillic; any other
+    character would get the mean width (about 0.7 em), which makes CJK and
+    emoji overflow. Wide characters (East Asian Wide/Fullwidth, most emoji)
+    get one em; combining marks and zero-width format characters get none.
+    ASCII text is measured exactly as badgepy does, so flat badges stay
+    byte-identical to badge().
+    """
+
+    EM = 110.0
+
+    def __init__(self) -> None:
+        self._base = precalculated_text_measurer.PrecalculatedTextMeasurer.default()
+
+    def text_width(self, text: str) -> float:
+        if text.isascii():
+            return self._base.text_width(text)
+        narrow, wide = [], 0
+        for char in text:
+            if unicodedata.category(char) in ("Mn", "Me", "Cf"):
+                continue
+            if unicodedata.east_asian_width(char) in ("W", "F"):
+                wide += 1
+            else:
+                narrow.append(char)
+        return self._base.text_width("".join(narrow)) + wide * self.EM
+
+
+MEASURER = _Measurer()
+
+
+def _width(text: str, scale: float = 1.0) -> float:
+    """Width in px at 11px (the measurer's unit is 1/10 px)."""
+    return MEASURER.text_width(text) / 10.0 * scale
+
+
+def _odd(width: float) -> int:
+    # shields.io: round widths up to odd for pixel-grid alignment.
+    n = int(width)
+    return n + 1 if n % 2 == 0 else n
+
+
+_esc = functools.partial(html.escape, quote=True)
+
+# A character that never reaches a badge (params.py refuses controls): it
+# marks where the number goes in a cached template.
+_SLOT = "\x00"
+
+
+# Styles ####################################################################
+
+
+def _flat(look: Look, label: str, value: str, style: str) -> str:
+    return badgepy.badge(left_text=label, right_text=value, left_color=look.label_color,
+                         right_color=look.color, logo=look.logo, measurer=MEASURER,
+                         style=style)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Classic:
+    """shields.io's two-rectangle styles, which differ only in these numbers."""
+
+    height: int
+    text_dy: int          # vertical offset of the text baseline
+    radius: int
+    stops: tuple[tuple[str, str, str], ...]  # gradient: offset, colour, opacity
+
+
+_PLASTIC = _Classic(height=18, text_dy=-10, radius=4, stops=(
+    ("0", "#fff", ".7"), (".1", "#aaa", ".1"), (".9", "#000", ".3"), ("1", "#000", ".5")))
+
+
+def _classic(spec: _Classic, look: Look, label: str, value: str) -> str:
+    logo_width = 14 + (3 if label else 0) if look.logo else 0
+    label_width = _odd(_width(label)) if label else 0
+    value_width = _odd(_width(value))
+    left = label_width + 10 + logo_width
+    right = value_width + 10
+    width = left + right
+    h = spec.height
+
+    def text(x_margin: float, text_width: int, content: str, background: str) -> str:
+        fill, shadow = _text_colors(background)
+        x = 10 * (x_margin + 0.5 * text_width + 5)
+        common = f'x="{x:g}" transform="scale(.1)" textLength="{text_width * 10}"'
+        return (f'<text aria-hidden="true" {common} y="{150 + spec.text_dy}" fill="{shadow}" '
+                f'fill-opacity=".3">{content}</text>'
+                f'<text {common} y="{140 + spec.text_dy}" fill="{fill}">{content}</text>')
+
+    stops = "".join(f'<stop offset="{o}" stop-color="{c}" stop-opacity="{a}"/>'
+                    for o, c, a in spec.stops)
+    logo = (f'<image x="5" y="{(h - 14) / 2:g}" width="14" height="14" '
+            f'xlink:href="{_esc(look.logo)}"/>' if look.logo else "")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        f'width="{width}" height="{h}" role="img" aria-label="{_esc(label)}: {value}">'
+        f'<title>{_esc(label)}: {value}</title>'
+        f'<linearGradient id="s" x2="0" y2="100%">{stops}</linearGradient>'
+        f'<clipPath id="r"><rect width="{width}" height="{h}" rx="{spec.radius}" fill="#fff"/></clipPath>'
+        f'<g clip-path="url(#r)"><rect width="{left}" height="{h}" fill="{_esc(look.label_color)}"/>'
+        f'<rect x="{left}" width="{right}" height="{h}" fill="{_esc(look.color)}"/>'
+        f'<rect width="{width}" height="{h}" fill="url(#s)"/></g>'
+        f'<g text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" '
+        f'text-rendering="geometricPrecision" font-size="110">{logo}'
+        + (text(logo_width + 1, label_width, _esc(label), look.label_color) if label else "")
+        + text(left - 1, value_width, value, look.color)
+        + "</g></svg>")
+
+
+def _for_the_badge(look: Look, label: str, value: str) -> str:
+    # shields.io: 28px high, 10px Verdana in capitals with 1.25px letter
+    # spacing, the value in bold (bold measured as 10% wider).
+    label, value = label.upper(), value.upper()
+    scale = 10 / 11
+    label_width = (int(_width(label, scale)) + 1.25 * len(label)) if label else 0
+    value_width = int(_width(value, scale * 1.1)) + 1.25 * len(value)
+    label_x = 9 + 14 + 6 if look.logo else 12
+    left = label_x + label_width + 12 if label else (2 * 9 + 14 if look.logo else 0)
+    right = 24 + value_width
+    width = left + right
+    label_fill, _ = _text_colors(look.label_color)
+    value_fill, _ = _text_colors(look.color)
+    logo = (f'<image x="9" y="7" width="14" height="14" xlink:href="{_esc(look.logo)}"/>'
+            if look.logo else "")
+    label_text = (f'<text transform="scale(.1)" x="{10 * (label_x + label_width / 2):g}" y="175" '
+                  f'textLength="{10 * label_width:g}" fill="{label_fill}">{_esc(label)}</text>'
+                  if label else "")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        f'width="{width:g}" height="28" role="img" aria-label="{_esc(label)}: {value}">'
+        f'<title>{_esc(label)}: {value}</title>'
+        f'<g shape-rendering="crispEdges"><rect width="{left:g}" height="28" fill="{_esc(look.label_color)}"/>'
+        f'<rect x="{left:g}" width="{right:g}" height="28" fill="{_esc(look.color)}"/></g>'
+        f'<g text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" '
+        f'text-rendering="geometricPrecision" font-size="100">{logo}{label_text}'
+        f'<text transform="scale(.1)" x="{10 * (left + 12 + value_width / 2):g}" y="175" '
+        f'textLength="{10 * value_width:g}" fill="{value_fill}" font-weight="bold">{value}</text>'
+        f'</g></svg>')
+
+
+def _social(look: Look, label: str, value: str) -> str:
+    # shields.io: a light button with the capitalised label and a speech
+    # bubble with the value, bold Helvetica (measured as DejaVu, 10% wider).
+    label = label[:1].upper() + label[1:]
+    logo_width = 14 if look.logo else 0
+    label_width = _odd(_width(label, 1.1))
+    value_width = _odd(_width(value, 1.1))
+    label_rect = label_width + logo_width + 10
+    value_rect = value_width + 8
+    width = label_rect + 1 + 6 + value_rect
+    bubble_x = label_rect + 6.5
+    logo = (f'<image x="5" y="3" width="14" height="14" xlink:href="{_esc(look.logo)}"/>'
+            if look.logo else "")
+    label_x = 10 * (logo_width + label_width / 2 + 5)
+    value_x = 10 * (label_rect + 6 + value_rect / 2)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        f'width="{width:g}" height="20" role="img" aria-label="{_esc(label)}: {value}">'
+        f'<title>{_esc(label)}: {value}</title>'
+        f'<linearGradient id="a" x2="0" y2="100%"><stop offset="0" stop-color="#fcfcfc" '
+        f'stop-opacity="0"/><stop offset="1" stop-opacity=".1"/></linearGradient>'
+        f'<g stroke="#d5d5d5"><rect stroke="none" fill="#fcfcfc" x="0.5" y="0.5" '
+        f'width="{label_rect}" height="19" rx="2"/>'
+        f'<rect x="{bubble_x:g}" y="0.5" width="{value_rect}" height="19" rx="2" fill="#fafafa"/>'
+        f'<rect x="{label_rect + 6}" y="7.5" width="0.5" height="5" stroke="#fafafa"/>'
+        f'<path d="M{bubble_x:g} 6.5 l-3 3v1 l3 3" stroke="#d5d5d5" fill="#fafafa"/></g>{logo}'
+        f'<g fill="#333" text-anchor="middle" font-family="Helvetica Neue,Helvetica,Arial,sans-serif" '
+        f'text-rendering="geometricPrecision" font-weight="700" font-size="110px">'
+        f'<rect stroke="#d5d5d5" fill="url(#a)" x=".5" y=".5" width="{label_rect}" height="19" rx="2"/>'
+        f'<text aria-hidden="true" x="{label_x:g}" y="150" fill="#fff" transform="scale(.1)" '
+        f'textLength="{label_width * 10}">{_esc(label)}</text>'
+        f'<text x="{label_x:g}" y="140" transform="scale(.1)" textLength="{label_width * 10}">'
+        f'{_esc(label)}</text>'
+        f'<text aria-hidden="true" x="{value_x:g}" y="150" fill="#fff" transform="scale(.1)" '
+        f'textLength="{value_width * 10}">{value}</text>'
+        f'<text x="{value_x:g}" y="140" transform="scale(.1)" textLength="{value_width * 10}">'
+        f'{value}</text></g></svg>')
+
+
+PIXEL_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+
+# style name -> function(look, label, value) -> SVG
+_STYLES = {
+    "flat": lambda look, label, value: _flat(look, label, value, "flat"),
+    "flat-square": lambda look, label, value: _flat(look, label, value, "flat-square"),
+    "plastic": lambda look, label, value: _classic(_PLASTIC, look, label, value),
+    "for-the-badge": _for_the_badge,
+    "social": _social,
+    "pixel": lambda look, label, value: PIXEL_SVG,
+}
+STYLES = tuple(_STYLES)
+
+
+# Rendering #################################################################
+
+
+def render_fresh(look: Look, value: str) -> str:
+    """Render without the template cache (the reference for the cache)."""
+    return _STYLES[look.style](look, look.label, value)
+
+
+# How many text elements carry the value in each style (a shadow and the
+# text, or the text alone). They come after the label's.
+_VALUE_TEXTS = {"flat": 2, "flat-square": 2, "plastic": 2, "social": 2, "for-the-badge": 1}
+
+
+@functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
+def _fragments(look: Look, shape: str) -> tuple[str, ...]:
+    """The badge for a value shape, split where the value's text goes.
+
+    The shape is rendered, then the value's places are cut out: the last
+    text elements (the label's come first, so a label that reads like the
+    value is never taken for it) and the end of the title and aria-label
+    ("label: value"). The value's digits fill the gaps later.
+    """
+    svg = render_fresh(look, shape)
+    if look.style == "pixel":
+        return (svg,)
+    shown = shape.upper() if look.style == "for-the-badge" else shape
+    parts = re.split(f'(>{re.escape(shown)}</text>|: {re.escape(shown)}(?=</title>|"))', svg)
+    texts = [i for i in range(1, len(parts), 2) if parts[i].startswith(">")]
+    places = set(texts[-_VALUE_TEXTS[look.style]:])
+    places |= {i for i in range(1, len(parts), 2) if not parts[i].startswith(">")}
+    fragments, current = [], ""
+    for i, part in enumerate(parts):
+        if i in places:
+            at = part.index(shown)
+            fragments.append(current + part[:at])
+            current = part[at + len(shown):]
+        else:
+            current += part
+    fragments.append(current)
+    return tuple(fragments)
+
+
+def render(look: Look, total: int, today: int) -> str:
+    """The badge SVG for a page's counts."""
+    value = message(look, total, today)
+    fragments = _fragments(look, re.sub(r"[0-9]", "0", value))
+    shown = value.upper() if look.style == "for-the-badge" else value
+    return shown.join(fragments)
+
+
+def render_error(label: str, problem: str) -> str:
+    """An error badge: the label and a few words saying what is wrong."""
+    return badgepy.badge(left_text=label, right_text=problem, left_color=DEFAULT_LABEL_COLOR,
+                         right_color=ERROR_COLOR, measurer=MEASURER)
+
+
+def plain_badge(label: str, value: str) -> str:
+    """A plain badgepy.badge() call with Tally's colours (the benchmark's baseline)."""
+    return badgepy.badge(left_text=label, right_text=value, left_color=DEFAULT_LABEL_COLOR,
+                         right_color=DEFAULT_COLOR)
+
+
+def cache_info() -> str:
+    return str(_fragments.cache_info())
+
+
+# Charts ####################################################################
+
+
+def history_chart(history: list[tuple[str, int]], width: int = 720, height: int = 200) -> str:
+    """A bar chart of views per day, as inline SVG for the stats page.
+
+    Bars use currentColor and the page's CSS, so both themes read well;
+    each bar has a <title> and data attributes with its day and count.
+    """
+    if not history:
+        return ""
+    top = max(views for _, views in history) or 1
+    plot = height - 30
+    step = width / len(history)
+    bar = max(step * 0.8, 1)
+    bars = []
+    for i, (day, views) in enumerate(history):
+        h = plot * views / top
+        bars.append(f'<rect class="bar" x="{i * step + (step - bar) / 2:.2f}" y="{plot - h + 10:.2f}" '
+                    f'width="{bar:.2f}" height="{h:.2f}" fill="currentColor" '
+                    f'data-day="{day}" data-views="{views}"><title>{day}: {views}</title></rect>')
+    first, last = _esc(history[0][0]), _esc(history[-1][0])
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="Views per day from {first} to {last}, highest {top}">'
+            f'<line class="axis" x1="0" y1="{plot + 10}" x2="{width}" y2="{plot + 10}"/>'
+            + "".join(bars)
+            + f'<text x="0" y="{height - 4}">{first}</text>'
+            f'<text x="{width}" y="{height - 4}" text-anchor="end">{last}</text>'
+            f'<text x="0" y="9">{top}</text></svg>')

@@ -1,0 +1,113 @@
+"""Tally's settings: one frozen dataclass, read from the environment in one
+function (from_env) and overridden by command-line flags (with_overrides).
+
+Every setting is listed in README ("Settings"); tests/test_config.py fails
+when one is missing there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """A setting has a value Tally cannot use; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db: str = "data/counts.db"
+    threads: int = 8
+    # "full": an answered count survives a power cut; "normal": the last
+    # few counts may be lost on power loss (not on a crash), but it is faster.
+    sync: str = "full"
+    metrics: bool = False
+    # A regular expression every page_id must match (None: any page_id).
+    allow: str | None = None
+    # Cap on distinct page_ids (None: no cap).
+    max_pages: int | None = None
+    # Count only requests from GitHub's image proxy.
+    camo_only: bool = False
+    quiet: bool = False
+    # waitress limits, set explicitly (README, "Limits").
+    connection_limit: int = 1000
+    channel_timeout: int = 30
+    max_header_bytes: int = 8192
+    busy_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("TALLY_PORT must be 0..65535")
+        if not 1 <= self.threads <= 256:
+            raise ConfigError("TALLY_THREADS must be 1..256")
+        if self.sync not in ("full", "normal"):
+            raise ConfigError("TALLY_SYNC must be full or normal")
+        if self.max_pages is not None and self.max_pages < 1:
+            raise ConfigError("TALLY_MAX_PAGES must be a positive number")
+        if self.allow is not None:
+            try:
+                re.compile(self.allow)
+            except re.error as e:
+                raise ConfigError(f"TALLY_ALLOW is not a regular expression: {e}") from None
+        if not 1 <= self.connection_limit <= 100_000:
+            raise ConfigError("TALLY_CONNECTION_LIMIT must be 1..100000")
+        if not 1 <= self.channel_timeout <= 3600:
+            raise ConfigError("TALLY_IDLE_TIMEOUT must be 1..3600 seconds")
+        if not 1024 <= self.max_header_bytes <= 1_048_576:
+            raise ConfigError("TALLY_MAX_HEADER_BYTES must be 1024..1048576")
+        if not 0 <= self.busy_timeout <= 600:
+            raise ConfigError("TALLY_BUSY_TIMEOUT must be 0..600 seconds")
+
+    def with_overrides(self, **flags: object) -> "Config":
+        """This config with the command-line flags that were given (not None)."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        return dataclasses.replace(self, **given)
+
+
+# Environment variable -> (field, parser)
+ENVIRONMENT = {
+    "TALLY_HOST": ("host", str),
+    "TALLY_PORT": ("port", int),
+    "TALLY_DB": ("db", str),
+    "TALLY_THREADS": ("threads", int),
+    "TALLY_SYNC": ("sync", str.lower),
+    "TALLY_METRICS": ("metrics", "flag"),
+    "TALLY_ALLOW": ("allow", str),
+    "TALLY_MAX_PAGES": ("max_pages", int),
+    "TALLY_CAMO_ONLY": ("camo_only", "flag"),
+    "TALLY_QUIET": ("quiet", "flag"),
+    "TALLY_CONNECTION_LIMIT": ("connection_limit", int),
+    "TALLY_IDLE_TIMEOUT": ("channel_timeout", int),
+    "TALLY_MAX_HEADER_BYTES": ("max_header_bytes", int),
+    "TALLY_BUSY_TIMEOUT": ("busy_timeout", float),
+}
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0")
+
+
+def from_env(environ: Mapping[str, str]) -> Config:
+    """The configuration given by TALLY_* variables; the only place they are read."""
+    values: dict[str, object] = {}
+    for name, (field, parse) in ENVIRONMENT.items():
+        raw = environ.get(name)
+        if raw is None or (raw == "" and field in ("allow", "max_pages")):
+            continue
+        if parse == "flag":
+            values[field] = _flag(name, raw)
+            continue
+        try:
+            values[field] = parse(raw)  # type: ignore[operator]
+        except ValueError:
+            raise ConfigError(f"{name} must be a number") from None
+    return Config(**values)  # type: ignore[arg-type]

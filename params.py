@@ -1,0 +1,235 @@
+"""Validation of what arrives from outside: query parameters and page ids.
+
+Everything a request or a command line gives Tally passes through here once,
+at the edge; inside, values are trusted. Pure functions: this module imports
+neither bottle nor sqlite3 nor the renderer.
+
+A problem is a ParamError whose message is the few words an error badge shows
+("invalid left_color"). Messages are built from parameter names only, never
+from the value received, so they are safe to put in a header or a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import re
+import unicodedata
+import urllib.parse
+import badge
+
+PAGE_ID_MAX = 256
+LABEL_MAX = 64
+BASE_MAX = 10**12
+LOGO_MAX_BYTES = 8192
+HISTORY_DAYS_MAX = 365
+
+STYLES = ("flat", "flat-square", "plastic", "for-the-badge", "social", "pixel")
+FORMATS = ("plain", "comma", "short")
+SHOWS = ("total", "today", "both")
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+# Unicode categories refused in ids and labels: controls, lone surrogates
+# (what invalid UTF-8 decodes to here), and line/paragraph separators.
+_REFUSED_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
+
+
+class ParamError(ValueError):
+    """A request value is invalid; str() is a short, value-free message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BadgeQuery:
+    page_id: str
+    count: bool
+    look: badge.Look
+
+
+# Each badge option: the canonical name first, then the aliases accepted for
+# compatibility. Where a request gives several names of one option, the first
+# in this list that is present wins (README, "Parameters").
+_ALIASES = {
+    "page_id": ("page_id",),
+    "label": ("left_text", "label", "title"),
+    "label_color": ("left_color", "labelColor"),
+    "color": ("right_color", "color"),
+    "style": ("style",),
+    "format": ("format",),
+    "show": ("show",),
+    "base": ("base",),
+    "logo": ("logo",),
+    "logo_color": ("logoColor",),
+    "query_only": ("query_only",),
+    "increment": ("increment",),
+}
+KNOWN_NAMES = frozenset(n for names in _ALIASES.values() for n in names)
+
+
+def parse_query_string(query_string: str) -> dict[str, str]:
+    """Decode a raw query string into {name: value} for Tally's names.
+
+    Invalid UTF-8 turns into lone surrogates, which validation refuses.
+    Unknown names are ignored (cache busters such as ?t=123 are common);
+    a known name given twice is refused.
+    """
+    pairs = urllib.parse.parse_qsl(query_string, keep_blank_values=True,
+                                   encoding="utf-8", errors="surrogateescape",
+                                   max_num_fields=200)
+    values: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in KNOWN_NAMES:
+            continue
+        if name in values:
+            raise ParamError(f"duplicate {name}")
+        values[name] = value
+    return values
+
+
+def _pick(values: dict[str, str], option: str) -> tuple[str, str] | None:
+    for name in _ALIASES[option]:
+        if name in values:
+            return name, values[name]
+    return None
+
+
+def _refused_char(text: str) -> bool:
+    return any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in text)
+
+
+def validate_page_id(page_id: str | None, name: str = "page_id") -> str:
+    """Return the page id unchanged, or raise ParamError.
+
+    >>> validate_page_id("alice.my-repo")
+    'alice.my-repo'
+    """
+    if page_id is None:
+        raise ParamError(f"missing {name}")
+    if page_id == "":
+        raise ParamError(f"empty {name}")
+    if len(page_id) > PAGE_ID_MAX:
+        raise ParamError(f"{name} too long")
+    if _refused_char(page_id):
+        raise ParamError(f"invalid {name}")
+    return page_id
+
+
+def _text(name: str, value: str) -> str:
+    if len(value) > LABEL_MAX:
+        raise ParamError(f"{name} too long")
+    if _refused_char(value):
+        raise ParamError(f"invalid {name}")
+    return value
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ParamError(f"invalid {name}")
+    return value
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ParamError(f"invalid {name}")
+
+
+def _color(name: str, value: str) -> str:
+    color = badge.normalize_color(value)
+    if color is None:
+        raise ParamError(f"invalid {name}")
+    return color
+
+
+def _base(name: str, value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,13}", value) or int(value) > BASE_MAX:
+        raise ParamError(f"invalid {name}")
+    return int(value)
+
+
+_LOGO_PREFIX = re.compile(r"data:image/(svg\+xml|png);base64,(.*)", re.DOTALL)
+
+
+def _logo(name: str, value: str) -> str:
+    # Only an embedded image is accepted, never a URL: the server must not
+    # fetch anything on a visitor's behalf. Decoded and re-encoded here, so
+    # what reaches the SVG is built by us.
+    match = _LOGO_PREFIX.fullmatch(value.replace(" ", "+"))
+    if not match:
+        raise ParamError(f"invalid {name}")
+    try:
+        data = base64.b64decode(match.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        raise ParamError(f"invalid {name}") from None
+    if not data or len(data) > LOGO_MAX_BYTES:
+        raise ParamError(f"{name} too large" if data else f"invalid {name}")
+    return f"data:image/{match.group(1)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def parse_look(values: dict[str, str]) -> badge.Look:
+    """The badge options of a query (everything but page_id and counting)."""
+    options = {}
+    for option, parse in (("label", _text), ("label_color", _color), ("color", _color),
+                          ("logo", _logo), ("logo_color", _color), ("base", _base)):
+        picked = _pick(values, option)
+        if picked is not None:
+            options[option] = parse(*picked)
+    for option, allowed in (("style", STYLES), ("format", FORMATS), ("show", SHOWS)):
+        picked = _pick(values, option)
+        if picked is not None:
+            options[option] = _choice(picked[0], picked[1], allowed)
+    return badge.Look(**options)
+
+
+def parse_badge_query(values: dict[str, str]) -> BadgeQuery:
+    """Validate a /badge query: page_id, whether to count, and the look."""
+    page_id = validate_page_id(values.get("page_id"))
+    look = parse_look(values)
+    # Either spelling of "do not count" wins over the other saying "count".
+    count = True
+    if "query_only" in values and _flag("query_only", values["query_only"]):
+        count = False
+    if "increment" in values and not _flag("increment", values["increment"]):
+        count = False
+    return BadgeQuery(page_id, count, look)
+
+
+def label_for_error(values: dict[str, str]) -> str:
+    """The label to show on an error badge: the request's, when it is valid."""
+    picked = _pick(values, "label")
+    if picked is not None:
+        try:
+            return _text(*picked)
+        except ParamError:
+            pass  # the error badge then says what is wrong with the label
+    return badge.DEFAULT_LABEL
+
+
+def parse_days(value: str | None, default: int = 30) -> int:
+    if value is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,3}", value) or not 1 <= int(value) <= HISTORY_DAYS_MAX:
+        raise ParamError("invalid days")
+    return int(value)
+
+
+def parse_count(value: str, name: str = "count") -> int:
+    """A non-negative count from a command line or an import file."""
+    if not re.fullmatch(r"[0-9]{1,19}", value.strip()) or int(value) > 2**63 - 1:
+        raise ParamError(f"invalid {name}")
+    return int(value)
+
+
+def page_id_from_repo(repo: str) -> str | None:
+    """Suggest a page id from a GitHub owner/repo (or its URL).
+
+    >>> page_id_from_repo("https://github.com/alice/my-repo")
+    'alice.my-repo'
+    """
+    match = re.match(r"(?:https?://github\.com/)?([\w.-]+)/([\w.-]+)", repo.strip())
+    return f"{match.group(1)}.{match.group(2)}" if match else None

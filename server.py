@@ -1,0 +1,478 @@
+"""Tally's HTTP side and command line.
+
+HTTP only: the route table, headers, error answers and the CLI entry point.
+The only module importing bottle. It never runs SQL (storage.py does) and
+never builds SVG (badge.py does); request values are validated by params.py
+before anything else sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+import traceback
+import urllib.parse
+from pathlib import Path
+from typing import Callable, Mapping
+
+import bottle
+import prometheus_client
+import waitress
+
+import badge
+import commands as commands_module
+import config as config_module
+import params
+import storage
+from config import Config, ConfigError
+from params import ParamError
+
+log = logging.getLogger("tally")
+access_log = logging.getLogger("tally.access")
+
+VIEWS = Path(__file__).with_name("views")
+
+# Answers ###################################################################
+
+SVG_TYPE = "image/svg+xml; charset=utf-8"
+JSON_TYPE = "application/json"
+# GitHub's image proxy (Camo) caches what it may; every one of these says
+# "do not". Expires is set per answer, ten minutes in the past.
+NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
+# An SVG opened directly in a browser tab may run nothing and load nothing
+# (a data: logo is embedded, not loaded; social's <style> is inline).
+SVG_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+PAGE_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+CAMO_AGENT = re.compile(r"^github-camo\b", re.IGNORECASE)
+
+
+def _no_cache_headers(response: bottle.BaseResponse) -> None:
+    response.set_header("Cache-Control", NO_CACHE)
+    response.set_header("Pragma", "no-cache")
+    response.set_header("Expires", email.utils.formatdate(time.time() - 600, usegmt=True))
+    response.set_header("X-Content-Type-Options", "nosniff")
+
+
+def _svg(body: str, status: int = 200, error: str | None = None) -> bottle.HTTPResponse:
+    response = bottle.HTTPResponse(body=body, status=status)
+    _no_cache_headers(response)
+    response.set_header("Content-Type", SVG_TYPE)
+    response.set_header("Content-Security-Policy", SVG_CSP)
+    if error is not None:
+        response.set_header("Cache-Control", "no-store")
+        response.set_header("X-Tally-Error", error)
+    return response
+
+
+def _json(payload: object, status: int = 200) -> bottle.HTTPResponse:
+    response = bottle.HTTPResponse(body=json.dumps(payload, ensure_ascii=True), status=status)
+    _no_cache_headers(response)
+    response.set_header("Content-Type", JSON_TYPE)
+    return response
+
+
+def _html(body: str, status: int = 200) -> bottle.HTTPResponse:
+    response = bottle.HTTPResponse(body=body, status=status)
+    response.set_header("Content-Type", "text/html; charset=utf-8")
+    response.set_header("Content-Security-Policy", PAGE_CSP)
+    response.set_header("X-Content-Type-Options", "nosniff")
+    response.set_header("Cache-Control", "no-cache")
+    return response
+
+
+# Metrics ###################################################################
+
+
+class Metrics:
+    """Prometheus counters of one app (its own registry: no global state)."""
+
+    def __init__(self, store: storage.Store) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        self.requests = prometheus_client.Counter(
+            "tally_requests", "HTTP requests by route and status", ["route", "status"],
+            registry=self.registry)
+        self.views = prometheus_client.Counter(
+            "tally_views_recorded", "Views counted", registry=self.registry)
+        self.errors = prometheus_client.Counter(
+            "tally_errors", "Errors by kind", ["kind"], registry=self.registry)
+        self.db_seconds = prometheus_client.Histogram(
+            "tally_db_seconds", "Time spent waiting on the database", ["operation"],
+            registry=self.registry,
+            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
+        pages = prometheus_client.Gauge("tally_pages", "Distinct page_ids stored",
+                                        registry=self.registry)
+        pages.set_function(store.page_count)
+
+    def render(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)
+
+
+# The app ###################################################################
+
+
+def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
+    """The WSGI app: the route table and its error handling."""
+    app = bottle.Bottle()
+    app.config["json.enable"] = False
+    metrics = Metrics(store)
+    allow = re.compile(config.allow) if config.allow else None
+    pages_view = bottle.SimpleTemplate(source=(VIEWS / "index.tpl").read_text("utf-8"))
+    stats_view = bottle.SimpleTemplate(source=(VIEWS / "stats.tpl").read_text("utf-8"))
+    static_files = {name: (VIEWS / name).read_bytes() for name in ("tally.css", "tally.js")}
+
+    def timed(operation: str, call: Callable[[], object]) -> object:
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            metrics.db_seconds.labels(operation).observe(time.perf_counter() - started)
+
+    def query() -> dict[str, str]:
+        return params.parse_query_string(bottle.request.environ.get("QUERY_STRING", ""))
+
+    def check_allowed(page_id: str) -> None:
+        if allow is not None and not allow.fullmatch(page_id):
+            raise ParamError("page_id not allowed")
+
+    def error_badge(values: dict[str, str], problem: str, status: int) -> bottle.HTTPResponse:
+        metrics.errors.labels(problem).inc()
+        return _svg(badge.render_error(params.label_for_error(values), problem),
+                    status=status, error=problem)
+
+    # Routes ------------------------------------------------------------------
+    # method  path           counts?            caching
+    # GET     /badge         yes (HEAD: no)     never cached
+    # GET     /api/count     no                 never cached
+    # GET     /api/shields   no                 never cached
+    # GET     /api/history   no                 never cached
+    # GET     /healthz       no                 never cached
+    # GET     /metrics       no (if enabled)    never cached
+    # GET     /              no                 no-cache
+    # GET     /stats         no                 no-cache
+    # GET     /static/<f>    no                 a day
+
+    @app.get("/badge")
+    def badge_route() -> bottle.HTTPResponse:
+        values: dict[str, str] = {}
+        try:
+            values = query()
+            request = params.parse_badge_query(values)
+            check_allowed(request.page_id)
+        except ParamError as e:
+            return error_badge(values, str(e), 200)
+        # bottle routes HEAD to GET handlers: HEAD must not count. With
+        # TALLY_CAMO_ONLY only GitHub's image proxy counts.
+        counts = (request.count and bottle.request.method == "GET"
+                  and (not config.camo_only
+                       or CAMO_AGENT.match(bottle.request.get_header("User-Agent", ""))))
+        try:
+            if counts:
+                result = timed("record_view", lambda: store.record_view(request.page_id))
+                metrics.views.inc()
+            else:
+                result = timed("counts", lambda: store.counts(request.page_id))
+        except storage.PageLimitReached:
+            return error_badge(values, "page limit reached", 200)
+        except storage.StorageError as e:
+            log.error("badge %s: %s", "count" if counts else "read", e)
+            return error_badge(values, "database unavailable", 503)
+        return _svg(badge.render(request.look, result.total, result.today))
+
+    def json_page_id(values: dict[str, str]) -> str:
+        page_id = params.validate_page_id(values.get("page_id"))
+        check_allowed(page_id)
+        return page_id
+
+    @app.get("/api/count")
+    def count_route() -> bottle.HTTPResponse:
+        values = query()
+        page_id = json_page_id(values)
+        counts = timed("counts", lambda: store.counts(page_id))
+        return _json({"page_id": page_id, "total": counts.total, "today": counts.today})
+
+    @app.get("/api/shields")
+    def shields_route() -> bottle.HTTPResponse:
+        values = query()
+        page_id = json_page_id(values)
+        look = params.parse_look(values)
+        counts = timed("counts", lambda: store.counts(page_id))
+        # shields.io's endpoint schema: schemaVersion, label, message, color,
+        # labelColor. It draws the style itself.
+        return _json({"schemaVersion": 1, "label": look.label,
+                      "message": badge.message(look, counts.total, counts.today),
+                      "color": look.color, "labelColor": look.label_color})
+
+    @app.get("/api/history")
+    def history_route() -> bottle.HTTPResponse:
+        values = bottle.request.query
+        parsed = query()
+        page_id = json_page_id(parsed)
+        days = params.parse_days(values.get("days"))
+        history = timed("history", lambda: store.history(page_id, days))
+        counts = timed("counts", lambda: store.counts(page_id))
+        return _json({"page_id": page_id, "total": counts.total, "today": counts.today,
+                      "days": [{"day": day, "views": views} for day, views in history]})
+
+    @app.get("/healthz")
+    def health_route() -> bottle.HTTPResponse:
+        try:
+            store.ping()
+        except storage.StorageError as e:
+            log.error("health check: %s", e)
+            return _json({"status": "unavailable"}, 503)
+        return _json({"status": "ok"})
+
+    @app.get("/metrics")
+    def metrics_route() -> bottle.HTTPResponse:
+        if not config.metrics:
+            return _json({"error": "metrics are off (TALLY_METRICS=1 turns them on)"}, 404)
+        response = bottle.HTTPResponse(body=metrics.render())
+        response.set_header("Content-Type", prometheus_client.CONTENT_TYPE_LATEST)
+        return response
+
+    @app.get("/")
+    def index_route() -> bottle.HTTPResponse:
+        values = query()
+        try:
+            look = params.parse_look(values)
+            page_id = values.get("page_id") or params.page_id_from_repo(
+                bottle.request.query.getunicode("repo") or "") or "owner.repo"
+            page_id = params.validate_page_id(page_id)
+            error = None
+        except ParamError as e:
+            look, page_id, error = badge.Look(), "owner.repo", str(e)
+        base = public_base()
+        badge_url = f"{base}/badge?{urllib.parse.urlencode(badge_params(page_id, look))}"
+        return _html(pages_view.render(
+            page_id=page_id, look=look, error=error, badge_url=badge_url,
+            preview_url=badge_url.replace(base, "", 1) + "&query_only=true",
+            styles=params.STYLES, formats=params.FORMATS, shows=params.SHOWS,
+            defaults=badge.Look()))
+
+    @app.get("/stats")
+    def stats_route() -> bottle.HTTPResponse:
+        values = query()
+        try:
+            page_id = json_page_id(values)
+            days = params.parse_days(values.get("days"))
+        except ParamError as e:
+            return _html(stats_view.render(error=str(e), page_id=None, counts=None,
+                                           history=[], best=None, chart=""), 400)
+        counts = timed("counts", lambda: store.counts(page_id))
+        history = timed("history", lambda: store.history(page_id, days))
+        best = timed("best_day", lambda: store.best_day(page_id))
+        return _html(stats_view.render(error=None, page_id=page_id, counts=counts,
+                                       history=history, best=best,
+                                       chart=badge.history_chart(history)))
+
+    @app.get("/static/<name>")
+    def static_route(name: str) -> bottle.HTTPResponse:
+        if name not in static_files:
+            return _json({"error": "not found"}, 404)
+        response = bottle.HTTPResponse(body=static_files[name])
+        response.set_header("Content-Type", "text/css; charset=utf-8" if name.endswith(".css")
+                            else "text/javascript; charset=utf-8")
+        response.set_header("Cache-Control", "public, max-age=86400")
+        response.set_header("X-Content-Type-Options", "nosniff")
+        return response
+
+    def public_base() -> str:
+        # The address visitors used, as the reverse proxy passed it on.
+        parts = bottle.request.urlparts
+        return f"{parts.scheme}://{parts.netloc}"
+
+    # Errors ------------------------------------------------------------------
+
+    def on_param_error(e: ParamError) -> bottle.HTTPResponse:
+        metrics.errors.labels(str(e)).inc()
+        return _json({"error": str(e)}, 400)
+
+    def on_storage_error(e: storage.StorageError) -> bottle.HTTPResponse:
+        metrics.errors.labels(e.kind).inc()
+        log.error("%s %s: %s", bottle.request.method, bottle.request.path, e)
+        return _json({"error": "database unavailable"}, 503)
+
+    def guard(callback: Callable) -> Callable:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            try:
+                return callback(*args, **kwargs)
+            except ParamError as e:
+                return on_param_error(e)
+            except storage.StorageError as e:
+                return on_storage_error(e)
+            except bottle.HTTPResponse:
+                raise
+            except Exception:
+                # Logged with its traceback; the client sees no detail.
+                log.error("unexpected error on %s %s\n%s", bottle.request.method,
+                          _loggable(bottle.request.path), traceback.format_exc())
+                metrics.errors.labels("internal").inc()
+                if bottle.request.path == "/badge":
+                    return _svg(badge.render_error(badge.DEFAULT_LABEL, "internal error"),
+                                status=500, error="internal error")
+                return _json({"error": "internal error"}, 500)
+        return wrapper
+
+    app.install(guard)
+
+    @app.hook("after_request")
+    def count_request() -> None:
+        route = bottle.request.route.rule if "bottle.route" in bottle.request.environ else "unknown"
+        metrics.requests.labels(route, str(bottle.response.status_code)).inc()
+
+    @app.error(404)
+    def not_found(error: bottle.HTTPError) -> str:
+        bottle.response.content_type = JSON_TYPE
+        return json.dumps({"error": "not found"})
+
+    @app.error(405)
+    def not_allowed(error: bottle.HTTPError) -> str:
+        bottle.response.content_type = JSON_TYPE
+        return json.dumps({"error": "method not allowed"})
+
+    return app
+
+
+def badge_params(page_id: str, look: badge.Look) -> dict[str, str]:
+    """The query of a badge URL for a look, defaults left out."""
+    defaults = badge.Look()
+    query = {"page_id": page_id}
+    names = {"label": "left_text", "label_color": "left_color", "color": "right_color",
+             "style": "style", "format": "format", "show": "show", "base": "base"}
+    for field, name in names.items():
+        value = getattr(look, field)
+        if value != getattr(defaults, field):
+            query[name] = str(value)
+    return query
+
+
+def _loggable(text: str) -> str:
+    """Query text made safe for a log line: printable ASCII only."""
+    return urllib.parse.quote(text, safe="/?&=:,.-_~%+")
+
+
+class AccessLog:
+    """WSGI middleware: one line per request on stdout (off with --quiet)."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Callable) -> object:
+        started = time.perf_counter()
+        seen: dict[str, str] = {}
+
+        def record(status: str, headers: list, exc_info: object = None) -> Callable:
+            seen["status"] = status.split(" ", 1)[0]
+            return start_response(status, headers, exc_info) if exc_info else \
+                start_response(status, headers)
+
+        result = self.app(environ, record)
+        path = environ.get("PATH_INFO", "")
+        query = environ.get("QUERY_STRING", "")
+        access_log.info("%s %s %s%s %s %.1fms", environ.get("REMOTE_ADDR", "-"),
+                        environ.get("REQUEST_METHOD", "-"), _loggable(path),
+                        "?" + _loggable(urllib.parse.unquote(query)) if query else "",
+                        seen.get("status", "-"), (time.perf_counter() - started) * 1000)
+        return result
+
+
+# Command line ##############################################################
+
+
+def _setup_logging(quiet: bool) -> None:
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setLevel(logging.WARNING)
+    errors.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(errors)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    access = logging.StreamHandler(sys.stdout)
+    access.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    access_log.handlers[:] = [access]
+    access_log.setLevel(logging.WARNING if quiet else logging.INFO)
+    access_log.propagate = False
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(config: Config) -> int:
+    _setup_logging(config.quiet)
+    store = storage.Store(config.db, sync=config.sync, max_pages=config.max_pages,
+                          busy_timeout_s=config.busy_timeout)
+    try:
+        lock = storage.ServerLock(config.db)
+        app = create_app(config, store)
+        print(f"Tally serving http://{config.host}:{config.port}/ with {config.db} "
+              f"(SQLite {storage.sqlite_version()}, "
+              f"{'RETURNING' if store.use_returning else 'UPSERT then SELECT'}, "
+              f"synchronous={config.sync})", flush=True)
+        # SIGTERM (systemd, kill) ends the serve loop like Ctrl-C, so the
+        # store closes cleanly; answered counts are committed either way.
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            waitress.serve(
+                app if config.quiet else AccessLog(app),
+                host=config.host, port=config.port, threads=config.threads,
+                connection_limit=config.connection_limit,
+                channel_timeout=config.channel_timeout,
+                max_request_header_size=config.max_header_bytes,
+                max_request_body_size=65536,
+                # poll() has no 1024-descriptor ceiling, unlike select().
+                asyncore_use_poll=True, ident="tally", _quiet=config.quiet)
+        except KeyboardInterrupt:
+            pass
+        lock.release()
+    finally:
+        store.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="server.py", description="Tally: self-hosted visitor-counter badges.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("serve", help="serve badges over HTTP")
+    run.add_argument("--host", help="address to listen on (TALLY_HOST, default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port (TALLY_PORT, default 8080)")
+    run.add_argument("--db", help="SQLite file (TALLY_DB, default data/counts.db)")
+    run.add_argument("--threads", type=int, help="worker threads (TALLY_THREADS, default 8)")
+    run.add_argument("--sync", choices=("full", "normal"), help="durability (TALLY_SYNC)")
+    run.add_argument("--quiet", action="store_const", const=True,
+                     help="no access log (TALLY_QUIET)")
+    commands_module.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The command line: `serve` here, owner commands in commands.py."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_module.from_env(os.environ if environ is None else environ)
+        config = config.with_overrides(**{name: getattr(args, name, None) for name in
+                                          ("host", "port", "db", "threads", "sync", "quiet")})
+        if args.command == "serve":
+            return serve(config)
+        return commands_module.run(args, config)
+    except (ConfigError, ParamError, storage.UnusableDatabase, commands_module.CommandError) as e:
+        print(f"tally: {e}", file=sys.stderr)
+        return 2
+    except storage.ServerRunning as e:
+        print(f"tally: {e}", file=sys.stderr)
+        return 3
+    except storage.StorageError as e:
+        print(f"tally: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

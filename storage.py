@@ -1,0 +1,690 @@
+"""All of Tally's SQLite: the schema, counting views, reading counts, owner
+controls, export/import and backup.
+
+This is the only module that imports sqlite3. It never imports bottle and
+never builds SVG. Every SQL string lives here or in schema.sql.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fcntl
+import os
+import queue
+import re
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+SCHEMA_FILE = Path(__file__).with_name("schema.sql")
+
+# RETURNING arrived in SQLite 3.35. Debian 11 and Raspberry Pi OS Bullseye
+# ship 3.34: there we UPSERT, then SELECT, inside the same BEGIN IMMEDIATE.
+HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+# How many queued views one group commit may take at most.
+BATCH_LIMIT = 512
+
+
+# Errors ####################################################################
+
+
+class StorageError(Exception):
+    """A database problem while serving; the server answers 503."""
+
+    kind = "database error"
+
+
+class StorageBusy(StorageError):
+    kind = "database busy"
+
+
+class StorageFull(StorageError):
+    kind = "disk full"
+
+
+class StorageReadOnly(StorageError):
+    kind = "database read-only"
+
+
+class StorageIOError(StorageError):
+    kind = "database I/O error"
+
+
+class PageLimitReached(Exception):
+    """TALLY_MAX_PAGES distinct pages exist; a new page_id is refused."""
+
+
+class ServerRunning(Exception):
+    """Another process (a running server) holds the database's lock."""
+
+
+class UnusableDatabase(Exception):
+    """The file cannot be used at all: start-up stops, the file is untouched."""
+
+
+class NotFound(Exception):
+    """An owner command named a page_id that is not stored."""
+
+
+class AlreadyExists(Exception):
+    """rename would overwrite an existing page_id without --merge."""
+
+
+_ERROR_BY_CODE = {
+    "SQLITE_BUSY": StorageBusy,
+    "SQLITE_LOCKED": StorageBusy,
+    "SQLITE_FULL": StorageFull,
+    "SQLITE_READONLY": StorageReadOnly,
+    "SQLITE_IOERR": StorageIOError,
+    "SQLITE_CANTOPEN": StorageIOError,
+}
+# Python 3.10's sqlite3 has no sqlite_errorname: fall back to the message.
+_ERROR_BY_MESSAGE = [
+    ("locked", StorageBusy),
+    ("full", StorageFull),
+    ("readonly", StorageReadOnly),
+    ("read-only", StorageReadOnly),
+    ("i/o", StorageIOError),
+    ("unable to open", StorageIOError),
+]
+
+
+def _classify(error: sqlite3.Error) -> StorageError:
+    name = getattr(error, "sqlite_errorname", "") or ""
+    primary = re.sub(r"_[A-Z]+$", "", name) if name.count("_") > 1 else name
+    cls = _ERROR_BY_CODE.get(name) or _ERROR_BY_CODE.get(primary)
+    if cls is None:
+        message = str(error).lower()
+        cls = next((c for word, c in _ERROR_BY_MESSAGE if word in message), StorageError)
+    return cls(f"{cls.kind}: {error}")
+
+
+# Values ####################################################################
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    total: int
+    today: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    page_id: str
+    total: int
+    created_at: str
+    last_seen: str
+    days: dict[str, int]
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _stamp(now: datetime.datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _day(now: datetime.datetime) -> str:
+    return now.strftime("%Y-%m-%d")
+
+
+# Schema ####################################################################
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The numbered migrations of schema.sql, in order."""
+    text = SCHEMA_FILE.read_text(encoding="utf-8")
+    parts = re.split(r"^-- migration (\d+)\s*$", text, flags=re.MULTILINE)
+    return [(int(number), body) for number, body in zip(parts[1::2], parts[2::2])]
+
+
+SCHEMA_VERSION = migrations()[-1][0]
+
+
+def _connect(path: str, *, readonly: bool = False, timeout_s: float = 5.0) -> sqlite3.Connection:
+    # isolation_level=None: we write BEGIN/COMMIT ourselves, so a transaction
+    # is exactly what the code shows.
+    if readonly:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout_s,
+                               isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, timeout=timeout_s,
+                               isolation_level=None, check_same_thread=False)
+    return conn
+
+
+def sqlite_version() -> str:
+    return sqlite3.sqlite_version
+
+
+class ServerLock:
+    """An exclusive lock on <db>.lock, held by a serving process.
+
+    restore takes it too, so it never replaces counts under a live server,
+    and two servers never share one file by mistake.
+    """
+
+    def __init__(self, db_path: str):
+        self.path = db_path + ".lock"
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._file = open(self.path, "a")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise ServerRunning(f"{db_path} is in use by a running Tally server") from None
+
+    def release(self) -> None:
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+
+
+def inspect_file(path: str) -> tuple[int, int, int]:
+    """Check a database file without changing it; return (schema version, pages, total).
+
+    Raises UnusableDatabase with a one-line reason when the file is missing,
+    not SQLite, damaged or of a newer schema than this code.
+    """
+    if not os.path.isfile(path):
+        raise UnusableDatabase(f"{path}: no such file")
+    try:
+        conn = _connect(path, readonly=True)
+    except sqlite3.Error as e:
+        raise UnusableDatabase(f"{path}: cannot open: {e}") from None
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UnusableDatabase(
+                f"{path}: schema version {version} is newer than this Tally "
+                f"({SCHEMA_VERSION}); upgrade Tally")
+        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            raise UnusableDatabase(f"{path}: integrity check failed: {result}")
+        if version < 1:
+            raise UnusableDatabase(f"{path}: not a Tally database (schema version 0)")
+        pages, total = conn.execute("SELECT count(*), coalesce(sum(total), 0) FROM pages").fetchone()
+        return version, pages, total
+    except sqlite3.Error as e:
+        raise UnusableDatabase(f"{path}: {e}") from None
+    finally:
+        conn.close()
+
+
+# The store #################################################################
+
+
+class _View:
+    """One view waiting for the writer thread."""
+
+    __slots__ = ("page_id", "now", "result", "error", "done")
+
+    def __init__(self, page_id: str, now: datetime.datetime):
+        self.page_id = page_id
+        self.now = now
+        self.result: Counts | None = None
+        self.error: Exception | None = None
+        self.done = threading.Event()
+
+
+class _Task:
+    """An owner command run alone in its own write transaction."""
+
+    __slots__ = ("fn", "result", "error", "done")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], object]):
+        self.fn = fn
+        self.result: object = None
+        self.error: Exception | None = None
+        self.done = threading.Event()
+
+
+class Store:
+    """The counts in one SQLite file.
+
+    Connection scheme, chosen by measurement (README, Performance): one writer
+    connection owned by one writer thread, fed by a queue, plus a small pool
+    of read connections. A connection per thread fighting for the write lock
+    with a busy timeout gave long latency tails; one writer never waits for
+    the lock. The writer does group commit: the views that queued up while
+    the previous commit was being fsynced are written in one transaction,
+    each with its own UPSERT and RETURNING, and every caller is answered only
+    after that COMMIT returned, so an answered count is on disk
+    (synchronous=FULL) and one fsync is shared by many views.
+    """
+
+    def __init__(self, path: str, *, sync: str = "full", max_pages: int | None = None,
+                 busy_timeout_s: float = 5.0, use_returning: bool | None = None,
+                 max_page_count: int | None = None):
+        self.path = path
+        self.max_pages = max_pages
+        self.use_returning = HAS_RETURNING if use_returning is None else use_returning
+        if self.use_returning and not HAS_RETURNING:
+            raise ValueError(f"SQLite {sqlite3.sqlite_version} has no RETURNING")
+        self._timeout = busy_timeout_s
+        self._writer = self._open_writer(path, sync, max_page_count)
+        self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_View | _Task | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write_loop, name="tally-writer", daemon=True)
+        self._thread.start()
+
+    # Opening ----------------------------------------------------------------
+
+    def _open_writer(self, path: str, sync: str, max_page_count: int | None) -> sqlite3.Connection:
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        existed = os.path.exists(path) and os.path.getsize(path) > 0
+        try:
+            conn = _connect(path, timeout_s=self._timeout)
+        except sqlite3.Error as e:
+            raise UnusableDatabase(f"{path}: cannot open: {e}") from None
+        try:
+            # Read before any write: a file that is not SQLite, or is damaged
+            # or newer, must be refused before WAL mode touches it.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise UnusableDatabase(
+                    f"{path}: schema version {version} is newer than this Tally "
+                    f"({SCHEMA_VERSION}); upgrade Tally")
+            if existed:
+                check = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise UnusableDatabase(f"{path}: database is damaged: {check}")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise UnusableDatabase(f"{path}: cannot enable WAL mode (got {mode})")
+            conn.execute(f"PRAGMA synchronous={'NORMAL' if sync == 'normal' else 'FULL'}")
+            if max_page_count is not None:
+                # Tests simulate a full disk with this.
+                conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
+            self._migrate(conn, version)
+        except sqlite3.Error as e:
+            conn.close()
+            raise UnusableDatabase(f"{path}: {e}") from None
+        except UnusableDatabase:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection, version: int) -> None:
+        for number, body in migrations():
+            if number <= version:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(body):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        for conn in self._all_readers:
+            conn.close()
+        self._writer.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # The writer thread --------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        pending: _View | _Task | None = None
+        while True:
+            job = pending if pending is not None else self._queue.get()
+            pending = None
+            if job is None:
+                return
+            if isinstance(job, _Task):
+                self._run_task(job)
+                continue
+            batch = [job]
+            while len(batch) < BATCH_LIMIT:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(nxt, _View):
+                    pending = nxt  # a task or the stop sentinel: after this batch
+                    break
+                batch.append(nxt)
+            self._write_views(batch)
+
+    def _write_views(self, batch: list[_View]) -> None:
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for view in batch:
+                try:
+                    view.result = self._count_one(conn, view.page_id, view.now)
+                except PageLimitReached as e:
+                    view.error = e
+            conn.execute("COMMIT")
+        except Exception as e:
+            # Nothing of this batch is stored: every caller gets the error.
+            _rollback(conn)
+            error = _classify(e) if isinstance(e, sqlite3.Error) else e
+            for view in batch:
+                view.result, view.error = None, error
+        finally:
+            for view in batch:
+                view.done.set()
+
+    def _count_one(self, conn: sqlite3.Connection, page_id: str, now: datetime.datetime) -> Counts:
+        stamp, day = _stamp(now), _day(now)
+        cap = self.max_pages
+        if self.use_returning:
+            row = conn.execute(_COUNT_PAGE + " RETURNING total",
+                               (page_id, stamp, stamp, cap, cap, page_id)).fetchone()
+            if row is None:
+                raise PageLimitReached(page_id)
+            today = conn.execute(_COUNT_DAY + " RETURNING views", (page_id, day)).fetchone()
+            return Counts(row[0], today[0])
+        cursor = conn.execute(_COUNT_PAGE, (page_id, stamp, stamp, cap, cap, page_id))
+        if cursor.rowcount == 0:
+            raise PageLimitReached(page_id)
+        conn.execute(_COUNT_DAY, (page_id, day))
+        total = conn.execute("SELECT total FROM pages WHERE page_id = ?", (page_id,)).fetchone()
+        today = conn.execute("SELECT views FROM daily WHERE page_id = ? AND day = ?",
+                             (page_id, day)).fetchone()
+        return Counts(total[0], today[0])
+
+    def _run_task(self, task: _Task) -> None:
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            task.result = task.fn(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            task.error = _classify(e)
+        except Exception as e:  # a refusal raised by the task itself: roll back, re-raise
+            task.error = e
+        finally:
+            _rollback(conn)
+            task.done.set()
+
+    def _wait(self, job: _View | _Task) -> object:
+        if not self._thread.is_alive():
+            raise StorageError("database writer has stopped")
+        self._queue.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    # Counting -----------------------------------------------------------------
+
+    def record_view(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
+        """Count one view; return the page's new total and today's views.
+
+        Raises PageLimitReached for a new page past max_pages, StorageError
+        when the database fails (nothing was counted then).
+        """
+        return self._wait(_View(page_id, now or utc_now()))  # type: ignore[return-value]
+
+    # Reading ------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        try:
+            return self._readers.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            conn = _connect(self.path, timeout_s=self._timeout)
+        except sqlite3.Error as e:
+            raise _classify(e) from None
+        with self._readers_lock:
+            self._all_readers.append(conn)
+        return conn
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        conn = self._reader()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise _classify(e) from None
+        finally:
+            self._readers.put(conn)
+
+    def counts(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
+        """The page's total and today's views, 0 and 0 for an unknown page."""
+        rows = self._read(
+            "SELECT p.total, coalesce(d.views, 0) FROM pages p "
+            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = ? "
+            "WHERE p.page_id = ?", (_day(now or utc_now()), page_id))
+        return Counts(*rows[0]) if rows else Counts(0, 0)
+
+    def ping(self) -> None:
+        """Raise StorageError unless the database answers a query and the writer runs."""
+        self._read("SELECT count(*) FROM (SELECT 1 FROM pages LIMIT 1)")
+        if not self._thread.is_alive():
+            raise StorageError("database writer has stopped")
+
+    def page_count(self) -> int:
+        return self._read("SELECT count(*) FROM pages")[0][0]
+
+    def history(self, page_id: str, days: int,
+                now: datetime.datetime | None = None) -> list[tuple[str, int]]:
+        """Views per day for the last `days` UTC days, oldest first, zeros included."""
+        end = (now or utc_now()).date()
+        start = end - datetime.timedelta(days=days - 1)
+        rows = dict(self._read(
+            "SELECT day, views FROM daily WHERE page_id = ? AND day >= ? AND day <= ?",
+            (page_id, start.isoformat(), end.isoformat())))
+        return [((start + datetime.timedelta(days=i)).isoformat(),
+                 rows.get((start + datetime.timedelta(days=i)).isoformat(), 0))
+                for i in range(days)]
+
+    def best_day(self, page_id: str) -> tuple[str, int] | None:
+        rows = self._read("SELECT day, views FROM daily WHERE page_id = ? "
+                          "ORDER BY views DESC, day DESC LIMIT 1", (page_id,))
+        return rows[0] if rows else None
+
+    def top(self, limit: int) -> list[tuple[str, int]]:
+        return self._read("SELECT page_id, total FROM pages ORDER BY total DESC, page_id "
+                          "LIMIT ?", (limit,))
+
+    def page(self, page_id: str) -> Page | None:
+        rows = self._read("SELECT page_id, total, created_at, last_seen FROM pages "
+                          "WHERE page_id = ?", (page_id,))
+        if not rows:
+            return None
+        days = dict(self._read("SELECT day, views FROM daily WHERE page_id = ? ORDER BY day",
+                               (page_id,)))
+        return Page(*rows[0], days=days)
+
+    def pages(self) -> Iterator[Page]:
+        """Every page with its history, ordered by page_id, from one snapshot."""
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+            days: dict[str, dict[str, int]] = {}
+            for page_id, day, views in conn.execute(
+                    "SELECT page_id, day, views FROM daily ORDER BY page_id, day"):
+                days.setdefault(page_id, {})[day] = views
+            rows = conn.execute("SELECT page_id, total, created_at, last_seen FROM pages "
+                                "ORDER BY page_id").fetchall()
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _classify(e) from None
+        finally:
+            self._readers.put(conn)
+        for row in rows:
+            yield Page(*row, days=days.get(row[0], {}))
+
+    # Owner controls -------------------------------------------------------------
+
+    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None) -> None:
+        stamp = _stamp(now or utc_now())
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO pages (page_id, total, created_at, last_seen) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT(page_id) DO UPDATE SET "
+                         "total = excluded.total", (page_id, total, stamp, stamp))
+        self._wait(_Task(run))
+
+    def rename(self, old: str, new: str, merge: bool = False) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if not conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (old,)).fetchone():
+                raise NotFound(old)
+            exists = conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (new,)).fetchone()
+            if exists and not merge:
+                raise AlreadyExists(new)
+            if exists:
+                conn.execute(
+                    "UPDATE pages SET total = total + (SELECT total FROM pages WHERE page_id = ?), "
+                    "created_at = min(created_at, (SELECT created_at FROM pages WHERE page_id = ?)), "
+                    "last_seen = max(last_seen, (SELECT last_seen FROM pages WHERE page_id = ?)) "
+                    "WHERE page_id = ?", (old, old, old, new))
+                conn.execute(
+                    "INSERT INTO daily (page_id, day, views) SELECT ?, day, views FROM daily "
+                    "WHERE page_id = ? AND true "
+                    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
+                    (new, old))
+                conn.execute("DELETE FROM daily WHERE page_id = ?", (old,))
+                conn.execute("DELETE FROM pages WHERE page_id = ?", (old,))
+            else:
+                conn.execute("UPDATE pages SET page_id = ? WHERE page_id = ?", (new, old))
+                conn.execute("UPDATE daily SET page_id = ? WHERE page_id = ?", (new, old))
+        self._wait(_Task(run))
+
+    def delete(self, page_id: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM pages WHERE page_id = ?", (page_id,)).rowcount == 0:
+                raise NotFound(page_id)
+            conn.execute("DELETE FROM daily WHERE page_id = ?", (page_id,))
+        self._wait(_Task(run))
+
+    def import_pages(self, pages: Iterable[Page], mode: str, dry_run: bool = False) -> dict[str, int]:
+        """Write pages in one transaction (all or nothing).
+
+        mode "set" replaces a page's total and the given days; "add" adds them.
+        Returns how many pages were created and changed. With dry_run the
+        transaction is rolled back after counting.
+        """
+        pages = list(pages)
+
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            report = {"created": 0, "changed": 0, "days": 0}
+            for p in pages:
+                known = conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (p.page_id,)).fetchone()
+                report["changed" if known else "created"] += 1
+                conn.execute(_IMPORT_PAGE[mode], (p.page_id, p.total, p.created_at, p.last_seen))
+                for day, views in p.days.items():
+                    conn.execute(_IMPORT_DAY[mode], (p.page_id, day, views))
+                    report["days"] += 1
+            if dry_run:
+                raise _DryRun(report)
+            return report
+        try:
+            return self._wait(_Task(run))  # type: ignore[return-value]
+        except _DryRun as done:
+            return done.report
+
+def copy_database(source_path: str, dest_path: str,
+                  progress: Callable[[int, int], None] | None = None,
+                  pages_per_step: int = 256, timeout_s: float = 5.0) -> None:
+    """Copy a database (live or not) into dest with SQLite's online backup API.
+
+    It copies pages_per_step pages at a time and releases the lock between
+    steps, so a running server's writes are never held up for long; writes
+    made meanwhile restart the copy from a consistent point (SQLite does
+    this). dest is written through SQLite, so a live dest is replaced
+    transactionally too.
+    """
+    try:
+        source = _connect(source_path, timeout_s=timeout_s)
+        target = _connect(dest_path, timeout_s=timeout_s)
+    except sqlite3.Error as e:
+        raise _classify(e) from None
+    try:
+        source.backup(target, pages=pages_per_step,
+                      progress=(lambda status, remaining, total:
+                                progress(total - remaining, total)) if progress else None)
+    except sqlite3.Error as e:
+        raise _classify(e) from None
+    finally:
+        target.close()
+        source.close()
+
+
+def set_standalone(path: str) -> None:
+    """Switch a copied file to rollback-journal mode: one file, no -wal beside it."""
+    conn = _connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error as e:
+        raise _classify(e) from None
+    finally:
+        conn.close()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # After SQLITE_FULL or an I/O error SQLite may have rolled back already,
+    # and ROLLBACK itself can fail the same way: the transaction is gone then.
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+class _DryRun(Exception):
+    def __init__(self, report: dict[str, int]):
+        self.report = report
+
+
+def _statements(body: str) -> list[str]:
+    """Split a migration into statements (sqlite3 runs one per execute)."""
+    lines = [line for line in body.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+# Insert a page's first view, or add one. The WHERE refuses a page that does
+# not exist yet once max_pages (NULL: no cap) pages are stored; nothing is
+# read first and written later, it is one statement.
+_COUNT_PAGE = (
+    "INSERT INTO pages (page_id, total, created_at, last_seen) "
+    "SELECT ?, 1, ?, ? "
+    "WHERE ? IS NULL OR (SELECT count(*) FROM pages) < ? "
+    "OR EXISTS (SELECT 1 FROM pages WHERE page_id = ?) "
+    "ON CONFLICT(page_id) DO UPDATE SET total = total + 1, last_seen = excluded.last_seen"
+)
+_COUNT_DAY = (
+    "INSERT INTO daily (page_id, day, views) VALUES (?, ?, 1) "
+    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + 1"
+)
+_IMPORT_PAGE = {
+    "set": "INSERT INTO pages (page_id, total, created_at, last_seen) VALUES (?, ?, ?, ?) "
+           "ON CONFLICT(page_id) DO UPDATE SET total = excluded.total, "
+           "created_at = min(created_at, excluded.created_at), "
+           "last_seen = max(last_seen, excluded.last_seen)",
+    "add": "INSERT INTO pages (page_id, total, created_at, last_seen) VALUES (?, ?, ?, ?) "
+           "ON CONFLICT(page_id) DO UPDATE SET total = total + excluded.total, "
+           "created_at = min(created_at, excluded.created_at), "
+           "last_seen = max(last_seen, excluded.last_seen)",
+}
+_IMPORT_DAY = {
+    "set": "INSERT INTO daily (page_id, day, views) VALUES (?, ?, ?) "
+           "ON CONFLICT(page_id, day) DO UPDATE SET views = excluded.views",
+    "add": "INSERT INTO daily (page_id, day, views) VALUES (?, ?, ?) "
+           "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
+}

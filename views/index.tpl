@@ -1,0 +1,96 @@
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>Tally: visitor-counter badges</title>
+<link rel="stylesheet" href="/static/tally.css">
+<script src="/static/tally.js" defer></script>
+</head>
+<body>
+<main>
+<h1>Tally</h1>
+<p>Tally counts the views of a page and shows the number as a badge. Put one line in a README, an issue or a blog; every view of that page adds one.</p>
+<pre class="embed"><code>![visitors]({{badge_url}})</code></pre>
+
+<h2>Build your badge</h2>
+% if error:
+<p class="error" role="alert">{{error}}</p>
+% end
+<form id="builder" method="get" action="/">
+  <div class="field">
+    <label for="repo">GitHub repository (owner/repo)</label>
+    <input id="repo" name="repo" value="" placeholder="alice/my-repo" autocomplete="off">
+  </div>
+  <div class="field">
+    <label for="page_id">Page id</label>
+    <input id="page_id" name="page_id" value="{{page_id}}" maxlength="256" required>
+  </div>
+  <div class="field">
+    <label for="left_text">Label</label>
+    <input id="left_text" name="left_text" value="{{look.label}}" maxlength="64">
+  </div>
+  <div class="field color">
+    <label for="left_color">Label colour</label>
+    <input id="left_color" name="left_color" value="{{look.label_color}}">
+    <input type="color" id="left_color_pick" aria-label="Pick label colour" value="{{look.label_color if len(look.label_color) == 7 else defaults.label_color}}">
+  </div>
+  <div class="field color">
+    <label for="right_color">Value colour</label>
+    <input id="right_color" name="right_color" value="{{look.color}}">
+    <input type="color" id="right_color_pick" aria-label="Pick value colour" value="{{look.color if len(look.color) == 7 else defaults.color}}">
+  </div>
+  <fieldset class="field styles">
+    <legend>Style</legend>
+    % for style in styles:
+    <label class="style"><input type="radio" name="style" value="{{style}}" {{'checked' if style == look.style else ''}}>
+      <span>{{style}}</span>
+      % if style != "pixel":
+      <img class="sample" src="/badge?page_id=tally.sample&amp;query_only=true&amp;style={{style}}" alt="" width="{{90 if style == 'for-the-badge' else 80}}" height="20">
+      % end
+    </label>
+    % end
+  </fieldset>
+  <div class="field">
+    <label for="format">Number format</label>
+    <select id="format" name="format">
+    % for fmt in formats:
+      <option value="{{fmt}}" {{'selected' if fmt == look.format else ''}}>{{fmt}}</option>
+    % end
+    </select>
+  </div>
+  <div class="field">
+    <label for="show">Show</label>
+    <select id="show" name="show">
+    % for show in shows:
+      <option value="{{show}}" {{'selected' if show == look.show else ''}}>{{show}}</option>
+    % end
+    </select>
+  </div>
+  <div class="field">
+    <label for="base">Start value</label>
+    <input id="base" name="base" type="number" min="0" max="1000000000000" value="{{look.base}}">
+  </div>
+  <button type="submit">Update</button>
+</form>
+
+<h2>Preview</h2>
+<p class="preview"><img id="preview" src="{{preview_url}}" alt="badge preview"></p>
+<p class="note">The preview never counts a view (it asks with <code>query_only=true</code>).</p>
+
+<h2>Copy</h2>
+% snippets = [("markdown", "Markdown", "![" + look.label + "](" + badge_url + ")"), ("html", "HTML", '<img src="' + badge_url + '" alt="' + look.label + '">'), ("rst", "reStructuredText", ".. image:: " + badge_url + "\n   :alt: " + look.label)]
+% for key, title, text in snippets:
+<div class="snippet">
+  <label for="snippet-{{key}}">{{title}}</label>
+  <textarea id="snippet-{{key}}" readonly rows="2">{{text}}</textarea>
+  <button type="button" class="copy" data-target="snippet-{{key}}">Copy</button>
+  <span class="copied" aria-live="polite"></span>
+</div>
+% end
+
+<p><a href="/stats?page_id={{page_id}}">Stats for {{page_id}}</a></p>
+</main>
+</body>
+</html>

@@ -1,0 +1,45 @@
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>Tally stats</title>
+<link rel="stylesheet" href="/static/tally.css">
+</head>
+<body>
+<main>
+<p><a href="/">Tally</a></p>
+% if error:
+<h1>Stats</h1>
+<p class="error" role="alert">{{error}}</p>
+% else:
+<h1>Stats for <span class="page-id">{{page_id}}</span></h1>
+% if counts.total == 0:
+<p class="empty">No views of this page yet. Embed its badge and they will show here.</p>
+% end
+<dl class="numbers">
+  <div><dt>Total</dt><dd id="total">{{f"{counts.total:,}"}}</dd></div>
+  <div><dt>Today (UTC)</dt><dd id="today">{{f"{counts.today:,}"}}</dd></div>
+  <div><dt>Best day</dt><dd id="best">{{f"{best[1]:,} on {best[0]}" if best else "none yet"}}</dd></div>
+</dl>
+<h2>Last {{len(history)}} days</h2>
+<figure class="chart">
+{{!chart}}
+<figcaption>Views per UTC day, oldest on the left. The same numbers are in the table below and at <a href="/api/history?page_id={{page_id}}&amp;days={{len(history)}}">/api/history</a>.</figcaption>
+</figure>
+<details>
+<summary>Numbers</summary>
+<table id="history">
+<thead><tr><th scope="col">Day</th><th scope="col">Views</th></tr></thead>
+<tbody>
+% for day, views in history:
+<tr><td>{{day}}</td><td>{{views}}</td></tr>
+% end
+</tbody>
+</table>
+</details>
+% end
+</main>
+</body>
+</html>

@@ -1,0 +1,60 @@
+// Makes the builder live. Without JavaScript the form submits by GET and the
+// server renders the same snippets.
+"use strict";
+(function () {
+  const form = document.getElementById("builder");
+  if (!form) return;
+  const defaults = { left_text: "visitors", left_color: "#595959", right_color: "#1283c3",
+                     style: "flat", format: "plain", show: "total", base: "0" };
+  const $ = (id) => document.getElementById(id);
+  const origin = window.location.origin;
+
+  function query(preview) {
+    const data = new FormData(form);
+    const params = new URLSearchParams();
+    params.set("page_id", data.get("page_id") || "owner.repo");
+    for (const name of Object.keys(defaults)) {
+      const value = (data.get(name) || "").toString();
+      if (value !== "" && value !== defaults[name]) params.set(name, value);
+    }
+    if (preview) params.set("query_only", "true");
+    return params.toString();
+  }
+
+  function update() {
+    const url = origin + "/badge?" + query(false);
+    const label = ($("left_text").value || defaults.left_text);
+    $("preview").src = "/badge?" + query(true);
+    $("snippet-markdown").value = "![" + label + "](" + url + ")";
+    $("snippet-html").value = '<img src="' + url + '" alt="' + label.replace(/&/g, "&amp;").replace(/"/g, "&quot;").replace(/</g, "&lt;") + '">';
+    $("snippet-rst").value = ".. image:: " + url + "\n   :alt: " + label;
+  }
+
+  $("repo").addEventListener("input", function () {
+    const match = this.value.trim().replace(/^https?:\/\/github\.com\//, "").match(/^([\w.-]+)\/([\w.-]+)/);
+    if (match) { $("page_id").value = match[1] + "." + match[2]; update(); }
+  });
+  for (const name of ["left_color", "right_color"]) {
+    $(name + "_pick").addEventListener("input", function () { $(name).value = this.value; update(); });
+    $(name).addEventListener("input", function () {
+      if (/^#[0-9a-fA-F]{6}$/.test(this.value)) $(name + "_pick").value = this.value;
+    });
+  }
+  form.addEventListener("input", update);
+  form.addEventListener("change", update);
+  form.addEventListener("submit", function (event) { event.preventDefault(); update(); });
+
+  for (const button of document.querySelectorAll("button.copy")) {
+    button.addEventListener("click", async function () {
+      const area = $(this.dataset.target);
+      const status = this.parentElement.querySelector(".copied");
+      area.select();
+      let done = false;
+      try { await navigator.clipboard.writeText(area.value); done = true; }
+      catch (e) { done = document.execCommand && document.execCommand("copy"); }
+      status.textContent = done ? "Copied." : "Selected: press Ctrl+C to copy.";
+      this.textContent = done ? "Copied" : "Copy";
+    });
+  }
+  update();
+})();
