@@ -74,7 +74,10 @@ def _svg(body: str, status: int = 200, error: str | None = None) -> bottle.HTTPR
 
 
 def _json(payload: object, status: int = 200) -> bottle.HTTPResponse:
-    response = bottle.HTTPResponse(body=json.dumps(payload, ensure_ascii=True), status=status)
+    # <, > and & escaped too, so no JSON answer can be sniffed as markup.
+    body = json.dumps(payload, ensure_ascii=True).replace("<", "\\u003c") \
+        .replace(">", "\\u003e").replace("&", "\\u0026")
+    response = bottle.HTTPResponse(body=body, status=status)
     _no_cache_headers(response)
     response.set_header("Content-Type", JSON_TYPE)
     return response

@@ -279,7 +279,10 @@ class Store:
 
     def _open_writer(self, path: str, sync: str, max_page_count: int | None) -> sqlite3.Connection:
         folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise UnusableDatabase(f"{path}: cannot create folder {folder}: {e.strerror}") from None
         existed = os.path.exists(path) and os.path.getsize(path) > 0
         try:
             conn = _connect(path, timeout_s=self._timeout)

@@ -1,0 +1,172 @@
+"""Shared fixtures: a fresh database file per test, the app called as plain
+WSGI, and the real server as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import config  # noqa: E402
+import server  # noqa: E402
+import storage  # noqa: E402
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "data" / "counts.db")
+
+
+@pytest.fixture
+def store(db_path: str):
+    with storage.Store(db_path) as s:
+        yield s
+
+
+class Response:
+    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes):
+        self.status = int(status.split()[0])
+        self.headers = {k.lower(): v for k, v in headers}
+        self.header_list = headers
+        self.body = body
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+class WSGIClient:
+    """Calls the app as plain WSGI, the way a server would."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def request(self, method: str, path: str, query: str = "", headers: dict | None = None) -> Response:
+        environ: dict = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+                         "SCRIPT_NAME": "",
+                         "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr}
+        setup_testing_defaults(environ)
+        for name, value in (headers or {}).items():
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+        seen = {}
+
+        def start_response(status, response_headers, exc_info=None):
+            seen["status"], seen["headers"] = status, response_headers
+
+        result = self.app(environ, start_response)
+        try:
+            body = b"".join(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        return Response(seen["status"], seen["headers"], body)
+
+    def get(self, path: str, query: str = "", **kw) -> Response:
+        return self.request("GET", path, query, **kw)
+
+
+@pytest.fixture
+def make_client(db_path: str):
+    """Build an app over a fresh store with given settings."""
+    stores = []
+
+    def build(**settings) -> tuple[WSGIClient, storage.Store]:
+        cfg = config.Config(db=db_path, **settings)
+        s = storage.Store(db_path, max_pages=cfg.max_pages)
+        stores.append(s)
+        return WSGIClient(server.create_app(cfg, s)), s
+    yield build
+    for s in stores:
+        s.close()
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 20.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+class LiveServer:
+    def __init__(self, db: str, port: int, proc: subprocess.Popen, log: Path):
+        self.db, self.port, self.proc, self.log = db, port, proc, log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, headers: dict | None = None, method: str = "GET"):
+        request = urllib.request.Request(self.url + path, headers=headers or {}, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+
+def start_server(db: str, tmp_path: Path, env: dict | None = None, args: list[str] = ()) -> LiveServer:
+    port = free_port()
+    log = tmp_path / f"server-{port}.log"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    environment.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "server.py"), "serve", "--db", db, "--port", str(port),
+         "--quiet", *args],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=environment)
+    live = LiveServer(db, port, proc, log)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()}")
+        try:
+            return live.get("/healthz")[0] == 200
+        except OSError:
+            return False
+    wait_until(answers)
+    return live
+
+
+def stop_server(live: LiveServer) -> None:
+    if live.proc.poll() is None:
+        live.proc.terminate()
+        try:
+            live.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            live.proc.kill()
+            live.proc.wait()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, db_path: str):
+    servers = []
+
+    def start(env: dict | None = None, args: list[str] = (), db: str | None = None) -> LiveServer:
+        s = start_server(db or db_path, tmp_path, env, list(args))
+        servers.append(s)
+        return s
+    yield start
+    for s in servers:
+        stop_server(s)

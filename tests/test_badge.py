@@ -1,0 +1,165 @@
+"""badge.py: rendering, formats, colours and the template cache."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import badge
+import badgepy
+from badge import Look
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def texts(svg: str) -> list[str]:
+    return [t.text for t in ET.fromstring(svg).iter(SVG + "text")]
+
+
+def test_flat_badge_is_byte_identical_to_a_plain_badge_call():
+    expected = badgepy.badge(left_text="visitors", right_text="1234",
+                             left_color="#595959", right_color="#1283c3")
+    assert badge.render(Look(), 1234, 5) == expected
+
+
+def test_flat_square_comes_from_the_renderer():
+    expected = badgepy.badge(left_text="visitors", right_text="7", left_color="#595959",
+                             right_color="#1283c3", style="flat-square")
+    assert badge.render(Look(style="flat-square"), 7, 0) == expected
+
+
+@pytest.mark.parametrize("n, plain, comma, short", [
+    (0, "0", "0", "0"), (999, "999", "999", "999"), (1000, "1000", "1,000", "1k"),
+    (1049, "1049", "1,049", "1k"), (1050, "1050", "1,050", "1.1k"), (1234, "1234", "1,234", "1.2k"),
+    (9999, "9999", "9,999", "10k"), (12345, "12345", "12,345", "12k"),
+    (999_499, "999499", "999,499", "999k"), (999_500, "999500", "999,500", "1M"),
+    (1_250_000, "1250000", "1,250,000", "1.3M"), (10**12, "1000000000000", "1,000,000,000,000", "1T"),
+])
+def test_number_formats(n, plain, comma, short):
+    assert [badge.format_number(n, f) for f in ("plain", "comma", "short")] == [plain, comma, short]
+
+
+@pytest.mark.parametrize("show, base, expected", [
+    ("total", 0, "3456"), ("total", 100, "3556"), ("today", 100, "12"), ("both", 0, "12 / 3456"),
+])
+def test_show_and_base(show, base, expected):
+    assert badge.message(Look(show=show, base=base), 3456, 12) == expected
+
+
+@pytest.mark.parametrize("value, normalized", [
+    ("abc", "#abc"), ("#AABBCC", "#aabbcc"), ("brightgreen", "#4c1"), ("informational", "#007ec6"),
+    ("inactive", "#9f9f9f"), ("rgb(1, 2, 3)", "rgb(1,2,3)"), ("rgba(1,2,3,0.5)", "rgba(1,2,3,0.5)"),
+    ("hsl(120, 50%, 50%)", "hsl(120,50%,50%)"), ("hsla(120,50%,50%,.2)", "hsla(120,50%,50%,.2)"),
+    ("aliceblue", "#f0f8ff"), ("Tomato", "#ff6347"),
+])
+def test_colours_are_normalized(value, normalized):
+    assert badge.normalize_color(value) == normalized
+
+
+@pytest.mark.parametrize("value", [
+    "", "#12", "#1234", "12345g", "rgb(256,0,0)", "rgb(1,2)", "hsl(1,2,3)", "notacolor",
+    "red;x", "url(#a)", "rgba(1,2,3,2)", "#abc\"",
+])
+def test_bad_colours_are_refused(value):
+    assert badge.normalize_color(value) is None
+
+
+@pytest.mark.parametrize("style", badge.STYLES)
+def test_every_style_is_well_formed_svg(style):
+    svg = badge.render(Look(style=style), 42, 1)
+    root = ET.fromstring(svg)
+    assert root.tag == SVG + "svg"
+    if style != "pixel":
+        assert any("42" in (t or "") for t in texts(svg))
+
+
+def test_pixel_is_a_transparent_one_by_one_image():
+    root = ET.fromstring(badge.render(Look(style="pixel"), 5, 0))
+    assert (root.get("width"), root.get("height"), list(root)) == ("1", "1", [])
+
+
+def test_for_the_badge_is_capitals_28px_high():
+    svg = badge.render(Look(style="for-the-badge", format="short"), 1500, 0)
+    assert ET.fromstring(svg).get("height") == "28"
+    assert texts(svg) == ["VISITORS", "1.5K"]
+
+
+def test_social_capitalises_the_label():
+    assert texts(badge.render(Look(style="social"), 3, 0))[0] == "Visitors"
+
+
+def test_plastic_is_18px_high():
+    assert ET.fromstring(badge.render(Look(style="plastic"), 3, 0)).get("height") == "18"
+
+
+def test_light_background_gets_dark_text():
+    svg = badge.render(Look(style="plastic", color="#ffff00"), 3, 0)
+    fills = [t.get("fill") for t in ET.fromstring(svg).iter(SVG + "text")]
+    assert "#333" in fills
+
+
+@pytest.mark.parametrize("label", ["访客", "訪問者数", "방문자", "👀 views", "زوار", "מבקרים"])
+def test_unicode_labels_get_room_for_their_glyphs(label):
+    width = badge.MEASURER.text_width(label)
+    wide = sum(1 for c in label if __import__("unicodedata").east_asian_width(c) in "WF")
+    assert width >= wide * badge.MEASURER.EM
+    svg = badge.render(Look(label=label), 1, 1)
+    assert texts(svg)[0] == label
+
+
+def test_cjk_label_is_wider_than_the_same_number_of_latin_letters():
+    assert badge.MEASURER.text_width("访客访客") > badge.MEASURER.text_width("abcd") * 1.3
+
+
+@pytest.mark.parametrize("style", badge.STYLES)
+def test_label_text_is_escaped(style):
+    look = Look(style=style, label='<a href="x">&\'')
+    svg = badge.render(look, 1, 1)
+    assert "<a " not in svg and '"x"' not in svg
+    if style != "pixel":
+        shown = {"for-the-badge": look.label.upper(), "social": look.label[:1].upper() + look.label[1:]}
+        assert shown.get(style, look.label) in texts(svg)
+
+
+def test_a_label_that_reads_like_the_number_stays_the_label():
+    for style in badge.STYLES:
+        look = Look(style=style, label="1234")
+        assert badge.render(look, 5678, 0) == badge.render_fresh(look, "5678")
+
+
+def test_template_cache_is_bounded():
+    assert badge._fragments.cache_info().maxsize == badge.TEMPLATE_CACHE_SIZE
+
+
+looks = st.builds(
+    Look,
+    label=st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20),
+    label_color=st.sampled_from(["#595959", "#abc", "#ffffff", "rgb(1,2,3)", "hsl(120,50%,50%)"]),
+    color=st.sampled_from(["#1283c3", "#4c1", "#fe7d37", "#eeeeee"]),
+    style=st.sampled_from(badge.STYLES),
+    format=st.sampled_from(["plain", "comma", "short"]),
+    show=st.sampled_from(["total", "today", "both"]),
+    base=st.integers(0, 10**12),
+    logo=st.sampled_from([None, "data:image/svg+xml;base64,PHN2Zy8+"]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(looks, st.integers(0, 10**13), st.integers(0, 10**9))
+def test_cached_render_is_byte_identical_to_a_fresh_render(look, total, today):
+    assert badge.render(look, total, today) == badge.render_fresh(look, badge.message(look, total, today))
+
+
+def test_error_badge_says_the_problem():
+    assert texts(badge.render_error("visitors", "invalid left_color")) == \
+        ["visitors", "visitors", "invalid left_color", "invalid left_color"]
+
+
+def test_history_chart_has_a_bar_per_day_scaled_to_the_highest():
+    svg = badge.history_chart([("2026-11-01", 2), ("2026-11-02", 0), ("2026-11-03", 4)])
+    bars = [r for r in ET.fromstring(svg).iter(SVG + "rect")]
+    assert [b.get("data-views") for b in bars] == ["2", "0", "4"]
+    heights = [float(b.get("height")) for b in bars]
+    assert heights[1] == 0 and heights[0] == pytest.approx(heights[2] / 2)

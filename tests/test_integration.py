@@ -1,0 +1,167 @@
+"""The real server (waitress, a subprocess) on a loopback port."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import ROOT, wait_until
+
+TOTAL_RE = re.compile(rb">(\d+)</text></g>")
+
+
+def badge_total(body: bytes) -> int:
+    return int(TOTAL_RE.search(body).group(1))
+
+
+def fetch_totals(live, page_ids: list[str], workers: int = 32) -> list[tuple[str, int]]:
+    def one(page_id: str) -> tuple[str, int]:
+        status, _, body = live.get("/badge?page_id=" + urllib.parse.quote(page_id))
+        assert status == 200
+        return page_id, badge_total(body)
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, page_ids))
+
+
+def test_2000_concurrent_views_of_one_page_get_counts_1_to_2000(live_server):
+    live = live_server()
+    results = fetch_totals(live, ["hot"] * 2000)
+    assert sorted(total for _, total in results) == list(range(1, 2001))
+    status, _, body = live.get("/api/count?page_id=hot")
+    assert body == b'{"page_id": "hot", "total": 2000, "today": 2000}'
+
+
+def test_20_interleaved_pages_each_count_exactly(live_server):
+    live = live_server()
+    pages = [f"page-{i % 20}" for i in range(2000)]
+    results = fetch_totals(live, pages)
+    for i in range(20):
+        totals = sorted(t for p, t in results if p == f"page-{i}")
+        assert totals == list(range(1, 101))
+
+
+def test_kill_9_under_load_loses_no_answered_count(live_server, db_path):
+    live = live_server()
+    highest: dict[str, int] = {}
+    sent: dict[str, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(page_id: str) -> None:
+        while not stop.is_set():
+            with lock:
+                sent[page_id] = sent.get(page_id, 0) + 1
+            try:
+                status, _, body = live.get("/badge?page_id=" + page_id)
+            except (OSError, http.client.HTTPException):
+                return
+            if status == 200:
+                with lock:
+                    highest[page_id] = max(highest.get(page_id, 0), badge_total(body))
+
+    threads = [threading.Thread(target=client, args=(f"p{i % 4}",)) for i in range(16)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sum(highest.values()) >= 400)
+    os.kill(live.proc.pid, signal.SIGKILL)
+    live.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = dict(conn.execute("SELECT page_id, total FROM pages"))
+    conn.close()
+    for page_id, answered in highest.items():
+        assert answered <= stored[page_id] <= sent[page_id]
+    restarted = live_server()
+    assert restarted.get("/badge?page_id=p0")[0] == 200
+
+
+def test_sigterm_stops_the_server_cleanly(live_server):
+    live = live_server()
+    live.get("/badge?page_id=p")
+    live.proc.send_signal(signal.SIGTERM)
+    assert live.proc.wait(timeout=10) == 0
+
+
+def test_200_idle_connections_do_not_stop_other_clients(live_server):
+    live = live_server(env={"TALLY_THREADS": "4"})
+    idle = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", live.port))
+            idle.append(s)
+        # Half of them start a request and never finish it.
+        for s in idle[::2]:
+            s.sendall(b"GET /badge?page_id=slow HTTP/1.1\r\nHost: x\r\n")
+        results = fetch_totals(live, ["busy"] * 50, workers=8)
+        assert sorted(t for _, t in results) == list(range(1, 51))
+    finally:
+        for s in idle:
+            s.close()
+    assert live.get("/api/count?page_id=slow")[2].startswith(b'{"page_id": "slow", "total": 0')
+
+
+def test_oversized_request_line_is_refused_and_counts_nothing(live_server):
+    live = live_server()
+    status, _, _ = live.get("/badge?page_id=p&pad=" + "x" * 9000)
+    assert status == 431 or status == 400
+    assert live.get("/api/count?page_id=p")[2].startswith(b'{"page_id": "p", "total": 0')
+
+
+def run_serve(db: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "server.py"), "serve", "--db", db,
+                           "--port", "0", *extra], capture_output=True, text=True, timeout=30)
+
+
+def test_not_a_database_stops_start_up_with_one_line(tmp_path):
+    db = tmp_path / "counts.db"
+    db.write_bytes(b"not sqlite at all\n" * 100)
+    before = db.read_bytes()
+    result = run_serve(str(db))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "not a database" in result.stderr
+    assert db.read_bytes() == before
+
+
+def test_newer_schema_stops_start_up(tmp_path):
+    db = tmp_path / "counts.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    before = db.read_bytes()
+    result = run_serve(str(db))
+    assert result.returncode == 2 and "newer" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert db.read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_read_only_file_stops_start_up(tmp_path):
+    db = tmp_path / "counts.db"
+    sqlite3.connect(db).execute("CREATE TABLE x (y)").connection.close()
+    db.chmod(stat.S_IRUSR)
+    result = run_serve(str(db))
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+
+
+def test_read_only_folder_stops_start_up(tmp_path):
+    # A folder in place of the file's parent: it cannot be created.
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file, not a folder")
+    result = run_serve(str(blocker / "counts.db"))
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr

@@ -1,0 +1,144 @@
+"""params.py: what arrives from outside is checked once, here."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import badge
+import params
+from params import ParamError
+
+
+def parse(query: str) -> params.BadgeQuery:
+    return params.parse_badge_query(params.parse_query_string(query))
+
+
+def test_original_visitor_badge_parameters():
+    q = parse("page_id=alice.repo&left_text=views&left_color=%23000&right_color=green")
+    assert q.page_id == "alice.repo" and q.count
+    assert (q.look.label, q.look.label_color, q.look.color) == ("views", "#000", "#97ca00")
+
+
+def test_defaults_are_those_of_the_original_service():
+    look = parse("page_id=x").look
+    assert (look.label, look.label_color, look.color) == ("visitors", "#595959", "#1283c3")
+
+
+@pytest.mark.parametrize("query, count", [
+    ("page_id=x", True), ("page_id=x&query_only=true", False), ("page_id=x&query_only=false", True),
+    ("page_id=x&increment=false", False), ("page_id=x&increment=true", True),
+    ("page_id=x&query_only=true&increment=true", False),
+    ("page_id=x&query_only=false&increment=false", False),
+])
+def test_counting_flags(query, count):
+    assert parse(query).count is count
+
+
+@pytest.mark.parametrize("query, message", [
+    ("", "missing page_id"),
+    ("page_id=", "empty page_id"),
+    ("page_id=" + "a" * 257, "page_id too long"),
+    ("page_id=a%00b", "invalid page_id"),
+    ("page_id=a%0Ab", "invalid page_id"),
+    ("page_id=%ED%A0%80", "invalid page_id"),       # a UTF-8-encoded lone surrogate
+    ("page_id=%FF", "invalid page_id"),             # not UTF-8 at all
+    ("page_id=a%E2%80%A8b", "invalid page_id"),     # line separator
+    ("page_id=x&page_id=y", "duplicate page_id"),
+    ("page_id=x&left_color=nope", "invalid left_color"),
+    ("page_id=x&right_color=%23ggg", "invalid right_color"),
+    ("page_id=x&color=url(x)", "invalid color"),
+    ("page_id=x&labelColor=12345", "invalid labelColor"),
+    ("page_id=x&left_text=" + "a" * 65, "left_text too long"),
+    ("page_id=x&label=a%07", "invalid label"),
+    ("page_id=x&query_only=maybe", "invalid query_only"),
+    ("page_id=x&increment=2", "invalid increment"),
+    ("page_id=x&style=round", "invalid style"),
+    ("page_id=x&format=hex", "invalid format"),
+    ("page_id=x&show=week", "invalid show"),
+    ("page_id=x&base=-1", "invalid base"),
+    ("page_id=x&base=1000000000001", "invalid base"),
+    ("page_id=x&base=1e3", "invalid base"),
+    ("page_id=x&logo=https://example.org/a.svg", "invalid logo"),
+    ("page_id=x&logo=data:image/svg%2Bxml;base64,!!!", "invalid logo"),
+    ("page_id=x&logoColor=nope", "invalid logoColor"),
+])
+def test_bad_input_names_the_problem(query, message):
+    with pytest.raises(ParamError) as error:
+        parse(query)
+    assert str(error.value) == message
+
+
+def test_limits_are_inclusive():
+    assert parse("page_id=" + "a" * 256).page_id == "a" * 256
+    assert parse("page_id=x&left_text=" + "b" * 64).look.label == "b" * 64
+    assert parse("page_id=x&base=1000000000000").look.base == 10**12
+
+
+def test_page_id_counts_characters_not_bytes():
+    assert parse("page_id=" + urllib.parse.quote("é" * 256)).page_id == "é" * 256
+
+
+def test_unicode_page_ids_are_kept_exactly():
+    assert parse("page_id=" + urllib.parse.quote("博客/文章 1 👋")).page_id == "博客/文章 1 👋"
+
+
+def test_unknown_parameters_are_ignored():
+    assert parse("page_id=x&t=12345&utm_source=readme").page_id == "x"
+
+
+@pytest.mark.parametrize("first, second, winner", [
+    ("left_text=a", "label=b", "a"), ("label=b", "title=c", "b"), ("title=c", "left_text=a", "a"),
+])
+def test_seed_names_win_over_aliases(first, second, winner):
+    assert parse(f"page_id=x&{first}&{second}").look.label == winner
+
+
+def test_shields_names_are_accepted():
+    look = parse("page_id=x&label=hits&labelColor=red&color=blue&style=for-the-badge").look
+    assert (look.label, look.label_color, look.color, look.style) == (
+        "hits", "#e05d44", "#007ec6", "for-the-badge")
+
+
+def test_logo_data_uri_is_decoded_and_reencoded():
+    uri = "data:image/svg+xml;base64,PHN2Zy8+"   # "<svg/>"
+    assert parse("page_id=x&logo=" + urllib.parse.quote(uri)).look.logo == uri
+    # A "+" in base64 arrives as a space when the URL was not encoded.
+    assert parse("page_id=x&logo=data:image/png;base64,ab+c").look.logo == \
+        "data:image/png;base64,ab+c"
+
+
+def test_logo_size_is_bounded():
+    import base64
+    big = base64.b64encode(b"x" * (params.LOGO_MAX_BYTES + 1)).decode()
+    with pytest.raises(ParamError, match="logo too large"):
+        parse("page_id=x&logo=data:image/png;base64," + big)
+
+
+def test_error_label_is_the_requests_when_valid():
+    assert params.label_for_error({"left_text": "hits"}) == "hits"
+    assert params.label_for_error({"left_text": "x" * 100}) == badge.DEFAULT_LABEL
+
+
+@pytest.mark.parametrize("value, days", [(None, 30), ("1", 1), ("365", 365)])
+def test_days(value, days):
+    assert params.parse_days(value) == days
+
+
+@pytest.mark.parametrize("value", ["0", "366", "-1", "a", ""])
+def test_bad_days(value):
+    with pytest.raises(ParamError, match="invalid days"):
+        params.parse_days(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_any_query_string_either_parses_or_names_a_problem(text):
+    try:
+        q = params.parse_badge_query(params.parse_query_string(text))
+    except ParamError as e:
+        assert str(e).isascii() and "<" not in str(e)
+    else:
+        assert 1 <= len(q.page_id) <= params.PAGE_ID_MAX

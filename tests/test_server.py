@@ -1,0 +1,250 @@
+"""server.py: the app called as plain WSGI over a real database file."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+from wsgiref.validate import validator
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import server
+import storage
+
+NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def count(store, page_id="p"):
+    return store.counts(page_id).total
+
+
+def texts(body: bytes) -> list[str]:
+    return [t.text for t in ET.fromstring(body).iter(SVG + "text")]
+
+
+def test_badge_counts_and_shows_the_new_total(make_client):
+    client, store = make_client()
+    for expected in (1, 2, 3):
+        response = client.get("/badge", "page_id=p")
+        assert response.status == 200
+        assert texts(response.body)[-1] == str(expected)
+    assert count(store) == 3
+
+
+def test_badge_headers_stop_every_cache(client):
+    r = client.get("/badge", "page_id=p")
+    assert r.headers["content-type"] == "image/svg+xml; charset=utf-8"
+    assert r.headers["cache-control"] == NO_CACHE
+    assert r.headers["pragma"] == "no-cache"
+    expires = email.utils.parsedate_to_datetime(r.headers["expires"]).timestamp()
+    assert 590 <= time.time() - expires <= 620
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "etag" not in r.headers and "last-modified" not in r.headers
+
+
+def test_svg_csp_lets_nothing_run_or_load(client):
+    csp = client.get("/badge", "page_id=p").headers["content-security-policy"]
+    directives = dict(d.strip().split(" ", 1) if " " in d.strip() else (d.strip(), "")
+                      for d in csp.split(";"))
+    assert directives["default-src"] == "'none'"
+    assert "script-src" not in directives and "sandbox" in directives
+    assert directives["img-src"] == "data:"
+
+
+def test_head_answers_the_same_headers_and_does_not_count(make_client):
+    client, store = make_client()
+    client.get("/badge", "page_id=p")
+    head = client.request("HEAD", "/badge", "page_id=p")
+    assert head.status == 200 and head.body == b""
+    assert head.headers["cache-control"] == NO_CACHE
+    assert head.headers["content-type"] == "image/svg+xml; charset=utf-8"
+    assert count(store) == 1
+
+
+@pytest.mark.parametrize("query", ["page_id=p&query_only=true", "page_id=p&increment=false"])
+def test_query_only_shows_without_counting(make_client, query):
+    client, store = make_client()
+    client.get("/badge", "page_id=p")
+    assert texts(client.get("/badge", query).body)[-1] == "1"
+    assert count(store) == 1
+
+
+@pytest.mark.parametrize("query, problem", [
+    ("", "missing page_id"), ("page_id=", "empty page_id"), ("page_id=" + "a" * 257, "page_id too long"),
+    ("page_id=p%01", "invalid page_id"), ("page_id=p&left_color=nope", "invalid left_color"),
+    ("page_id=p&left_text=" + "x" * 65, "left_text too long"), ("page_id=p&style=fancy", "invalid style"),
+    ("page_id=p&query_only=perhaps", "invalid query_only"), ("page_id=p&page_id=p", "duplicate page_id"),
+])
+def test_bad_badge_request_answers_an_error_badge_and_counts_nothing(make_client, query, problem):
+    client, store = make_client()
+    client.get("/badge", "page_id=p")
+    r = client.get("/badge", query)
+    assert r.status == 200                   # GitHub's proxy shows only 200 images
+    assert r.headers["x-tally-error"] == problem
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["content-type"] == "image/svg+xml; charset=utf-8"
+    assert texts(r.body)[-1] == problem
+    assert store.page_count() == 1 and count(store) == 1
+
+
+def test_error_badge_keeps_a_valid_custom_label(client):
+    r = client.get("/badge", "page_id=&left_text=hits")
+    assert texts(r.body)[0] == "hits"
+
+
+def test_api_count_reads_without_counting(make_client):
+    client, store = make_client()
+    client.get("/badge", "page_id=p")
+    r = client.get("/api/count", "page_id=p")
+    assert r.status == 200 and r.headers["content-type"] == "application/json"
+    assert json.loads(r.body) == {"page_id": "p", "total": 1, "today": 1}
+    assert json.loads(client.get("/api/count", "page_id=unknown").body)["total"] == 0
+    assert count(store) == 1
+
+
+@pytest.mark.parametrize("path", ["/api/count", "/api/shields", "/api/history"])
+@pytest.mark.parametrize("query, error", [("", "missing page_id"), ("page_id=a%00", "invalid page_id")])
+def test_json_endpoints_answer_400_with_an_error(client, path, query, error):
+    r = client.get(path, query)
+    assert r.status == 400 and json.loads(r.body) == {"error": error}
+
+
+def test_shields_endpoint_matches_the_schema(make_client):
+    client, store = make_client()
+    for _ in range(3):
+        client.get("/badge", "page_id=p")
+    body = json.loads(client.get("/api/shields", "page_id=p&label=hits&color=green&format=comma&base=1000").body)
+    assert body == {"schemaVersion": 1, "label": "hits", "message": "1,003",
+                    "color": "#97ca00", "labelColor": "#595959"}
+    assert all(isinstance(v, str) for k, v in body.items() if k != "schemaVersion")
+    assert count(store) == 3
+
+
+def test_history_endpoint_lists_days(make_client):
+    client, store = make_client()
+    client.get("/badge", "page_id=p")
+    body = json.loads(client.get("/api/history", "page_id=p&days=7").body)
+    assert len(body["days"]) == 7 and body["days"][-1]["views"] == 1 and body["total"] == 1
+    assert client.get("/api/history", "page_id=p&days=366").status == 400
+
+
+def test_healthz_answers_ok_while_the_database_answers(make_client):
+    client, store = make_client()
+    r = client.get("/healthz")
+    assert (r.status, json.loads(r.body)) == (200, {"status": "ok"})
+    store.close()
+    r = client.get("/healthz")
+    assert (r.status, json.loads(r.body)) == (503, {"status": "unavailable"})
+
+
+def test_database_failure_answers_503_error_badge_and_keeps_serving(make_client):
+    client, store = make_client()
+    client.get("/badge", "page_id=p")
+    store._writer.execute("PRAGMA query_only = ON")  # every write now fails
+    r = client.get("/badge", "page_id=p")
+    assert r.status == 503 and r.headers["x-tally-error"] == "database unavailable"
+    assert b"Traceback" not in r.body
+    assert client.get("/api/count", "page_id=p").status == 200
+    store._writer.execute("PRAGMA query_only = OFF")
+    assert texts(client.get("/badge", "page_id=p").body)[-1] == "2"
+
+
+def test_unexpected_error_answers_500_without_a_traceback(make_client, monkeypatch, caplog):
+    client, store = make_client()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail")
+    monkeypatch.setattr(store, "record_view", broken)
+    r = client.get("/badge", "page_id=p")
+    assert r.status == 500 and r.headers["x-tally-error"] == "internal error"
+    assert b"secret detail" not in r.body
+    assert "secret detail" in caplog.text and "Traceback" in caplog.text
+
+
+def test_allow_pattern_refuses_other_pages(make_client):
+    client, store = make_client(allow=r"alice\..*")
+    assert client.get("/badge", "page_id=alice.repo").headers.get("x-tally-error") is None
+    r = client.get("/badge", "page_id=mallory.junk")
+    assert r.headers["x-tally-error"] == "page_id not allowed"
+    assert store.page_count() == 1
+
+
+def test_page_cap_refuses_new_ids_and_keeps_counting_old_ones(make_client):
+    client, store = make_client(max_pages=2)
+    client.get("/badge", "page_id=a")
+    client.get("/badge", "page_id=b")
+    r = client.get("/badge", "page_id=c")
+    assert r.status == 200 and r.headers["x-tally-error"] == "page limit reached"
+    assert texts(client.get("/badge", "page_id=a").body)[-1] == "2"
+    assert store.page_count() == 2
+
+
+def test_camo_only_counts_only_githubs_proxy(make_client):
+    client, store = make_client(camo_only=True)
+    r = client.get("/badge", "page_id=p", headers={"User-Agent": "curl/8"})
+    assert texts(r.body)[-1] == "0"
+    client.get("/badge", "page_id=p", headers={"User-Agent": "github-camo (876de43e)"})
+    assert count(store) == 1
+
+
+def test_metrics_are_off_by_default(client):
+    assert client.get("/metrics").status == 404
+
+
+def test_metrics_count_requests_views_errors_and_pages(make_client):
+    client, store = make_client(metrics=True)
+    client.get("/badge", "page_id=p")
+    client.get("/badge", "page_id=")
+    text = client.get("/metrics").text
+    assert 'tally_requests_total{route="/badge",status="200"} 2.0' in text
+    assert "tally_views_recorded_total 1.0" in text
+    assert 'tally_errors_total{kind="empty page_id"} 1.0' in text
+    assert "tally_pages 1.0" in text
+    assert 'tally_db_seconds_count{operation="record_view"} 1.0' in text
+
+
+def test_index_shows_the_embed_line(client):
+    r = client.get("/")
+    assert r.status == 200 and "text/html" in r.headers["content-type"]
+    assert "![visitors](http://127.0.0.1/badge?page_id=owner.repo)" in r.text
+
+
+def test_unknown_path_is_a_json_404(client):
+    r = client.get("/nothing")
+    assert r.status == 404 and json.loads(r.body) == {"error": "not found"}
+
+
+def test_only_get_and_head_reach_badges(make_client):
+    client, store = make_client()
+    assert client.request("POST", "/badge", "page_id=p").status == 405
+    assert count(store) == 0
+
+
+def test_app_is_wsgi_compliant(make_client):
+    client, _ = make_client()
+    checked = type(client)(validator(client.app))
+    for path, query in [("/badge", "page_id=p"), ("/badge", ""), ("/api/count", "page_id=p"),
+                        ("/healthz", ""), ("/", ""), ("/stats", "page_id=p")]:
+        assert checked.get(path, query).status in (200, 400)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=120), st.sampled_from(["page_id", "left_text", "left_color", "label", "style"]))
+def test_any_query_gives_no_5xx_and_echoes_nothing_unescaped(client, fuzz, name):
+    # Markers around the input: if it comes back raw, "Q<input>Z" is in the body.
+    text = "Q" + fuzz + "Z"
+    query = urllib.parse.urlencode({"page_id": "fuzz", name: text})
+    for path in ("/badge", "/api/count", "/api/shields", "/api/history", "/", "/stats"):
+        r = client.get(path, query)
+        assert r.status < 500
+        if any(c in fuzz for c in "<&\"'"):
+            assert text not in r.text
+        if path == "/badge":
+            ET.fromstring(r.body)
+        elif path.startswith("/api"):
+            json.loads(r.body)

@@ -1,0 +1,275 @@
+"""storage.py against real SQLite files."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sqlite3
+import threading
+
+import pytest
+
+import storage
+
+DAY1 = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.timezone.utc)
+DAY2 = datetime.datetime(2026, 11, 2, 9, 30, tzinfo=datetime.timezone.utc)
+
+both_paths = pytest.mark.parametrize("use_returning", [True, False],
+                                     ids=["returning", "upsert-then-select"])
+
+
+@both_paths
+def test_first_view_creates_the_page_with_total_one(db_path, use_returning):
+    with storage.Store(db_path, use_returning=use_returning) as s:
+        assert s.record_view("alice.repo", DAY1) == storage.Counts(total=1, today=1)
+
+
+@both_paths
+def test_views_add_up_and_today_restarts_each_utc_day(db_path, use_returning):
+    with storage.Store(db_path, use_returning=use_returning) as s:
+        for _ in range(3):
+            s.record_view("p", DAY1)
+        assert s.record_view("p", DAY2) == storage.Counts(total=4, today=1)
+        assert s.history("p", 2, DAY2) == [("2026-11-01", 3), ("2026-11-02", 1)]
+
+
+@both_paths
+def test_concurrent_views_get_each_count_exactly_once(db_path, use_returning):
+    seen: list[int] = []
+    lock = threading.Lock()
+    with storage.Store(db_path, use_returning=use_returning) as s:
+        def worker():
+            for _ in range(100):
+                total = s.record_view("hot").total
+                with lock:
+                    seen.append(total)
+        threads = [threading.Thread(target=worker) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(seen) == list(range(1, 1601))
+        assert s.counts("hot").total == 1600
+
+
+def test_unknown_page_reads_as_zero(store):
+    assert store.counts("nobody") == storage.Counts(0, 0)
+
+
+def test_reading_does_not_count(store):
+    store.record_view("p")
+    store.counts("p")
+    assert store.counts("p").total == 1
+
+
+def test_page_ids_are_compared_exactly(store):
+    store.record_view("Alice.Repo")
+    store.record_view("alice.repo ")
+    assert store.counts("alice.repo") == storage.Counts(0, 0)
+    assert store.counts("Alice.Repo").total == 1
+
+
+def test_database_is_in_wal_mode_with_full_sync(db_path, store):
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_sync_normal_is_applied(db_path):
+    with storage.Store(db_path, sync="normal") as s:
+        assert s._writer.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_new_file_gets_the_current_schema_version(db_path, store):
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+
+
+def test_reopening_keeps_counts_and_version(db_path):
+    with storage.Store(db_path) as s:
+        s.record_view("p")
+    with storage.Store(db_path) as s:
+        assert s.counts("p").total == 1
+        assert s.record_view("p").total == 2
+
+
+def test_empty_sqlite_file_at_version_zero_is_upgraded(db_path):
+    os.makedirs(os.path.dirname(db_path))
+    sqlite3.connect(db_path).execute("CREATE TABLE unrelated (x)").connection.close()
+    with storage.Store(db_path) as s:
+        assert s.record_view("p").total == 1
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM unrelated").fetchone()[0] == 0
+
+
+def test_newer_schema_version_is_refused_and_file_untouched(db_path):
+    os.makedirs(os.path.dirname(db_path))
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    before = open(db_path, "rb").read()
+    with pytest.raises(storage.UnusableDatabase, match="newer"):
+        storage.Store(db_path)
+    assert open(db_path, "rb").read() == before
+    assert not os.path.exists(db_path + "-wal")
+
+
+def test_file_that_is_not_sqlite_is_refused_and_untouched(db_path):
+    os.makedirs(os.path.dirname(db_path))
+    with open(db_path, "wb") as f:
+        f.write(b"these are my notes, not a database\n" * 200)
+    before = open(db_path, "rb").read()
+    with pytest.raises(storage.UnusableDatabase, match="not a database"):
+        storage.Store(db_path)
+    assert open(db_path, "rb").read() == before
+
+
+def test_truncated_database_is_refused(db_path):
+    with storage.Store(db_path) as s:
+        for i in range(2000):
+            s.record_view(f"page-{i}")
+    size = os.path.getsize(db_path)
+    with open(db_path, "r+b") as f:
+        f.truncate(size // 2)
+    before = open(db_path, "rb").read()
+    with pytest.raises(storage.UnusableDatabase):
+        storage.Store(db_path)
+    assert open(db_path, "rb").read() == before
+
+
+def test_migrations_are_numbered_in_order_and_never_drop():
+    numbers = [n for n, _ in storage.migrations()]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert "drop " not in storage.SCHEMA_FILE.read_text().lower()
+
+
+def test_page_limit_refuses_new_pages_but_keeps_counting_old_ones(db_path):
+    with storage.Store(db_path, max_pages=2) as s:
+        s.record_view("a")
+        s.record_view("b")
+        with pytest.raises(storage.PageLimitReached):
+            s.record_view("c")
+        assert s.record_view("a").total == 2
+        assert s.counts("c") == storage.Counts(0, 0)
+        assert s.page_count() == 2
+
+
+@both_paths
+def test_page_limit_holds_on_both_paths(db_path, use_returning):
+    with storage.Store(db_path, max_pages=1, use_returning=use_returning) as s:
+        s.record_view("a")
+        with pytest.raises(storage.PageLimitReached):
+            s.record_view("b")
+        assert s.page_count() == 1
+
+
+def test_full_disk_refuses_counts_keeps_stored_ones_and_recovers(db_path):
+    with storage.Store(db_path) as s:
+        s.record_view("kept")
+    pages = os.path.getsize(db_path) // 4096
+    with storage.Store(db_path, max_page_count=pages + 1) as s:
+        with pytest.raises(storage.StorageFull):
+            for i in range(5000):
+                s.record_view(f"filler-{i:05d}-" + "x" * 200)
+        assert s.counts("kept").total == 1
+        stored = s.page_count()
+        with pytest.raises(storage.StorageFull):
+            s.record_view("another-new-page-" + "y" * 200)
+        assert s.page_count() == stored
+    with storage.Store(db_path) as s:  # space is back
+        assert s.record_view("kept").total == 2
+
+
+def test_read_only_database_fails_to_count_with_a_clear_error(db_path):
+    with storage.Store(db_path) as s:
+        s.record_view("p")
+    with storage.Store(db_path) as s:
+        s._writer.execute("PRAGMA query_only = ON")
+        with pytest.raises(storage.StorageReadOnly):
+            s.record_view("p")
+        assert s.counts("p").total == 1
+
+
+def test_set_total_rename_and_delete(store):
+    store.record_view("old", DAY1)
+    store.record_view("old", DAY2)
+    store.set_total("old", 500)
+    store.rename("old", "new")
+    page = store.page("new")
+    assert (page.total, page.days) == (500, {"2026-11-01": 1, "2026-11-02": 1})
+    assert store.page("old") is None
+    store.delete("new")
+    assert store.page("new") is None
+    assert store.history("new", 3, DAY2) == [("2026-10-31", 0), ("2026-11-01", 0), ("2026-11-02", 0)]
+
+
+def test_rename_refuses_to_overwrite_unless_merging(store):
+    store.record_view("a", DAY1)
+    store.record_view("b", DAY1)
+    with pytest.raises(storage.AlreadyExists):
+        store.rename("a", "b")
+    assert store.counts("a", DAY1).total == 1
+    store.rename("a", "b", merge=True)
+    assert store.page("b").total == 2
+    assert store.page("b").days == {"2026-11-01": 2}
+    assert store.page("a") is None
+
+
+def test_rename_of_unknown_page_changes_nothing(store):
+    store.record_view("a")
+    with pytest.raises(storage.NotFound):
+        store.rename("zzz", "b")
+    assert [p.page_id for p in store.pages()] == ["a"]
+
+
+def test_import_is_all_or_nothing(store):
+    store.record_view("existing")
+    good = storage.Page("new", 10, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", {"2026-01-01": 10})
+    # A negative total breaks the CHECK constraint half-way through.
+    bad = storage.Page("broken", -5, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", {})
+    with pytest.raises(storage.StorageError):
+        store.import_pages([good, bad], "set")
+    assert store.page("new") is None
+    assert store.counts("existing").total == 1
+
+
+def test_import_add_and_set_modes(store):
+    store.record_view("p", DAY1)
+    page = storage.Page("p", 10, "2020-01-01T00:00:00Z", "2020-01-01T00:00:00Z", {"2026-11-01": 4})
+    assert store.import_pages([page], "add") == {"created": 0, "changed": 1, "days": 1}
+    assert store.page("p").total == 11 and store.page("p").days == {"2026-11-01": 5}
+    store.import_pages([page], "set")
+    assert store.page("p").total == 10 and store.page("p").days == {"2026-11-01": 4}
+    assert store.page("p").created_at == "2020-01-01T00:00:00Z"
+
+
+def test_import_dry_run_changes_nothing(store):
+    page = storage.Page("p", 10, "2020-01-01T00:00:00Z", "2020-01-01T00:00:00Z", {})
+    assert store.import_pages([page], "set", dry_run=True)["created"] == 1
+    assert store.page("p") is None
+
+
+def test_copy_database_makes_a_checked_standalone_copy(tmp_path, store):
+    for i in range(50):
+        store.record_view(f"p{i % 5}")
+    dest = str(tmp_path / "copy.db")
+    storage.copy_database(store.path, dest)
+    storage.set_standalone(dest)
+    assert storage.inspect_file(dest) == (storage.SCHEMA_VERSION, 5, 50)
+
+
+def test_server_lock_is_exclusive(db_path):
+    lock = storage.ServerLock(db_path)
+    with pytest.raises(storage.ServerRunning):
+        storage.ServerLock(db_path)
+    lock.release()
+    storage.ServerLock(db_path).release()
+
+
+def test_health_ping_fails_once_the_writer_stopped(db_path):
+    s = storage.Store(db_path)
+    s.ping()
+    s.close()
+    with pytest.raises(storage.StorageError):
+        s.record_view("p")
