@@ -21,7 +21,10 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     db: str = "data/counts.db"
-    threads: int = 8
+    # Two workers measured best on a 2-core box (README, Performance): more
+    # threads only add GIL contention, and waitress's main thread, not the
+    # workers, waits on slow clients.
+    threads: int = 2
     # "full": an answered count survives a power cut; "normal": the last
     # few counts may be lost on power loss (not on a crash), but it is faster.
     sync: str = "full"
@@ -33,6 +36,8 @@ class Config:
     # Count only requests from GitHub's image proxy.
     camo_only: bool = False
     quiet: bool = False
+    # A reverse proxy whose X-Forwarded-* headers are believed.
+    trusted_proxy: str | None = "127.0.0.1"
     # waitress limits, set explicitly (README, "Limits").
     connection_limit: int = 1000
     channel_timeout: int = 30
@@ -80,6 +85,7 @@ ENVIRONMENT = {
     "TALLY_MAX_PAGES": ("max_pages", int),
     "TALLY_CAMO_ONLY": ("camo_only", "flag"),
     "TALLY_QUIET": ("quiet", "flag"),
+    "TALLY_TRUSTED_PROXY": ("trusted_proxy", str),
     "TALLY_CONNECTION_LIMIT": ("connection_limit", int),
     "TALLY_IDLE_TIMEOUT": ("channel_timeout", int),
     "TALLY_MAX_HEADER_BYTES": ("max_header_bytes", int),
@@ -101,7 +107,10 @@ def from_env(environ: Mapping[str, str]) -> Config:
     values: dict[str, object] = {}
     for name, (field, parse) in ENVIRONMENT.items():
         raw = environ.get(name)
-        if raw is None or (raw == "" and field in ("allow", "max_pages")):
+        if raw is None:
+            continue
+        if raw == "" and field in ("allow", "max_pages", "trusted_proxy"):
+            values[field] = None
             continue
         if parse == "flag":
             values[field] = _flag(name, raw)

@@ -73,10 +73,12 @@ def _svg(body: str, status: int = 200, error: str | None = None) -> bottle.HTTPR
     return response
 
 
+_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "'": "\\u0027"})
+
+
 def _json(payload: object, status: int = 200) -> bottle.HTTPResponse:
-    # <, > and & escaped too, so no JSON answer can be sniffed as markup.
-    body = json.dumps(payload, ensure_ascii=True).replace("<", "\\u003c") \
-        .replace(">", "\\u003e").replace("&", "\\u0026")
+    # <, >, & and ' escaped too (legal JSON), so no answer can be read as markup.
+    body = json.dumps(payload, ensure_ascii=True).translate(_JSON_ESCAPES)
     response = bottle.HTTPResponse(body=body, status=status)
     _no_cache_headers(response)
     response.set_header("Content-Type", JSON_TYPE)
@@ -411,6 +413,9 @@ def _stop(signum: int, frame: object) -> None:
 
 def serve(config: Config) -> int:
     _setup_logging(config.quiet)
+    # waitress warns "Task queue depth is N" for every queued request under
+    # load; on an unattended box that would fill the log. /metrics tells load.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     store = storage.Store(config.db, sync=config.sync, max_pages=config.max_pages,
                           busy_timeout_s=config.busy_timeout)
     try:
@@ -431,6 +436,10 @@ def serve(config: Config) -> int:
                 channel_timeout=config.channel_timeout,
                 max_request_header_size=config.max_header_bytes,
                 max_request_body_size=65536,
+                trusted_proxy=config.trusted_proxy,
+                trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto",
+                                       "x-forwarded-host"} if config.trusted_proxy else None,
+                clear_untrusted_proxy_headers=True,
                 # poll() has no 1024-descriptor ceiling, unlike select().
                 asyncore_use_poll=True, ident="tally", _quiet=config.quiet)
         except KeyboardInterrupt:
@@ -448,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to listen on (TALLY_HOST, default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (TALLY_PORT, default 8080)")
     run.add_argument("--db", help="SQLite file (TALLY_DB, default data/counts.db)")
-    run.add_argument("--threads", type=int, help="worker threads (TALLY_THREADS, default 8)")
+    run.add_argument("--threads", type=int, help="worker threads (TALLY_THREADS, default 2)")
     run.add_argument("--sync", choices=("full", "normal"), help="durability (TALLY_SYNC)")
     run.add_argument("--quiet", action="store_const", const=True,
                      help="no access log (TALLY_QUIET)")

@@ -1,0 +1,291 @@
+"""make bench: Tally's speed and memory, measured side by side in one run.
+
+A benchmark, not a test: it prints figures and ratios and asserts nothing.
+
+1. Render time per badge: Tally's renderer (template cache) against a plain
+   badgepy.badge() call.
+2. Requests per second and p50/p99 latency of GET /badge (every request a new
+   count) against a trivial WSGI app returning a short text, both served by
+   waitress with the same settings, loaded by the same generator (wrk where
+   installed, else the Python generator below), with TALLY_SYNC full and
+   normal.
+3. The server's resident memory after 100,000 requests and after a second
+   100,000 (with a distinct label on every request, so the template cache
+   is at its bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+from statistics import median
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+CONNECTIONS = 32
+THREADS = 2  # Tally's default (config.py)
+
+
+# The trivial app ###########################################################
+
+
+def trivial_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+def serve_trivial(port: int) -> None:
+    import waitress
+    # The same waitress settings server.serve() uses.
+    waitress.serve(trivial_app, host="127.0.0.1", port=port, threads=THREADS,
+                   connection_limit=1000, channel_timeout=30, max_request_header_size=8192,
+                   asyncore_use_poll=True, _quiet=True)
+
+
+# Processes ##################################################################
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not answer")
+
+
+def start_tally(db: str, sync: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    env.update(TALLY_SYNC=sync, TALLY_THREADS=str(THREADS))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "serve", "--db", db,
+                             "--port", str(port), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(base + "/healthz", proc)
+    return proc, base
+
+
+def start_trivial() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--trivial-server", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(base + "/", proc)
+    return proc, base
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(resident now, peak resident) in MB, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+# Load generators ############################################################
+
+WRK_SCRIPT = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "%s" .. counter)
+end
+"""
+
+
+def load_wrk(url: str, seconds: float, distinct_suffix: bool = False) -> dict:
+    args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    script = None
+    if distinct_suffix:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        path = url.split("//", 1)[1].split("/", 1)[1]
+        script.write(WRK_SCRIPT % ("/" + path))
+        script.close()
+        args += ["-s", script.name]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    if script:
+        os.unlink(script.name)
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50": ms("50"), "p99": ms("99"), "requests": requests,
+            "errors": int(errors.group(1)) if errors else 0}
+
+
+def load_python(url: str, seconds: float, distinct_suffix: bool = False) -> dict:
+    """A keep-alive load generator: CONNECTIONS threads, each one connection."""
+    import http.client
+    parts = url.split("//", 1)[1]
+    host, path = parts.split("/", 1)
+    path = "/" + path
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+    counter = iter(range(10**9))
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(host, timeout=10)
+        mine = []
+        while time.monotonic() < deadline:
+            target = path + (str(next(counter)) if distinct_suffix else "")
+            started = time.perf_counter()
+            conn.request("GET", target)
+            response = conn.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - started)
+            if response.status != 200:
+                with lock:
+                    errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(CONNECTIONS)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    return {"rps": len(latencies) / elapsed, "p50": latencies[len(latencies) // 2] * 1000,
+            "p99": latencies[int(len(latencies) * 0.99)] * 1000, "requests": len(latencies),
+            "errors": errors[0]}
+
+
+# Measurements ###############################################################
+
+
+def measure_render(rounds: int) -> tuple[float, float]:
+    import badge
+    look = badge.Look()
+    for n in range(1000):  # warm both: the measurer's table, the jinja template, the cache
+        badge.render(look, n, 0)
+        badge.plain_badge("visitors", str(n))
+    started = time.perf_counter()
+    for n in range(rounds):
+        badge.render(look, 10_000 + n, n)
+    ours = (time.perf_counter() - started) / rounds
+    plain_rounds = max(rounds // 20, 200)
+    started = time.perf_counter()
+    for n in range(plain_rounds):
+        badge.plain_badge("visitors", str(10_000 + n))
+    plain = (time.perf_counter() - started) / plain_rounds
+    return ours, plain
+
+
+def load_until(load, url: str, requests: int, distinct: bool) -> dict:
+    done = {"requests": 0, "errors": 0}
+    while done["requests"] < requests:
+        result = load(url, 5, distinct)
+        done["requests"] += result["requests"]
+        done["errors"] += result["errors"]
+    return done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trivial-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=8, help="length of each load run")
+    parser.add_argument("--rounds", type=int, default=3, help="load runs per server")
+    parser.add_argument("--memory-requests", type=int, default=100_000)
+    args = parser.parse_args()
+    if args.trivial_server:
+        serve_trivial(args.trivial_server)
+        return
+
+    sys.path.insert(0, str(ROOT))
+    load = load_wrk if shutil.which("wrk") else load_python
+    print(f"Tally benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+          f"load by {'wrk' if load is load_wrk else 'the bundled Python generator'}, "
+          f"{CONNECTIONS} connections, waitress threads={THREADS}")
+
+    ours, plain = measure_render(20_000)
+    print("\n== Render time per badge (flat, a new number each time)")
+    print(f"  Tally render (template cache)  {ours * 1e3:8.4f} ms")
+    print(f"  plain badgepy.badge()          {plain * 1e3:8.4f} ms")
+    print(f"  ratio Tally / badge()          {ours / plain:8.4f}   (goal <= 0.1)")
+
+    print(f"\n== Throughput and latency: {args.rounds} rounds of {args.seconds:g} s, servers "
+          "taking turns, medians shown (this VM's figures vary from run to run)")
+    print(f"  {'server':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-200':>9}")
+    runs: dict[str, list[dict]] = {"trivial": [], "full": [], "normal": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.rounds):
+            for name in runs:
+                if name == "trivial":
+                    proc, url = start_trivial()
+                    url += "/"
+                else:
+                    proc, url = start_tally(os.path.join(tmp, f"bench-{name}.db"), name)
+                    url += "/badge?page_id=bench"
+                try:
+                    load(url, 1)  # warm-up
+                    runs[name].append(load(url, args.seconds))
+                finally:
+                    stop(proc)
+        trivial_rps = median(r["rps"] for r in runs["trivial"])
+        for name, label in (("trivial", "trivial WSGI app"), ("full", "Tally GET /badge, sync=full"),
+                            ("normal", "Tally GET /badge, sync=normal")):
+            rps = median(r["rps"] for r in runs[name])
+            ratio = "" if name == "trivial" else f"   ratio {rps / trivial_rps:.2f} (goal >= 0.6)"
+            print(f"  {label:<34}{rps:>10.0f}{median(r['p50'] for r in runs[name]):>10.2f}"
+                  f"{median(r['p99'] for r in runs[name]):>10.2f}"
+                  f"{sum(r['errors'] for r in runs[name]):>9}{ratio}")
+        print("  each round (req/s): " + "; ".join(
+            f"{name} " + " ".join(f"{r['rps']:.0f}" for r in runs[name]) for name in runs))
+
+        print(f"\n== Memory: {args.memory_requests:,} requests, then {args.memory_requests:,} more"
+              " (a distinct label on each, sync=full)")
+        proc, url = start_tally(os.path.join(tmp, "bench-memory.db"), "full")
+        try:
+            target = url + "/badge?page_id=memory&left_text=l"
+            first = load_until(load, target, args.memory_requests, True)
+            rss1, peak1 = memory_mb(proc.pid)
+            second = load_until(load, target, args.memory_requests, True)
+            rss2, peak2 = memory_mb(proc.pid)
+            counted = urllib.request.urlopen(url + "/api/count?page_id=memory").read().decode()
+        finally:
+            stop(proc)
+        print(f"  after {first['requests']:>7,} requests: resident {rss1:6.1f} MB, peak {peak1:6.1f} MB")
+        print(f"  after {first['requests'] + second['requests']:>7,} requests: resident {rss2:6.1f} MB, "
+              f"peak {peak2:6.1f} MB  (growth {rss2 - rss1:+.1f} MB; goal <= 60 MB, no growth)")
+        print(f"  server's count afterwards: {counted}; non-200 answers: "
+              f"{first['errors'] + second['errors']}")
+
+
+if __name__ == "__main__":
+    main()
