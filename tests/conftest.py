@@ -134,7 +134,7 @@ def start_server(db: str, tmp_path: Path, env: dict | None = None, args: list[st
     environment.update(env or {})
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "server.py"), "serve", "--db", db, "--port", str(port),
-         "--quiet", *args],
+         *([] if "TALLY_QUIET" in environment else ["--quiet"]), *args],
         stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=environment)
     live = LiveServer(db, port, proc, log)
 

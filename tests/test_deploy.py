@@ -1,0 +1,141 @@
+"""The deployment files: systemd units verified, nginx in front of the real server."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT, free_port, wait_until
+
+DEPLOY = ROOT / "deploy"
+NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
+
+
+def require(program: str) -> str:
+    path = shutil.which(program) or next(
+        (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.path.exists(p)), None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{program} is required in CI (.ci/run installs it)")
+        pytest.skip(f"{program} is not installed")
+    return path
+
+
+@pytest.mark.parametrize("unit", ["tally.service", "tally-backup.service", "tally-backup.timer"])
+def test_systemd_units_verify(unit, tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    # Verify copies whose paths point at this checkout, so ExecStart exists.
+    for name in ("tally.service", "tally-backup.service", "tally-backup.timer"):
+        text = (DEPLOY / name).read_text().replace("/opt/tally", str(ROOT))
+        (tmp_path / name).write_text(text)
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if not venv_python.exists():
+        import sys
+        text = (tmp_path / unit).read_text().replace(str(venv_python), sys.executable)
+        (tmp_path / unit).write_text(text)
+    result = subprocess.run([analyze, "verify", str(tmp_path / unit)], capture_output=True,
+                            text=True, timeout=60)
+    problems = [line for line in result.stderr.splitlines()
+                if unit.split(".")[0] in line and "Unknown" in line or "Failed" in line]
+    assert result.returncode == 0 and not problems, result.stderr
+
+
+def test_service_is_sandboxed_and_restarts():
+    unit = (DEPLOY / "tally.service").read_text()
+    for setting in ("DynamicUser=yes", "ProtectSystem=strict", "StateDirectory=tally",
+                    "Restart=on-failure", "NoNewPrivileges=yes", "ProtectHome=yes"):
+        assert setting in unit
+    backup = (DEPLOY / "tally-backup.service").read_text()
+    assert "User=tally" in unit and "User=tally" in backup
+    assert "backup /var/lib/tally/backups --keep" in backup
+
+
+def test_caddyfile_proxies_to_tally():
+    assert "reverse_proxy 127.0.0.1:8080" in (DEPLOY / "Caddyfile").read_text()
+
+
+@pytest.fixture
+def nginx_in_front(tmp_path, live_server):
+    nginx = require("nginx")
+    live = live_server(env={"TALLY_QUIET": "0"})
+    port = free_port()
+    site = (DEPLOY / "nginx.conf").read_text()
+    site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{live.port};")
+    site = re.sub(r"listen 80;", f"listen 127.0.0.1:{port};", site)
+    site = re.sub(r"\s*listen \[::\]:80;", "", site)
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{site}
+}}
+""")
+    proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import urllib.request
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode())
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
+            return True
+        except OSError:
+            return False
+    wait_until(up)
+    yield port, live
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_badges_through_nginx_count_and_keep_their_headers(nginx_in_front):
+    import urllib.request
+    port, live = nginx_in_front
+    for expected in (1, 2, 3):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/badge?page_id=proxied",
+                                         headers={"User-Agent": "github-camo (abc)"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            body = r.read()
+            assert r.status == 200
+            assert r.headers["Cache-Control"] == NO_CACHE
+            assert r.headers["Pragma"] == "no-cache"
+            assert r.headers["Content-Type"] == "image/svg+xml; charset=utf-8"
+            assert r.headers["Expires"] and r.headers["Content-Security-Policy"]
+            assert "ETag" not in r.headers and "Last-Modified" not in r.headers
+            assert f">{expected}</text></g></svg>".encode() in body
+    status, _, body = live.get("/api/count?page_id=proxied")
+    assert b'"total": 3' in body
+
+
+def test_nginx_passes_the_client_address_and_public_host(nginx_in_front):
+    import urllib.request
+    port, live = nginx_in_front
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/",
+                                     headers={"Host": "counter.example.org"})
+    page = urllib.request.urlopen(request, timeout=10).read().decode()
+    assert "http://counter.example.org/badge?page_id=owner.repo" in page
+    # The access log names the client nginx saw (here 127.0.0.2), not nginx
+    # (127.0.0.1); a client's own X-Forwarded-For is not believed.
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=("127.0.0.2", 0))
+    conn.request("GET", "/healthz?from=second", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert conn.getresponse().status == 200
+    line = wait_until(lambda: next((l for l in live.log.read_text().splitlines() if "from=second" in l), None))
+    assert " 127.0.0.2 GET /healthz" in line and "203.0.113.9" not in line

@@ -1,0 +1,195 @@
+"""Failure tests: each asserts what was kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import storage
+from conftest import ROOT, free_port, wait_until
+from test_cli import snapshot, tally, totals
+
+
+def integrity(db: str) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_backup_under_load_is_consistent_and_restores_exactly(live_server, db_path, tmp_path):
+    live = live_server()
+    with storage.Store(db_path) as s:  # some history first, so the copy takes several steps
+        s.import_pages([storage.Page(f"seed-{i}", i, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
+                                     {"2026-01-01": i}) for i in range(3000)], "set")
+    stop = threading.Event()
+    sent = [0]
+
+    def writer() -> None:
+        while not stop.is_set():
+            live.get(f"/badge?page_id=busy-{sent[0] % 7}")
+            sent[0] += 1
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sent[0] > 50)
+    copy = str(tmp_path / "copy.db")
+    result = tally("backup", copy, db=db_path)
+    after_backup = sent[0]
+    stop.set()
+    for t in threads:
+        t.join()
+    assert result.returncode == 0, result.stderr
+    assert integrity(copy) == "ok"
+    copied, live_totals = totals(copy), totals(db_path)
+    assert all(total <= live_totals[page] for page, total in copied.items())
+    assert sum(v for k, v in copied.items() if k.startswith("busy-")) <= after_backup
+    expected = snapshot(copy)
+    restored = str(tmp_path / "restored.db")
+    assert tally("restore", copy, db=restored).returncode == 0
+    assert snapshot(restored) == expected
+
+
+def test_kill_9_during_backup_leaves_no_file_that_looks_good(db_path, tmp_path):
+    with storage.Store(db_path) as s:
+        s.import_pages([storage.Page(f"p-{i:06d}-" + "x" * 100, i, "2026-01-01T00:00:00Z",
+                                     "2026-01-01T00:00:00Z", {}) for i in range(20000)], "set")
+    expected = totals(db_path)
+    rng = random.Random(7)
+    outcomes = set()
+    for attempt in range(8):
+        dest = tmp_path / f"copy-{attempt}.db"
+        proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "backup", str(dest),
+                                 "--db", db_path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 0.6))  # a random moment; the invariant must hold at any
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if dest.exists():
+            outcomes.add("complete")
+            assert integrity(str(dest)) == "ok" and totals(str(dest)) == expected
+        else:
+            outcomes.add("absent")
+    assert integrity(db_path) == "ok" and totals(db_path) == expected
+    print("outcomes:", outcomes)
+
+
+def test_full_disk_answers_503_keeps_counts_and_recovers(make_client, db_path):
+    client, store = make_client()
+    client.get("/badge", "page_id=kept")
+    store.close()
+    pages = os.path.getsize(db_path) // 4096
+    small = storage.Store(db_path, max_page_count=pages + 2)
+    import config
+    import server
+    from conftest import WSGIClient
+    full = WSGIClient(server.create_app(config.Config(db=db_path), small))
+    statuses = set()
+    for i in range(3000):
+        r = full.get("/badge", f"page_id=filler-{i:05d}-" + "x" * 200)
+        statuses.add(r.status)
+        if r.status == 503:
+            assert r.headers["x-tally-error"] == "database unavailable"
+            break
+    assert 503 in statuses
+    stored = small.page_count()
+    assert full.get("/badge", "page_id=one-more-" + "y" * 200).status == 503
+    assert small.page_count() == stored
+    assert json.loads(full.get("/api/count", "page_id=kept").body)["total"] == 1
+    assert full.get("/healthz").status == 200
+    small.close()
+    with storage.Store(db_path) as roomy:  # space is back
+        assert WSGIClient(server.create_app(config.Config(db=db_path), roomy)).get(
+            "/badge", "page_id=kept").status == 200
+        assert roomy.counts("kept").total == 2
+
+
+def run_in_small_fs(script: str, mnt, size: str = "400k") -> subprocess.CompletedProcess:
+    """Run a shell script with $MNT a fresh tmpfs of the given size, in a
+    private mount namespace (needs root; elsewhere the test is skipped)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a small file system needs root and unshare")
+    mnt.mkdir()
+    wrapped = f"set -e; MNT={mnt}; mount -t tmpfs -o size={size} tmpfs $MNT; {script}"
+    return subprocess.run(["unshare", "-m", "sh", "-c", wrapped], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PY": sys.executable, "SRV": str(ROOT / "server.py")})
+
+
+def test_real_full_file_system_answers_503_and_resumes_when_space_returns(tmp_path):
+    port = free_port()
+    flag = tmp_path / "free-space"
+    script = f"""
+dd if=/dev/zero of=$MNT/filler bs=1k count=200 2>/dev/null
+$PY $SRV serve --db $MNT/counts.db --port {port} --quiet &
+pid=$!
+while [ ! -e {flag} ]; do sleep 0.05; done
+rm $MNT/filler
+touch {flag}.done
+wait $pid
+"""
+    runner = threading.Thread(target=lambda: setattr(
+        runner, "result", run_in_small_fs(script, tmp_path / "mnt")))
+    runner.start()
+    import urllib.error
+    import urllib.request
+
+    def get(path: str):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+    try:
+        wait_until(lambda: runner.is_alive() and _answers(get))
+        get("/badge?page_id=kept")
+        status = 200
+        for i in range(5000):
+            status, headers, _ = get(f"/badge?page_id=filler-{i:05d}-" + "z" * 200)
+            if status == 503:
+                break
+        assert status == 503 and headers["X-Tally-Error"] == "database unavailable"
+        assert json.loads(get("/api/count?page_id=kept")[2])["total"] == 1
+        assert get("/badge?page_id=kept")[0] == 503
+        flag.touch()
+        wait_until(lambda: (tmp_path / "free-space.done").exists())
+        assert get("/badge?page_id=kept")[0] == 200
+        assert json.loads(get("/api/count?page_id=kept")[2])["total"] == 2
+    finally:
+        flag.touch()
+        subprocess.run(["pkill", "-f", f"port {port} --quiet"])
+        runner.join()
+    if getattr(runner, "result", None) is not None and runner.result.returncode != 0:
+        assert "Traceback" not in runner.result.stderr
+
+
+def _answers(get) -> bool:
+    try:
+        return get("/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def test_read_only_folder_stops_start_up_with_one_line_and_keeps_the_file(tmp_path):
+    result = run_in_small_fs(mnt=tmp_path / "mnt", script="""
+$PY -c "import sqlite3; c = sqlite3.connect('$MNT/counts.db'); c.execute('PRAGMA user_version=1'); c.execute('CREATE TABLE pages (page_id TEXT PRIMARY KEY, total INT, created_at TEXT, last_seen TEXT)'); c.execute('CREATE TABLE daily (page_id TEXT, day TEXT, views INT, PRIMARY KEY (page_id, day))'); c.execute(\\"INSERT INTO pages VALUES ('p', 5, 'a', 'b')\\"); c.commit()"
+sum1=$(md5sum < $MNT/counts.db)
+mount -o remount,ro $MNT
+set +e
+$PY $SRV serve --db $MNT/counts.db --port 0 --quiet
+echo "exit=$?"
+sum2=$(md5sum < $MNT/counts.db)
+[ "$sum1" = "$sum2" ] && echo same
+""")
+    assert "exit=2" in result.stdout and "same" in result.stdout, result.stdout + result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "read-only" in result.stderr or "readonly" in result.stderr or "unable to open" in result.stderr
