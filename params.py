@@ -64,6 +64,7 @@ _ALIASES = {
     "logo_color": ("logoColor",),
     "query_only": ("query_only",),
     "increment": ("increment",),
+    "days": ("days",),
 }
 KNOWN_NAMES = frozenset(n for names in _ALIASES.values() for n in names)
 

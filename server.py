@@ -218,9 +218,8 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
 
     @app.get("/api/history")
     def history_route() -> bottle.HTTPResponse:
-        values = bottle.request.query
-        parsed = query()
-        page_id = json_page_id(parsed)
+        values = query()
+        page_id = json_page_id(values)
         days = params.parse_days(values.get("days"))
         history = timed("history", lambda: store.history(page_id, days))
         counts = timed("counts", lambda: store.counts(page_id))

@@ -25,7 +25,7 @@
   </div>
   <div class="field">
     <label for="page_id">Page id</label>
-    <input id="page_id" name="page_id" value="{{page_id}}" maxlength="256" required>
+    <input id="page_id" name="page_id" value="{{page_id}}" maxlength="256" placeholder="owner.repo">
   </div>
   <div class="field">
     <label for="left_text">Label</label>

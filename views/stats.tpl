@@ -26,11 +26,10 @@
 <h2>Last {{len(history)}} days</h2>
 <figure class="chart">
 {{!chart}}
-<figcaption>Views per UTC day, oldest on the left. The same numbers are in the table below and at <a href="/api/history?page_id={{page_id}}&amp;days={{len(history)}}">/api/history</a>.</figcaption>
+<figcaption>Views per UTC day, oldest on the left. The numbers as JSON: <a href="/api/history?page_id={{page_id}}&amp;days={{len(history)}}">/api/history</a>.</figcaption>
 </figure>
-<details>
-<summary>Numbers</summary>
-<table id="history">
+<table id="history" class="visually-hidden">
+<caption>Views per UTC day</caption>
 <thead><tr><th scope="col">Day</th><th scope="col">Views</th></tr></thead>
 <tbody>
 % for day, views in history:
@@ -38,7 +37,6 @@
 % end
 </tbody>
 </table>
-</details>
 % end
 </main>
 </body>
