@@ -183,7 +183,11 @@ def parse_look(values: dict[str, str]) -> badge.Look:
     for option, allowed in (("style", STYLES), ("format", FORMATS), ("show", SHOWS)):
         picked = _pick(values, option)
         if picked is not None:
-            options[option] = _choice(picked[0], picked[1], allowed)
+            name, value = picked
+            # The laobi.icu visitor-badge fork writes format=true for 1,234.
+            if option == "format" and value.lower() in ("true", "false"):
+                value = "comma" if value.lower() == "true" else "plain"
+            options[option] = _choice(name, value, allowed)
     return badge.Look(**options)
 
 

@@ -96,6 +96,11 @@ def test_seed_names_win_over_aliases(first, second, winner):
     assert parse(f"page_id=x&{first}&{second}").look.label == winner
 
 
+@pytest.mark.parametrize("value, fmt", [("true", "comma"), ("false", "plain"), ("True", "comma")])
+def test_laobi_icu_format_flag_is_understood(value, fmt):
+    assert parse(f"page_id=x&format={value}").look.format == fmt
+
+
 def test_shields_names_are_accepted():
     look = parse("page_id=x&label=hits&labelColor=red&color=blue&style=for-the-badge").look
     assert (look.label, look.label_color, look.color, look.style) == (
