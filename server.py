@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import traceback
 import urllib.parse
@@ -121,6 +122,32 @@ class Metrics:
         return prometheus_client.generate_latest(self.registry)
 
 
+class OutageLog:
+    """Logs a database problem once, with its cause, and its end once.
+
+    A full disk fails every request until space returns; one line per
+    request would fill the log of an unattended box (the count of failures
+    is in /metrics). Belongs to one app: no module-level state.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: str | None = None
+
+    def failed(self, error: storage.StorageError) -> None:
+        with self._lock:
+            if self._current != error.kind:
+                self._current = error.kind
+                log.error("database unavailable: %s (logged once until it recovers)", error)
+
+    def succeeded(self) -> None:
+        if self._current is not None:  # unlocked read: the common case costs nothing
+            with self._lock:
+                if self._current is not None:
+                    log.error("database recovered after: %s", self._current)
+                    self._current = None
+
+
 # The app ###################################################################
 
 
@@ -129,6 +156,7 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
     app = bottle.Bottle()
     app.config["json.enable"] = False
     metrics = Metrics(store)
+    outage = OutageLog()
     allow = re.compile(config.allow) if config.allow else None
     pages_view = bottle.SimpleTemplate(source=(VIEWS / "index.tpl").read_text("utf-8"))
     stats_view = bottle.SimpleTemplate(source=(VIEWS / "stats.tpl").read_text("utf-8"))
@@ -188,8 +216,9 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
         except storage.PageLimitReached:
             return error_badge(values, "page limit reached", 200)
         except storage.StorageError as e:
-            log.error("badge %s: %s", "count" if counts else "read", e)
+            outage.failed(e)
             return error_badge(values, "database unavailable", 503)
+        outage.succeeded()
         return _svg(badge.render(request.look, result.total, result.today))
 
     def json_page_id(values: dict[str, str]) -> str:
@@ -231,7 +260,7 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
         try:
             store.ping()
         except storage.StorageError as e:
-            log.error("health check: %s", e)
+            outage.failed(e)
             return _json({"status": "unavailable"}, 503)
         return _json({"status": "ok"})
 
@@ -302,7 +331,7 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
 
     def on_storage_error(e: storage.StorageError) -> bottle.HTTPResponse:
         metrics.errors.labels(e.kind).inc()
-        log.error("%s %s: %s", bottle.request.method, bottle.request.path, e)
+        outage.failed(e)
         return _json({"error": "database unavailable"}, 503)
 
     def guard(callback: Callable) -> Callable:

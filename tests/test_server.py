@@ -154,6 +154,20 @@ def test_database_failure_answers_503_error_badge_and_keeps_serving(make_client)
     assert texts(client.get("/badge", "page_id=p").body)[-1] == "2"
 
 
+def test_database_outage_is_logged_once_and_its_end_once(make_client, caplog):
+    client, store = make_client()
+    store._writer.execute("PRAGMA query_only = ON")
+    for _ in range(5):
+        assert client.get("/badge", "page_id=p").status == 503
+    store._writer.execute("PRAGMA query_only = OFF")
+    client.get("/badge", "page_id=p")
+    client.get("/badge", "page_id=p")
+    messages = [r.getMessage() for r in caplog.records if r.name == "tally"]
+    assert len(messages) == 2
+    assert messages[0].startswith("database unavailable: database read-only")
+    assert messages[1].startswith("database recovered")
+
+
 def test_unexpected_error_answers_500_without_a_traceback(make_client, monkeypatch, caplog):
     client, store = make_client()
 
