@@ -185,6 +185,15 @@ class ServerLock:
             self._file.close()
 
 
+def _schema_version(conn: sqlite3.Connection, path: str) -> int:
+    """The file's schema version; a newer one than this code's is refused."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise UnusableDatabase(f"{path}: schema version {version} is newer than this Tally "
+                               f"({SCHEMA_VERSION}); upgrade Tally")
+    return version
+
+
 def inspect_file(path: str) -> tuple[int, int, int]:
     """Check a database file without changing it; return (schema version, pages, total).
 
@@ -198,11 +207,7 @@ def inspect_file(path: str) -> tuple[int, int, int]:
     except sqlite3.Error as e:
         raise UnusableDatabase(f"{path}: cannot open: {e}") from None
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise UnusableDatabase(
-                f"{path}: schema version {version} is newer than this Tally "
-                f"({SCHEMA_VERSION}); upgrade Tally")
+        version = _schema_version(conn, path)
         result = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             raise UnusableDatabase(f"{path}: integrity check failed: {result}")
@@ -298,11 +303,7 @@ class Store:
         try:
             # Read before any write: a file that is not SQLite, or is damaged
             # or newer, must be refused before WAL mode touches it.
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise UnusableDatabase(
-                    f"{path}: schema version {version} is newer than this Tally "
-                    f"({SCHEMA_VERSION}); upgrade Tally")
+            version = _schema_version(conn, path)
             if existed:
                 check = conn.execute("PRAGMA quick_check").fetchone()[0]
                 if check != "ok":
