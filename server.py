@@ -460,8 +460,13 @@ def serve(config: Config) -> int:
             waitress.serve(
                 app if config.quiet else AccessLog(app),
                 host=config.host, port=config.port, threads=config.threads,
-                connection_limit=config.connection_limit,
+                # waitress counts its listening socket and its wake-up pipe
+                # among the connections: the setting means client connections.
+                connection_limit=config.connection_limit + 2,
                 channel_timeout=config.channel_timeout,
+                # waitress closes idle connections only at its clean-up pass:
+                # run it often enough for the idle timeout to hold.
+                cleanup_interval=max(1, min(30, config.channel_timeout // 2)),
                 max_request_header_size=config.max_header_bytes,
                 max_request_body_size=65536,
                 trusted_proxy=config.trusted_proxy,

@@ -115,6 +115,37 @@ def test_200_idle_connections_do_not_stop_other_clients(live_server):
     assert live.get("/api/count?page_id=slow")[2].startswith(b'{"page_id": "slow", "total": 0')
 
 
+def test_idle_connections_are_closed_after_the_idle_timeout(live_server):
+    live = live_server(env={"TALLY_IDLE_TIMEOUT": "2"})
+    s = socket.create_connection(("127.0.0.1", live.port))
+    s.settimeout(30)
+    try:
+        assert s.recv(1) == b""  # the server closed it: recv returns at end of stream
+    finally:
+        s.close()
+
+
+def test_connection_limit_holds_new_connections_until_one_closes(live_server):
+    live = live_server(env={"TALLY_CONNECTION_LIMIT": "3"})
+    idle = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(3)]
+    waiting = socket.create_connection(("127.0.0.1", live.port))  # queued in the backlog
+    try:
+        waiting.sendall(b"GET /badge?page_id=queued HTTP/1.0\r\n\r\n")
+        waiting.settimeout(1.5)
+        with pytest.raises(socket.timeout):
+            waiting.recv(100)
+        idle.pop(0).close()
+        waiting.settimeout(10)
+        answer = b""
+        while chunk := waiting.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200") and b">1</text>" in answer
+    finally:
+        waiting.close()
+        for s in idle:
+            s.close()
+
+
 def test_oversized_request_line_is_refused_and_counts_nothing(live_server):
     live = live_server()
     status, _, _ = live.get("/badge?page_id=p&pad=" + "x" * 9000)
