@@ -24,6 +24,7 @@ LABEL_MAX = 64
 BASE_MAX = 10**12
 LOGO_MAX_BYTES = 8192
 HISTORY_DAYS_MAX = 365
+MAX_FIELDS = 200
 
 STYLES = ("flat", "flat-square", "plastic", "for-the-badge", "social", "pixel")
 FORMATS = ("plain", "comma", "short")
@@ -76,9 +77,12 @@ def parse_query_string(query_string: str) -> dict[str, str]:
     Unknown names are ignored (cache busters such as ?t=123 are common);
     a known name given twice is refused.
     """
-    pairs = urllib.parse.parse_qsl(query_string, keep_blank_values=True,
-                                   encoding="utf-8", errors="surrogateescape",
-                                   max_num_fields=200)
+    try:
+        pairs = urllib.parse.parse_qsl(query_string, keep_blank_values=True,
+                                       encoding="utf-8", errors="surrogateescape",
+                                       max_num_fields=MAX_FIELDS)
+    except ValueError:  # more than MAX_FIELDS fields
+        raise ParamError("too many parameters") from None
     values: dict[str, str] = {}
     for name, value in pairs:
         if name not in KNOWN_NAMES:

@@ -153,6 +153,14 @@ def test_oversized_request_line_is_refused_and_counts_nothing(live_server):
     assert live.get("/api/count?page_id=p")[2].startswith(b'{"page_id": "p", "total": 0')
 
 
+def test_oversized_body_is_refused_and_counts_nothing(live_server):
+    live = live_server()
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+    conn.request("POST", "/badge?page_id=p", body=b"x" * 70_000)
+    assert conn.getresponse().status == 413
+    assert live.get("/api/count?page_id=p")[2].startswith(b'{"page_id": "p", "total": 0')
+
+
 def run_serve(db: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "server.py"), "serve", "--db", db,
                            "--port", "0", *extra], capture_output=True, text=True, timeout=30)

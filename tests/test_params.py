@@ -71,6 +71,12 @@ def test_bad_input_names_the_problem(query, message):
     assert str(error.value) == message
 
 
+def test_too_many_fields_is_a_clear_error():
+    assert parse("page_id=x" + "&t=1" * (params.MAX_FIELDS - 1)).page_id == "x"
+    with pytest.raises(ParamError, match="too many parameters"):
+        parse("page_id=x" + "&t=1" * params.MAX_FIELDS)
+
+
 def test_limits_are_inclusive():
     assert parse("page_id=" + "a" * 256).page_id == "a" * 256
     assert parse("page_id=x&left_text=" + "b" * 64).look.label == "b" * 64

@@ -79,6 +79,7 @@ def test_query_only_shows_without_counting(make_client, query):
     ("page_id=p%01", "invalid page_id"), ("page_id=p&left_color=nope", "invalid left_color"),
     ("page_id=p&left_text=" + "x" * 65, "left_text too long"), ("page_id=p&style=fancy", "invalid style"),
     ("page_id=p&query_only=perhaps", "invalid query_only"), ("page_id=p&page_id=p", "duplicate page_id"),
+    ("page_id=p" + "&t=1" * 200, "too many parameters"),
 ])
 def test_bad_badge_request_answers_an_error_badge_and_counts_nothing(make_client, query, problem):
     client, store = make_client()
