@@ -444,42 +444,53 @@ def serve(config: Config) -> int:
     # waitress warns "Task queue depth is N" for every queued request under
     # load; on an unattended box that would fill the log. /metrics tells load.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    store = storage.Store(config.db, sync=config.sync, max_pages=config.max_pages,
-                          busy_timeout_s=config.busy_timeout)
+    # The lock first: a restore in progress holds it, and the store must not
+    # open (and migrate) a file that is being replaced.
+    lock = storage.ServerLock(config.db)
     try:
-        lock = storage.ServerLock(config.db)
-        app = create_app(config, store)
-        print(f"Tally serving http://{config.host}:{config.port}/ with {config.db} "
-              f"(SQLite {storage.sqlite_version()}, "
-              f"{'RETURNING' if store.use_returning else 'UPSERT then SELECT'}, "
-              f"synchronous={config.sync})", flush=True)
-        # SIGTERM (systemd, kill) ends the serve loop like Ctrl-C, so the
-        # store closes cleanly; answered counts are committed either way.
-        signal.signal(signal.SIGTERM, _stop)
+        store = storage.Store(config.db, sync=config.sync, max_pages=config.max_pages,
+                              busy_timeout_s=config.busy_timeout)
         try:
-            waitress.serve(
-                app if config.quiet else AccessLog(app),
-                host=config.host, port=config.port, threads=config.threads,
-                # waitress counts its listening socket and its wake-up pipe
-                # among the connections: the setting means client connections.
-                connection_limit=config.connection_limit + 2,
-                channel_timeout=config.channel_timeout,
-                # waitress closes idle connections only at its clean-up pass:
-                # run it often enough for the idle timeout to hold.
-                cleanup_interval=max(1, min(30, config.channel_timeout // 2)),
-                max_request_header_size=config.max_header_bytes,
-                max_request_body_size=65536,
-                trusted_proxy=config.trusted_proxy,
-                trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto",
-                                       "x-forwarded-host"} if config.trusted_proxy else None,
-                clear_untrusted_proxy_headers=True,
-                # poll() has no 1024-descriptor ceiling, unlike select().
-                asyncore_use_poll=True, ident="tally", _quiet=config.quiet)
-        except KeyboardInterrupt:
-            pass
-        lock.release()
+            app = create_app(config, store)
+            try:
+                server = waitress.create_server(
+                    app if config.quiet else AccessLog(app),
+                    host=config.host, port=config.port, threads=config.threads,
+                    # waitress counts its listening socket and its wake-up pipe
+                    # among the connections: the setting means client connections.
+                    connection_limit=config.connection_limit + 2,
+                    channel_timeout=config.channel_timeout,
+                    # waitress closes idle connections only at its clean-up
+                    # pass: run it often enough for the idle timeout to hold.
+                    cleanup_interval=max(1, min(30, config.channel_timeout // 2)),
+                    max_request_header_size=config.max_header_bytes,
+                    max_request_body_size=65536,
+                    trusted_proxy=config.trusted_proxy,
+                    trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto",
+                                           "x-forwarded-host"} if config.trusted_proxy else None,
+                    clear_untrusted_proxy_headers=True,
+                    # poll() has no 1024-descriptor ceiling, unlike select().
+                    asyncore_use_poll=True, ident="tally")
+            except OSError as e:
+                raise ConfigError(f"cannot listen on {config.host}:{config.port}: "
+                                  f"{e.strerror or e}") from None
+            print(f"Tally serving http://{config.host}:{server.effective_port}/ with {config.db} "
+                  f"(SQLite {storage.sqlite_version()}, "
+                  f"{'RETURNING' if store.use_returning else 'UPSERT then SELECT'}, "
+                  f"synchronous={config.sync})", flush=True)
+            # SIGTERM (systemd, kill) ends the serve loop like Ctrl-C, so the
+            # store closes cleanly; answered counts are committed either way.
+            signal.signal(signal.SIGTERM, _stop)
+            try:
+                server.run()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.close()
+        finally:
+            store.close()
     finally:
-        store.close()
+        lock.release()
     return 0
 
 

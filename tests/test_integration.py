@@ -166,6 +166,21 @@ def run_serve(db: str, *extra: str) -> subprocess.CompletedProcess:
                            "--port", "0", *extra], capture_output=True, text=True, timeout=30)
 
 
+def test_port_in_use_stops_start_up_with_one_line(live_server, tmp_path):
+    live = live_server()
+    result = subprocess.run([sys.executable, str(ROOT / "server.py"), "serve", "--db",
+                             str(tmp_path / "other.db"), "--port", str(live.port)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "cannot listen" in result.stderr
+
+
+def test_second_server_on_the_same_file_is_refused(live_server, db_path):
+    live_server()
+    result = run_serve(db_path)
+    assert result.returncode == 3 and "in use by a running Tally server" in result.stderr
+
+
 def test_not_a_database_stops_start_up_with_one_line(tmp_path):
     db = tmp_path / "counts.db"
     db.write_bytes(b"not sqlite at all\n" * 100)
