@@ -48,8 +48,8 @@ JSON_TYPE = "application/json"
 # "do not". Expires is set per answer, ten minutes in the past.
 NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
 # An SVG opened directly in a browser tab may run nothing and load nothing
-# (a data: logo is embedded, not loaded; social's <style> is inline).
-SVG_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+# (a data: logo is embedded, not loaded; the badges use no <style>).
+SVG_CSP = "default-src 'none'; img-src data:; sandbox"
 PAGE_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 

@@ -201,6 +201,17 @@ def test_set_rename_delete_top_show(filled):
     assert "renamed" not in totals(filled) and "page-1" not in totals(filled)
 
 
+def test_owner_commands_work_while_the_server_runs(filled, live_server):
+    live = live_server(db=filled)
+    live.get("/badge?page_id=page-0")
+    assert tally("set", "page-0", "500", db=filled).returncode == 0
+    assert json.loads(live.get("/api/count?page_id=page-0")[2])["total"] == 500
+    status, _, body = live.get("/badge?page_id=page-0")
+    assert status == 200 and b">501</text>" in body
+    assert tally("rename", "page-0", "moved", db=filled).returncode == 0
+    assert json.loads(live.get("/api/count?page_id=moved")[2])["total"] == 501
+
+
 def test_rename_refuses_to_overwrite_without_merge(filled):
     before = snapshot(filled)
     result = tally("rename", "page-0", "page-2", db=filled)
