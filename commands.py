@@ -222,7 +222,7 @@ def _stamp(value: str | None, where: str, default: str) -> str:
 def _checked(fn: Callable, value: object, where: str) -> object:
     try:
         return fn(value)
-    except (ParamError, TypeError) as e:
+    except ParamError as e:
         raise CommandError(f"{where}: {e}") from None
 
 

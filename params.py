@@ -112,6 +112,8 @@ def validate_page_id(page_id: str | None, name: str = "page_id") -> str:
     """
     if page_id is None:
         raise ParamError(f"missing {name}")
+    if not isinstance(page_id, str):  # from a JSON import
+        raise ParamError(f"invalid {name}")
     if page_id == "":
         raise ParamError(f"empty {name}")
     if len(page_id) > PAGE_ID_MAX:

@@ -179,6 +179,7 @@ def test_import_dry_run_reports_and_changes_nothing(filled, tmp_path):
     ('{"pages": [{"page_id": "ok", "total": 1}, {"page_id": "bad", "total": "x"}]}', "page 2"),
     ('{"pages": [{"page_id": "ok", "total": 1, "days": {"2026-13-45": 1}}]}', "page 1"),
     ('{"pages": [', "not valid JSON"),
+    ('{"pages": [{"page_id": 42, "total": 1}]}', "page 1: invalid page_id"),
 ])
 def test_malformed_import_imports_nothing(filled, tmp_path, content, where):
     bad = tmp_path / "bad.txt"
