@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import storage
-from conftest import ROOT
+from conftest import ROOT, wait_until
 
 OUTPUT = ROOT / "test-output"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -81,8 +81,10 @@ def test_builder_follows_the_form_and_never_counts(browser, server):
     assert query == {"page_id": "alice.my-repo", "left_text": "readers", "right_color": "orange",
                      "style": "for-the-badge", "format": "comma", "show": "both", "base": "1000",
                      "query_only": "true"}
-    page.wait_for_function("document.getElementById('preview').complete && "
-                           "document.getElementById('preview').naturalWidth > 0")
+    # page.evaluate, not wait_for_function: the latter evals a string in the
+    # page, which the page's own CSP (no 'unsafe-eval') rightly forbids.
+    wait_until(lambda: page.evaluate("document.getElementById('preview').complete && "
+                                     "document.getElementById('preview').naturalWidth > 0"))
     svg = server.get(src)[2].decode()
     width = float(re.search(r'width="([\d.]+)"', svg).group(1))
     assert page.evaluate("document.getElementById('preview').naturalHeight") == 28
@@ -95,7 +97,7 @@ def test_builder_follows_the_form_and_never_counts(browser, server):
     assert page.locator("#snippet-rst").input_value() == f".. image:: {badge_url}\n   :alt: readers"
 
     page.locator("button.copy[data-target=snippet-markdown]").click()
-    page.wait_for_function("document.querySelector('button.copy').textContent === 'Copied'")
+    wait_until(lambda: page.evaluate("document.querySelector('button.copy').textContent") == "Copied")
     assert page.evaluate("navigator.clipboard.readText()") == f"![readers]({badge_url})"
 
     assert count(server, "alice.my-repo") == 0
