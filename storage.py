@@ -412,12 +412,12 @@ class Store:
         cap = self.max_pages
         if self.use_returning:
             row = conn.execute(_COUNT_PAGE + " RETURNING total",
-                               (page_id, stamp, stamp, cap, cap, page_id)).fetchone()
+                               (page_id, stamp, stamp, cap, page_id, cap)).fetchone()
             if row is None:
                 raise PageLimitReached(page_id)
             today = conn.execute(_COUNT_DAY + " RETURNING views", (page_id, day)).fetchone()
             return Counts(row[0], today[0])
-        cursor = conn.execute(_COUNT_PAGE, (page_id, stamp, stamp, cap, cap, page_id))
+        cursor = conn.execute(_COUNT_PAGE, (page_id, stamp, stamp, cap, page_id, cap))
         if cursor.rowcount == 0:
             raise PageLimitReached(page_id)
         conn.execute(_COUNT_DAY, (page_id, day))
@@ -681,12 +681,13 @@ def _statements(body: str) -> list[str]:
 
 # Insert a page's first view, or add one. The WHERE refuses a page that does
 # not exist yet once max_pages (NULL: no cap) pages are stored; nothing is
-# read first and written later, it is one statement.
+# read first and written later, it is one statement. The count of pages is
+# last, so a page that exists never pays for it.
 _COUNT_PAGE = (
     "INSERT INTO pages (page_id, total, created_at, last_seen) "
     "SELECT ?, 1, ?, ? "
-    "WHERE ? IS NULL OR (SELECT count(*) FROM pages) < ? "
-    "OR EXISTS (SELECT 1 FROM pages WHERE page_id = ?) "
+    "WHERE ? IS NULL OR EXISTS (SELECT 1 FROM pages WHERE page_id = ?) "
+    "OR (SELECT count(*) FROM pages) < ? "
     "ON CONFLICT(page_id) DO UPDATE SET total = total + 1, last_seen = excluded.last_seen"
 )
 _COUNT_DAY = (
