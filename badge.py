@@ -436,9 +436,6 @@ def plain_badge(label: str, value: str) -> str:
                          right_color=DEFAULT_COLOR)
 
 
-def cache_info() -> str:
-    return str(_fragments.cache_info())
-
 
 # Charts ####################################################################
 

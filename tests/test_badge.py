@@ -135,8 +135,10 @@ def test_a_label_that_reads_like_the_number_stays_the_label():
         assert badge.render(look, 5678, 0) == badge.render_fresh(look, "5678")
 
 
-def test_template_cache_is_bounded():
-    assert badge._fragments.cache_info().maxsize == badge.TEMPLATE_CACHE_SIZE
+def test_a_flood_of_distinct_labels_does_not_grow_the_cache_past_its_bound():
+    for i in range(badge.TEMPLATE_CACHE_SIZE + 100):
+        badge.render(Look(label=f"flood {i}"), i, 0)
+    assert badge._fragments.cache_info().currsize == badge.TEMPLATE_CACHE_SIZE
 
 
 looks = st.builds(
