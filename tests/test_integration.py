@@ -115,6 +115,16 @@ def test_200_idle_connections_do_not_stop_other_clients(live_server):
     assert live.get("/api/count?page_id=slow")[2].startswith(b'{"page_id": "slow", "total": 0')
 
 
+def test_access_log_has_one_escaped_line_per_request(live_server):
+    live = live_server(env={"TALLY_QUIET": "0"})
+    live.get("/badge?page_id=%3Cscript%3E%0Afake%20200%20line&left_text=%E2%80%AEx")
+    line = wait_until(lambda: next((l for l in live.log.read_text().splitlines()
+                                    if "GET /badge" in l), None))
+    assert "<script>" not in line and "\u202e" not in line and line.isascii()
+    assert "%3Cscript%3E%0Afake" in line and line.rstrip().endswith("ms")
+    assert not any(l.startswith("fake") for l in live.log.read_text().splitlines())
+
+
 def test_idle_connections_are_closed_after_the_idle_timeout(live_server):
     live = live_server(env={"TALLY_IDLE_TIMEOUT": "2"})
     s = socket.create_connection(("127.0.0.1", live.port))
