@@ -3,7 +3,7 @@
 A benchmark, not a test: it prints figures and ratios and asserts nothing.
 
 1. Render time per badge: Tally's renderer (template cache) against a plain
-   badgepy.badge() call.
+   badge() call (the renderer's own API, via badge.plain_badge).
 2. Requests per second and p50/p99 latency of GET /badge (every request a new
    count) against a trivial WSGI app returning a short text, both served by
    waitress with the same settings, loaded by the same generator (wrk where
@@ -241,7 +241,7 @@ def main() -> None:
     ours, plain = measure_render(20_000)
     print("\n== Render time per badge (flat, a new number each time)")
     print(f"  Tally render (template cache)  {ours * 1e3:8.4f} ms")
-    print(f"  plain badgepy.badge()          {plain * 1e3:8.4f} ms")
+    print(f"  plain badge() call              {plain * 1e3:8.4f} ms")
     print(f"  ratio Tally / badge()          {ours / plain:8.4f}   (goal <= 0.1)")
 
     print(f"\n== Throughput and latency: {args.rounds} rounds of {args.seconds:g} s, servers "

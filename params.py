@@ -2,7 +2,7 @@
 
 Everything a request or a command line gives Tally passes through here once,
 at the edge; inside, values are trusted. Pure functions: this module imports
-neither bottle nor sqlite3 nor the renderer.
+neither bottle nor the database driver nor the renderer.
 
 A problem is a ParamError whose message is the few words an error badge shows
 ("invalid left_color"). Messages are built from parameter names only, never
