@@ -171,8 +171,8 @@ class ServerLock:
 
     def __init__(self, db_path: str):
         self.path = db_path + ".lock"
+        _make_folder(db_path)
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._file = open(self.path, "a")
         except OSError as e:
             raise UnusableDatabase(f"{db_path}: cannot create {self.path}: {e.strerror}") from None
@@ -186,6 +186,15 @@ class ServerLock:
         if not self._file.closed:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
+
+
+def _make_folder(db_path: str) -> None:
+    """Create the database's folder when missing, or refuse with one line."""
+    folder = os.path.dirname(os.path.abspath(db_path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UnusableDatabase(f"{db_path}: cannot create folder {folder}: {e.strerror}") from None
 
 
 def _schema_version(conn: sqlite3.Connection, path: str) -> int:
@@ -293,11 +302,7 @@ class Store:
     # Opening ----------------------------------------------------------------
 
     def _open_writer(self, path: str, sync: str, max_page_count: int | None) -> sqlite3.Connection:
-        folder = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            raise UnusableDatabase(f"{path}: cannot create folder {folder}: {e.strerror}") from None
+        _make_folder(path)
         existed = os.path.exists(path) and os.path.getsize(path) > 0
         try:
             conn = _connect(path, timeout_s=self._timeout)
