@@ -116,7 +116,10 @@ def _checked_copy(source: str, dest: str, progress: Callable[[int, int], None] |
     try:
         storage.copy_database(source, tmp, progress)
         storage.set_standalone(tmp)
-        checked = storage.inspect_file(tmp)
+        try:
+            checked = storage.inspect_file(tmp)
+        except storage.UnusableDatabase as e:
+            raise CommandError(f"{source}: its copy failed the check ({e})") from None
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
@@ -130,19 +133,19 @@ def _checked_copy(source: str, dest: str, progress: Callable[[int, int], None] |
 
 def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     source = _existing_db(config)
-    storage.inspect_file(source)
     dest = args.dest
     if os.path.isdir(dest):
         dest = os.path.join(dest, f"counts-{_utc_stamp()}.db")
     elif args.keep is not None:
         raise CommandError("--keep needs a folder as DEST")
+    if args.keep is not None and args.keep < 1:
+        raise CommandError("--keep must be at least 1")
+    # The copy is checked, not the source first: one integrity pass, not two.
     version, pages, total = _checked_copy(source, dest, _progress_bar(sys.stderr))
     size = os.path.getsize(dest)
     print(f"backup {dest}: {pages} pages, total {total}, {size} bytes, "
           f"schema {version}, integrity ok", file=out)
     if args.keep is not None:
-        if args.keep < 1:
-            raise CommandError("--keep must be at least 1")
         # counts-<UTC time>.db names sort by time.
         old = sorted(glob.glob(os.path.join(args.dest, "counts-*.db")))[:-args.keep]
         for name in old:

@@ -80,6 +80,26 @@ def test_backup_into_a_folder_keeps_the_newest(filled, tmp_path):
     assert totals(str(folder / names[1])) == totals(filled)
 
 
+def test_backup_with_a_bad_keep_writes_nothing(filled, tmp_path):
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    result = tally("backup", str(folder), "--keep", "0", db=filled)
+    assert result.returncode == 2 and "--keep must be at least 1" in result.stderr
+    assert list(folder.iterdir()) == []
+
+
+def test_backup_of_a_damaged_database_leaves_no_copy(db_path, tmp_path):
+    with storage.Store(db_path) as s:
+        s.import_pages([storage.Page(f"p{i}", i, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", {})
+                        for i in range(3000)], "set")
+    with open(db_path, "r+b") as f:  # scribble over the middle of the b-tree pages
+        f.seek(8192)
+        f.write(b"\xff" * 8192)
+    result = tally("backup", str(tmp_path / "copy.db"), db=db_path)
+    assert result.returncode != 0 and result.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
 def test_backup_of_a_missing_database_fails_cleanly(tmp_path):
     result = tally("backup", str(tmp_path / "x.db"), db=str(tmp_path / "none.db"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
