@@ -42,6 +42,9 @@ def test_flags_override_the_environment():
     ("TALLY_ALLOW", "(", "TALLY_ALLOW is not a regular expression"),
     ("TALLY_MAX_PAGES", "0", "TALLY_MAX_PAGES must be a positive number"),
     ("TALLY_MAX_HEADER_BYTES", "10", "TALLY_MAX_HEADER_BYTES must be 1024..1048576"),
+    ("TALLY_CONNECTION_LIMIT", "0", "TALLY_CONNECTION_LIMIT must be 1..100000"),
+    ("TALLY_IDLE_TIMEOUT", "3601", "TALLY_IDLE_TIMEOUT must be 1..3600 seconds"),
+    ("TALLY_BUSY_TIMEOUT", "-1", "TALLY_BUSY_TIMEOUT must be 0..600 seconds"),
 ])
 def test_bad_values_name_the_variable(name, value, message):
     with pytest.raises(config.ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
