@@ -33,7 +33,13 @@ DEFAULT_LABEL = "visitors"
 DEFAULT_LABEL_COLOR = "#595959"
 DEFAULT_COLOR = "#1283c3"
 ERROR_COLOR = "#e05d44"
+# The template cache is bounded in bytes through its entry counts: a look
+# without a logo renders to at most a few KB (labels are at most 64
+# characters), one with a logo to at most about 12 KB more (8 KB of logo,
+# base64). So the logo looks get a cache of their own, much smaller: 4096
+# logos of 6 KB each once took the server from 46 MB to 127 MB.
 TEMPLATE_CACHE_SIZE = 4096
+LOGO_TEMPLATE_CACHE_SIZE = 64
 
 # shields.io's named colours (badge-maker/lib/color.js).
 SHIELDS_COLORS = {
@@ -45,9 +51,11 @@ SHIELDS_COLORS = {
 }
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
-_NUM = r"\s*[+]?(?:\d{1,3}(?:\.\d+)?|\.\d+)"
-_RGB = re.compile(rf"rgba?\(({_NUM}%?),({_NUM}%?),({_NUM}%?)(?:,({_NUM}%?))?\s*\)")
-_HSL = re.compile(rf"hsla?\(({_NUM})(?:deg)?,({_NUM})%,({_NUM})%(?:,({_NUM}%?))?\s*\)")
+# ASCII digits and spaces only: Python's \d and \s also match other
+# scripts' digits (rgb(٣٣,0,0)), which no SVG reader understands.
+_NUM = r"[ \t]*[+]?(?:[0-9]{1,3}(?:\.[0-9]+)?|\.[0-9]+)"
+_RGB = re.compile(rf"rgba?\(({_NUM}%?),({_NUM}%?),({_NUM}%?)(?:,({_NUM}%?))?[ \t]*\)")
+_HSL = re.compile(rf"hsla?\(({_NUM})(?:deg)?,({_NUM})%,({_NUM})%(?:,({_NUM}%?))?[ \t]*\)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +92,7 @@ def normalize_color(value: str) -> str | None:
     for pattern in (_RGB, _HSL):
         match = pattern.fullmatch(text)
         if match and _in_range(pattern, match.groups()):
-            return re.sub(r"\s+", "", text)
+            return re.sub(r"[ \t]+", "", text)
     try:
         return webcolors.name_to_hex(text)
     except ValueError:
@@ -387,7 +395,6 @@ def render_fresh(look: Look, value: str) -> str:
 _VALUE_TEXTS = {"flat": 2, "flat-square": 2, "plastic": 2, "social": 2, "for-the-badge": 1}
 
 
-@functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
 def _fragments(look: Look, shape: str) -> tuple[str, ...]:
     """The badge for a value shape, split where the value's text goes.
 
@@ -416,10 +423,15 @@ def _fragments(look: Look, shape: str) -> tuple[str, ...]:
     return tuple(fragments)
 
 
+_templates = functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)(_fragments)
+_logo_templates = functools.lru_cache(maxsize=LOGO_TEMPLATE_CACHE_SIZE)(_fragments)
+
+
 def render(look: Look, total: int, today: int) -> str:
     """The badge SVG for a page's counts."""
     value = message(look, total, today)
-    fragments = _fragments(look, re.sub(r"[0-9]", "0", value))
+    cache = _logo_templates if look.logo else _templates
+    fragments = cache(look, re.sub(r"[0-9]", "0", value))
     shown = value.upper() if look.style == "for-the-badge" else value
     return shown.join(fragments)
 

@@ -14,10 +14,11 @@ import csv
 import datetime
 import glob
 import io
+import itertools
 import json
 import os
 import sys
-from typing import Callable, TextIO
+from typing import Callable, Iterator, TextIO
 
 import params
 import storage
@@ -25,6 +26,10 @@ from config import Config
 from params import ParamError
 
 EXPORT_FIELDS = ["page_id", "total", "created_at", "last_seen", "day", "views"]
+# A CSV cell starting with one of these is a formula to a spreadsheet
+# (OWASP, "CSV Injection"): export puts a ' before it, import takes it off.
+# A page id that itself starts with ' gets one too, so the round trip is exact.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
 class CommandError(Exception):
@@ -81,6 +86,24 @@ def _existing_db(config: Config) -> str:
 def _open(config: Config) -> storage.Store:
     return storage.Store(_existing_db(config), sync=config.sync,
                          busy_timeout_s=config.busy_timeout)
+
+
+def _open_readonly(config: Config) -> storage.Store:
+    # mode=ro: reading a backup never changes its bytes.
+    return storage.Store(_existing_db(config), busy_timeout_s=config.busy_timeout, readonly=True)
+
+
+def _output_path(path: str, config: Config) -> str:
+    """A file a command may write: not the database, in a folder that exists."""
+    if storage.is_database_file(path, config.db):
+        raise CommandError(f"{path}: that is the database {config.db} (or a file beside it); "
+                           f"write somewhere else")
+    if os.path.isdir(path):
+        raise CommandError(f"{path}: is a folder; name a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"{path}: folder {folder} does not exist")
+    return path
 
 
 def _utc_stamp() -> str:
@@ -140,6 +163,7 @@ def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         raise CommandError("--keep needs a folder as DEST")
     if args.keep is not None and args.keep < 1:
         raise CommandError("--keep must be at least 1")
+    _output_path(dest, config)
     # The copy is checked, not the source first: one integrity pass, not two.
     version, pages, total = _checked_copy(source, dest, _progress_bar(sys.stderr))
     size = os.path.getsize(dest)
@@ -156,18 +180,39 @@ def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    if storage.is_database_file(args.src, config.db):
+        raise CommandError(f"{args.src}: that is the database {config.db} itself; "
+                           f"restore reads a backup file")
     version, pages, total = storage.inspect_file(args.src)
     lock = None if args.force else storage.ServerLock(config.db)
     try:
+        stamp = _utc_stamp()
+        problem = None
         if os.path.exists(config.db):
-            kept = f"{config.db}.before-restore-{_utc_stamp()}"
-            _checked_copy(config.db, kept, None)
-            print(f"kept the replaced database as {kept}", file=out)
-        # Through SQLite's backup API into the database file itself: a WAL
-        # beside it is replaced too, and with --force a live server's
-        # connections see the restored counts at once.
-        storage.copy_database(args.src, config.db, _progress_bar(sys.stderr))
-        storage.inspect_file(config.db)
+            try:
+                storage.inspect_file(config.db)
+            except storage.UnusableDatabase as e:
+                problem = e
+        if os.path.exists(config.db) and problem is None:
+            kept = f"{config.db}.before-restore-{stamp}"
+            try:
+                storage.replace_counts(config.db, args.src, kept, timeout_s=config.busy_timeout)
+            except BaseException:
+                _remove(kept, kept + "-journal")
+                raise
+            print(f"kept the replaced counts as {kept}", file=out)
+        else:
+            if problem is not None:
+                # The very case restore exists for: the file cannot be read.
+                # It is moved aside unchecked, never deleted.
+                real = os.path.realpath(config.db)
+                aside = f"{real}.damaged-{stamp}"
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    if os.path.exists(real + suffix):
+                        os.replace(real + suffix, aside + suffix)
+                print(f"moved the unreadable database aside as {aside} ({problem})", file=out)
+            # The resolved path: a symlink to the database keeps pointing at it.
+            _checked_copy(args.src, os.path.realpath(config.db), _progress_bar(sys.stderr))
     finally:
         if lock is not None:
             lock.release()
@@ -175,31 +220,60 @@ def cmd_restore(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return 0
 
 
+def _remove(*names: str) -> None:
+    for name in names:
+        if os.path.exists(name):
+            os.remove(name)
+
+
+def _csv_cell(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def _csv_uncell(text: str) -> str:
+    return text[1:] if text.startswith("'") else text
+
+
+def _write_export(pages: list[storage.Page], form: str, target: TextIO) -> None:
+    if form == "json":
+        json.dump({"tally_export": 1,
+                   "exported_at": storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   "pages": [{"page_id": p.page_id, "total": p.total,
+                              "created_at": p.created_at, "last_seen": p.last_seen,
+                              "days": p.days} for p in pages]},
+                  target, ensure_ascii=False, indent=1)
+        target.write("\n")
+        return
+    writer = csv.writer(target)
+    writer.writerow(EXPORT_FIELDS)
+    for p in pages:
+        base = [_csv_cell(p.page_id), p.total, p.created_at, p.last_seen]
+        for day, views in (p.days.items() or [("", "")]):
+            writer.writerow(base + [day, views])
+
+
 def cmd_export(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    with _open(config) as store:
-        pages = list(store.pages())
-    target = open(args.out, "w", encoding="utf-8", newline="") if args.out else out
-    try:
-        if args.format == "json":
-            json.dump({"tally_export": 1,
-                       "exported_at": storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-                       "pages": [{"page_id": p.page_id, "total": p.total,
-                                  "created_at": p.created_at, "last_seen": p.last_seen,
-                                  "days": p.days} for p in pages]},
-                      target, ensure_ascii=False, indent=1)
-            target.write("\n")
-        else:
-            writer = csv.writer(target)
-            writer.writerow(EXPORT_FIELDS)
-            for p in pages:
-                base = [p.page_id, p.total, p.created_at, p.last_seen]
-                for day, views in (p.days.items() or [("", "")]):
-                    writer.writerow(base + [day, views])
-    finally:
-        if args.out:
-            target.close()
     if args.out:
-        print(f"exported {len(pages)} pages to {args.out}", file=out)
+        _output_path(args.out, config)
+    with _open_readonly(config) as store:
+        pages = list(store.pages())
+    if not args.out:
+        _write_export(pages, args.format, out)
+        return 0
+    # A temporary name beside the target, then a rename: a failed export
+    # never leaves half a file under the name asked for.
+    tmp = f"{args.out}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as target:
+            _write_export(pages, args.format, target)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(tmp, args.out)
+    except OSError as e:
+        raise CommandError(f"{args.out}: cannot write: {e.strerror or e}") from None
+    finally:
+        _remove(tmp)
+    print(f"exported {len(pages)} pages to {args.out}", file=out)
     return 0
 
 
@@ -214,12 +288,13 @@ def _stamp(value: str | None, where: str, default: str) -> str:
     if value in (None, ""):
         return default
     try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))  # type: ignore
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        return parsed.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, AttributeError, OverflowError):
+        # OverflowError: 0001-01-01T00:00:00+01:00 is before year 1 in UTC.
         raise CommandError(f"{where}: invalid timestamp") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return parsed.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _checked(fn: Callable, value: object, where: str) -> object:
@@ -229,108 +304,156 @@ def _checked(fn: Callable, value: object, where: str) -> object:
         raise CommandError(f"{where}: {e}") from None
 
 
-def parse_import(text: str) -> list[storage.Page]:
-    """Read a Tally JSON or CSV export, or a plain page_id,count CSV.
+def _json_count(value: object, where: str, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise CommandError(f"{where}: invalid {name}")
+    return _checked(lambda v: params.check_count(v, name), value, where)  # type: ignore
 
-    Everything is validated before anything is written; the first problem
-    stops the import with its line or item number.
+
+class ImportReader:
+    """Reads a Tally JSON or CSV export, or a plain page_id,count CSV, one
+    page at a time (pages()), checking each value with params.py as it goes.
+
+    `where` names the line or item being read, for error messages raised
+    later by the store (a page named twice). A UTF-8 byte-order mark is
+    skipped. CSV is read as a stream; JSON has no streaming reader in the
+    standard library and is read whole.
     """
-    now = storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")
-    if text.lstrip().startswith("{"):
-        return _parse_json(text, now)
-    rows = list(csv.reader(io.StringIO(text)))
-    if rows and rows[0][: len(EXPORT_FIELDS)] == EXPORT_FIELDS:
-        return _parse_export_csv(rows, now)
-    return _parse_plain_csv(rows, now)
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.where = "start"
+        self.now = storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def pages(self) -> Iterator[storage.Page]:
+        first = self.stream.readline()
+        while first and not first.strip():
+            first = self.stream.readline()
+        if first.lstrip().startswith(("{", "[")):
+            return self._json(first + self.stream.read())
+        rows = csv.reader(itertools.chain([first], self.stream))
+        try:
+            header = next(rows, [])
+        except csv.Error as e:
+            raise CommandError(f"line 1: {e}") from None
+        if header[: len(EXPORT_FIELDS)] == EXPORT_FIELDS:
+            return self._export_csv(rows)
+        return self._plain_csv(itertools.chain([header], rows))
+
+    def _json(self, text: str) -> Iterator[storage.Page]:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CommandError(f"not valid JSON (line {e.lineno})") from None
+        except RecursionError:
+            raise CommandError("not valid JSON (nested too deeply)") from None
+        if not isinstance(document, dict) or not isinstance(document.get("pages"), list):
+            raise CommandError("JSON import needs {\"pages\": [...]} as written by export")
+        for number, item in enumerate(document["pages"], 1):
+            self.where = where = f"page {number}"
+            if not isinstance(item, dict):
+                raise CommandError(f"{where}: not an object")
+            page_id = _checked(params.validate_page_id, item.get("page_id"), where)
+            total = _json_count(item.get("total"), where, "total")
+            days = item.get("days", {})
+            if not isinstance(days, dict):
+                raise CommandError(f"{where}: days must be an object")
+            checked_days = {_day(day, where): _json_count(views, where, "views")
+                            for day, views in days.items()}
+            yield storage.Page(page_id, total, _stamp(item.get("created_at"), where, self.now),
+                               _stamp(item.get("last_seen"), where, self.now), checked_days)
+
+    def _rows(self, rows: Iterator[list[str]], first_line: int) -> Iterator[tuple[str, list[str]]]:
+        number = first_line
+        try:
+            for row in rows:
+                self.where = f"line {number}"
+                yield self.where, row
+                number += 1
+        except csv.Error as e:
+            raise CommandError(f"line {number}: {e}") from None
+
+    def _export_csv(self, rows: Iterator[list[str]]) -> Iterator[storage.Page]:
+        # An export lists a page's days on consecutive lines: one page is
+        # held at a time. A page seen again later is a duplicate (the store
+        # refuses it).
+        page: storage.Page | None = None
+        for where, row in self._rows(rows, 2):
+            if len(row) != len(EXPORT_FIELDS):
+                raise CommandError(f"{where}: expected {len(EXPORT_FIELDS)} fields")
+            page_id = _checked(params.validate_page_id, _csv_uncell(row[0]), where)
+            total = _checked(params.parse_count, row[1], where)
+            if page is None or page.page_id != page_id:
+                if page is not None:
+                    yield page
+                page = storage.Page(page_id, total, _stamp(row[2], where, self.now),
+                                    _stamp(row[3], where, self.now), {})
+            elif page.total != total:
+                raise CommandError(f"{where}: total differs from the page's first line")
+            if row[4] or row[5]:
+                day = _day(row[4], where)
+                if day in page.days:
+                    raise CommandError(f"{where}: day appears twice")
+                page.days[day] = _checked(params.parse_count, row[5], where)
+        if page is not None:
+            yield page
+
+    def _plain_csv(self, rows: Iterator[list[str]]) -> Iterator[storage.Page]:
+        for where, row in self._rows(rows, 1):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != 2:
+                raise CommandError(f"{where}: expected page_id,count")
+            if where == "line 1" and row[1].strip().lower() in ("count", "total", "views", "hits"):
+                continue  # a header line
+            page_id = _checked(params.validate_page_id, row[0], where)
+            total = _checked(params.parse_count, row[1], where)
+            yield storage.Page(page_id, total, self.now, self.now, {})
 
 
-def _merge(pages: dict[str, storage.Page], page: storage.Page, where: str) -> None:
-    if page.page_id in pages:
-        raise CommandError(f"{where}: page_id appears twice")
-    pages[page.page_id] = page
+def parse_import(text: str) -> list[storage.Page]:
+    """Every page of an import held in text (for tests and small files)."""
+    return list(ImportReader(io.StringIO(text.removeprefix("\ufeff"))).pages())
 
 
-def _parse_json(text: str, now: str) -> list[storage.Page]:
+def _import_stream(name: str) -> TextIO:
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the
+    # first page id. newline="": the csv module reads line ends itself.
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CommandError(f"not valid JSON (line {e.lineno})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("pages"), list):
-        raise CommandError("JSON import needs {\"pages\": [...]} as written by export")
-    pages: dict[str, storage.Page] = {}
-    for number, item in enumerate(document["pages"], 1):
-        where = f"page {number}"
-        if not isinstance(item, dict):
-            raise CommandError(f"{where}: not an object")
-        page_id = _checked(params.validate_page_id, item.get("page_id"), where)
-        total = item.get("total")
-        if not isinstance(total, int) or isinstance(total, bool) or not 0 <= total < 2**63:
-            raise CommandError(f"{where}: invalid total")
-        days = item.get("days", {})
-        if not isinstance(days, dict):
-            raise CommandError(f"{where}: days must be an object")
-        checked_days = {}
-        for day, views in days.items():
-            if not isinstance(views, int) or isinstance(views, bool) or not 0 <= views < 2**63:
-                raise CommandError(f"{where}: invalid views")
-            checked_days[_day(day, where)] = views
-        _merge(pages, storage.Page(page_id, total, _stamp(item.get("created_at"), where, now),
-                                   _stamp(item.get("last_seen"), where, now), checked_days),
-               where)
-    return list(pages.values())
-
-
-def _parse_export_csv(rows: list[list[str]], now: str) -> list[storage.Page]:
-    pages: dict[str, storage.Page] = {}
-    for number, row in enumerate(rows[1:], 2):
-        where = f"line {number}"
-        if len(row) != len(EXPORT_FIELDS):
-            raise CommandError(f"{where}: expected {len(EXPORT_FIELDS)} fields")
-        page_id = _checked(params.validate_page_id, row[0], where)
-        total = _checked(params.parse_count, row[1], where)
-        page = pages.get(page_id)
-        if page is None:
-            page = pages[page_id] = storage.Page(page_id, total, _stamp(row[2], where, now),
-                                                 _stamp(row[3], where, now), {})
-        elif page.total != total:
-            raise CommandError(f"{where}: total differs from the page's first line")
-        if row[4] or row[5]:
-            day = _day(row[4], where)
-            if day in page.days:
-                raise CommandError(f"{where}: day appears twice")
-            page.days[day] = _checked(params.parse_count, row[5], where)
-    return list(pages.values())
-
-
-def _parse_plain_csv(rows: list[list[str]], now: str) -> list[storage.Page]:
-    pages: dict[str, storage.Page] = {}
-    for number, row in enumerate(rows, 1):
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        where = f"line {number}"
-        if len(row) != 2:
-            raise CommandError(f"{where}: expected page_id,count")
-        if number == 1 and row[1].strip().lower() in ("count", "total", "views", "hits"):
-            continue  # a header line
-        page_id = _checked(params.validate_page_id, row[0], where)
-        total = _checked(params.parse_count, row[1], where)
-        _merge(pages, storage.Page(page_id, total, now, now, {}), where)
-    return list(pages.values())
+        if name == "-":
+            return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+        return open(name, encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise CommandError(f"cannot read {name}: {e.strerror or e}") from None
 
 
 def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    stream = _import_stream(args.file)
+    reader = ImportReader(stream)
+    store = (_open_readonly(config) if args.dry_run else
+             storage.Store(config.db, sync=config.sync, busy_timeout_s=config.busy_timeout))
     try:
-        if args.file == "-":
-            text = sys.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CommandError(f"cannot read {args.file}: {e}") from None
-    pages = parse_import(text)
-    with storage.Store(config.db, sync=config.sync, busy_timeout_s=config.busy_timeout) as store:
-        report = store.import_pages(pages, args.mode, dry_run=args.dry_run)
-    print(f"{'would import' if args.dry_run else 'imported'} {len(pages)} pages "
+        with store:
+            report = store.import_pages(reader.pages(), args.mode, dry_run=args.dry_run)
+    except storage.Duplicate:
+        raise CommandError(f"{args.file}: {reader.where}: page_id appears twice; "
+                           f"nothing imported") from None
+    except storage.TotalLimitReached as e:
+        raise CommandError(f"{args.file}: {e}; nothing imported") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{args.file}: {reader.where}: not UTF-8 text; nothing imported") from None
+    except OSError as e:
+        raise CommandError(f"cannot read {args.file}: {e.strerror or e}") from None
+    except storage.ImportInterrupted as e:
+        raise CommandError(f"{args.file}: the database failed after {e.written} of {e.total} "
+                           f"pages were written ({e.error}); those stay written. Running the "
+                           f"same import again with --mode set finishes it") from None
+    except CommandError as e:
+        raise CommandError(f"{args.file}: {e}; nothing imported") from None
+    finally:
+        stream.close()
+    pages = report["created"] + report["changed"]
+    print(f"{'would import' if args.dry_run else 'imported'} {pages} pages "
           f"({report['created']} new, {report['changed']} changed, {report['days']} days, "
           f"mode {args.mode})", file=out)
     return 0
@@ -383,7 +506,7 @@ def cmd_delete(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 def cmd_top(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     if not 1 <= args.limit <= 100_000:
         raise CommandError("--limit must be 1..100000")
-    with _open(config) as store:
+    with _open_readonly(config) as store:
         rows = store.top(args.limit)
     width = max([len(p) for p, _ in rows] + [7])
     for page_id, total in rows:
@@ -393,7 +516,7 @@ def cmd_top(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 def cmd_show(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     page_id = params.validate_page_id(args.page_id)
-    with _open(config) as store:
+    with _open_readonly(config) as store:
         counts = store.counts(page_id)
         history = store.history(page_id, 30)
         page = store.page(page_id)

@@ -22,6 +22,9 @@ import badge
 PAGE_ID_MAX = 256
 LABEL_MAX = 64
 BASE_MAX = 10**12
+# The largest total a page may hold. total + base then stays below 2**53:
+# an integer that SQLite (2**63) and every JSON reader (doubles) keep exactly.
+TOTAL_MAX = 9 * 10**15
 LOGO_MAX_BYTES = 8192
 HISTORY_DAYS_MAX = 365
 MAX_FIELDS = 200
@@ -34,8 +37,12 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 # Unicode categories refused in ids and labels: controls, lone surrogates
-# (what invalid UTF-8 decodes to here), and line/paragraph separators.
-_REFUSED_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
+# (what invalid UTF-8 decodes to here), line/paragraph separators, and
+# invisible format characters (zero-width space, BOM, bidi overrides).
+_REFUSED_CATEGORIES = {"Cc", "Cs", "Zl", "Zp", "Cf"}
+# Format characters that emoji and scripts need: the zero-width joiner and
+# non-joiner (family emoji, Persian) and the tag characters of flag emoji.
+_ALLOWED_FORMAT = re.compile("[\u200c\u200d\U000e0020-\U000e007f]")
 
 
 class ParamError(ValueError):
@@ -101,7 +108,20 @@ def _pick(values: dict[str, str], option: str) -> tuple[str, str] | None:
 
 
 def _refused_char(text: str) -> bool:
-    return any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in text)
+    """True when text holds a character that XML 1.0 forbids or that hides.
+
+    >>> _refused_char("a\ufffe"), _refused_char("\u200b"), _refused_char("👨\u200d👩")
+    (True, True, False)
+    """
+    for char in text:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES and not _ALLOWED_FORMAT.match(char):
+            return True
+        code = ord(char)
+        # Noncharacters: U+FDD0..U+FDEF and the last two code points of every
+        # plane (U+FFFE and U+FFFF are not XML characters at all).
+        if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+            return True
+    return False
 
 
 def validate_page_id(page_id: str | None, name: str = "page_id") -> str:
@@ -114,7 +134,7 @@ def validate_page_id(page_id: str | None, name: str = "page_id") -> str:
         raise ParamError(f"missing {name}")
     if not isinstance(page_id, str):  # from a JSON import
         raise ParamError(f"invalid {name}")
-    if page_id == "":
+    if page_id == "" or page_id.isspace():
         raise ParamError(f"empty {name}")
     if len(page_id) > PAGE_ID_MAX:
         raise ParamError(f"{name} too long")
@@ -230,10 +250,22 @@ def parse_days(value: str | None, default: int = 30) -> int:
 
 
 def parse_count(value: str, name: str = "count") -> int:
-    """A non-negative count from a command line or an import file."""
-    if not re.fullmatch(r"[0-9]{1,19}", value.strip()) or int(value) > 2**63 - 1:
+    """A count from a command line or an import file: 0..TOTAL_MAX, ASCII digits.
+
+    >>> parse_count("42"), parse_count(" 7 ")
+    (42, 7)
+    """
+    value = value.strip()
+    if not re.fullmatch(r"[0-9]{1,19}", value):
         raise ParamError(f"invalid {name}")
-    return int(value)
+    return check_count(int(value), name)
+
+
+def check_count(value: int, name: str = "count") -> int:
+    """A total or a day's views as an int within 0..TOTAL_MAX."""
+    if value > TOTAL_MAX:
+        raise ParamError(f"{name} above {TOTAL_MAX}")
+    return value
 
 
 def page_id_from_repo(repo: str) -> str | None:

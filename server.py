@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import email.utils
+import html
 import json
 import logging
 import os
@@ -215,6 +216,8 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
                 result = timed("counts", lambda: store.counts(request.page_id))
         except storage.PageLimitReached:
             return error_badge(values, "page limit reached", 200)
+        except storage.TotalLimitReached:
+            return error_badge(values, "count at its maximum", 200)
         except storage.StorageError as e:
             outage.failed(e)
             return error_badge(values, "database unavailable", 503)
@@ -274,8 +277,8 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
 
     @app.get("/")
     def index_route() -> bottle.HTTPResponse:
-        values = query()
         try:
+            values = query()
             look = params.parse_look(values)
             page_id = values.get("page_id") or params.page_id_from_repo(
                 bottle.request.query.getunicode("repo") or "") or "owner.repo"
@@ -288,13 +291,14 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
         return _html(pages_view.render(
             page_id=page_id, look=look, error=error, badge_url=badge_url,
             preview_url=badge_url.replace(base, "", 1) + "&query_only=true",
+            snippets=snippets(look.label, badge_url), quote=urllib.parse.quote,
             styles=params.STYLES, formats=params.FORMATS, shows=params.SHOWS,
-            defaults=badge.Look()))
+            defaults=badge.Look()), 400 if error else 200)
 
     @app.get("/stats")
     def stats_route() -> bottle.HTTPResponse:
-        values = query()
         try:
+            values = query()
             page_id = json_page_id(values)
             days = params.parse_days(values.get("days"))
         except ParamError as e:
@@ -304,7 +308,7 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
         history = timed("history", lambda: store.history(page_id, days))
         best = timed("best_day", lambda: store.best_day(page_id))
         return _html(stats_view.render(error=None, page_id=page_id, counts=counts,
-                                       history=history, best=best,
+                                       history=history, best=best, quote=urllib.parse.quote,
                                        chart=badge.history_chart(history)))
 
     @app.get("/static/<name>")
@@ -357,6 +361,15 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
 
     app.install(guard)
 
+    @app.hook("before_request")
+    def refuse_undecodable_path() -> None:
+        # bottle drops bytes that are not UTF-8 from the path ("ignore"), so
+        # /b%FFadge would reach /badge and count: refuse such a path instead.
+        try:
+            bottle.request.environ["bottle.raw_path"].encode("latin1").decode("utf-8")
+        except UnicodeError:
+            raise _json({"error": "path is not UTF-8"}, 400) from None
+
     @app.hook("after_request")
     def count_request() -> None:
         route = bottle.request.route.rule if "bottle.route" in bottle.request.environ else "unknown"
@@ -373,6 +386,27 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
         return json.dumps({"error": "method not allowed"})
 
     return app
+
+
+# Markdown's image text ends at "]"; a backslash escapes it (CommonMark).
+_MARKDOWN_TEXT = str.maketrans({"\\": "\\\\", "[": "\\[", "]": "\\]"})
+
+
+def snippets(label: str, badge_url: str) -> list[tuple[str, str, str]]:
+    """The builder's copyable snippets: (key, title, text). tally.js builds
+    the same texts in the browser, with the same escaping.
+
+    >>> snippets('a"]', "https://x/badge?page_id=p")[1][2]
+    '<img src="https://x/badge?page_id=p" alt="a&quot;]">'
+    >>> snippets("[x]", "u")[0][2]
+    '![\\\\[x\\\\]](u)'
+    """
+    return [
+        ("markdown", "Markdown", f"![{label.translate(_MARKDOWN_TEXT)}]({badge_url})"),
+        # The URL is urlencoded: it holds no quote or angle bracket.
+        ("html", "HTML", f'<img src="{badge_url}" alt="{html.escape(label)}">'),
+        ("rst", "reStructuredText", f".. image:: {badge_url}\n   :alt: {label}"),
+    ]
 
 
 def badge_params(page_id: str, look: badge.Look) -> dict[str, str]:
@@ -411,7 +445,8 @@ class AccessLog:
         result = self.app(environ, record)
         path = environ.get("PATH_INFO", "")
         query = environ.get("QUERY_STRING", "")
-        access_log.info("%s %s %s%s %s %.1fms", environ.get("REMOTE_ADDR", "-"),
+        # REMOTE_ADDR may come from a trusted proxy's X-Forwarded-For: escaped too.
+        access_log.info("%s %s %s%s %s %.1fms", _loggable(environ.get("REMOTE_ADDR", "-")),
                         environ.get("REQUEST_METHOD", "-"), _loggable(path),
                         "?" + _loggable(urllib.parse.unquote(query)) if query else "",
                         seen.get("status", "-"), (time.perf_counter() - started) * 1000)
@@ -528,6 +563,12 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except storage.StorageError as e:
         print(f"tally: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `show p | head -2`: the reader left. Point stdout at nothing so the
+        # interpreter's final flush does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("tally: output closed early (broken pipe)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

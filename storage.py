@@ -15,8 +15,11 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+
+from params import TOTAL_MAX
 
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 
@@ -26,6 +29,12 @@ HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 # How many queued views one group commit may take at most.
 BATCH_LIMIT = 512
+# How many pages one import transaction writes: the server's writer waits
+# for at most one such chunk (a few milliseconds), not for the whole file.
+IMPORT_CHUNK = 2000
+# Reads compare the open file with the path at most this often (seconds);
+# every group commit compares them before it writes.
+FILE_CHECK_INTERVAL = 1.0
 
 
 # Errors ####################################################################
@@ -53,8 +62,34 @@ class StorageIOError(StorageError):
     kind = "database I/O error"
 
 
+class FileGone(StorageError):
+    """The database file was deleted, replaced or made unreachable under us.
+
+    Counting on would write into a file nobody will ever open again: every
+    count answered then would be lost at the next start.
+    """
+
+    kind = "database file removed or replaced"
+
+
 class PageLimitReached(Exception):
     """TALLY_MAX_PAGES distinct pages exist; a new page_id is refused."""
+
+
+class TotalLimitReached(Exception):
+    """The page's total is at TOTAL_MAX; one more view is refused."""
+
+
+class ImportInterrupted(Exception):
+    """The database failed part-way through writing an import."""
+
+    def __init__(self, written: int, total: int, error: Exception):
+        super().__init__(f"{error}")
+        self.written, self.total, self.error = written, total, error
+
+
+class Duplicate(Exception):
+    """An import names one page (or one page's day) twice."""
 
 
 class ServerRunning(Exception):
@@ -166,12 +201,13 @@ class ServerLock:
     """An exclusive lock on <db>.lock, held by a serving process.
 
     restore takes it too, so it never replaces counts under a live server,
-    and two servers never share one file by mistake.
+    and two servers never share one file by mistake. The lock sits beside
+    the resolved path: a symlink to a served file finds the same lock.
     """
 
     def __init__(self, db_path: str):
-        self.path = db_path + ".lock"
         _make_folder(db_path)
+        self.path = os.path.realpath(db_path) + ".lock"
         try:
             self._file = open(self.path, "a")
         except OSError as e:
@@ -198,12 +234,45 @@ def _make_folder(db_path: str) -> None:
 
 
 def _schema_version(conn: sqlite3.Connection, path: str) -> int:
-    """The file's schema version; a newer one than this code's is refused."""
+    """The file's schema version; a newer one than this code's is refused,
+    and so is another program's database (version 0 with tables in it)."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise UnusableDatabase(f"{path}: schema version {version} is newer than this Tally "
                                f"({SCHEMA_VERSION}); upgrade Tally")
+    if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise UnusableDatabase(f"{path}: not a Tally database (it holds other tables)")
     return version
+
+
+def file_identity(path: str) -> tuple[int, int]:
+    """(device, inode) of a path; two names of one file give the same."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def same_file(a: str, b: str) -> bool:
+    """True when a and b name one file: the same resolved path, or the same
+    inode (a hard link). A path that does not exist is the same only by name."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return file_identity(a) == file_identity(b)
+    except OSError:
+        return False
+
+
+def database_files(db_path: str) -> list[str]:
+    """The database and the files SQLite keeps beside it (SQLite names them
+    after the resolved path when the database is a symlink)."""
+    names = {os.path.abspath(db_path), os.path.realpath(db_path)}
+    return [name + suffix for name in sorted(names) for suffix in ("", "-wal", "-shm", "-journal")]
+
+
+def is_database_file(path: str, db_path: str) -> bool:
+    """True when writing to path would write over the database or its companions."""
+    return any(same_file(path, name) for name in database_files(db_path) + [
+        os.path.realpath(db_path) + ".lock"])
 
 
 def inspect_file(path: str) -> tuple[int, int, int]:
@@ -250,12 +319,15 @@ class _View:
 
 
 class _Task:
-    """An owner command run alone in its own write transaction."""
+    """An owner command run alone in its own transaction: a write
+    transaction (BEGIN IMMEDIATE), or with begin="BEGIN" one that writes
+    only temporary tables and so never holds the database's write lock."""
 
-    __slots__ = ("fn", "result", "error", "done")
+    __slots__ = ("fn", "begin", "result", "error", "done")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], object]):
+    def __init__(self, fn: Callable[[sqlite3.Connection], object], begin: str = "BEGIN IMMEDIATE"):
         self.fn = fn
+        self.begin = begin
         self.result: object = None
         self.error: Exception | None = None
         self.done = threading.Event()
@@ -284,20 +356,39 @@ class Store:
 
     def __init__(self, path: str, *, sync: str = "full", max_pages: int | None = None,
                  busy_timeout_s: float = 5.0, use_returning: bool | None = None,
-                 max_page_count: int | None = None):
+                 max_page_count: int | None = None, readonly: bool = False):
         self.path = path
         self.max_pages = max_pages
+        self.readonly = readonly
         self.use_returning = HAS_RETURNING if use_returning is None else use_returning
         if self.use_returning and not HAS_RETURNING:
             raise ValueError(f"SQLite {sqlite3.sqlite_version} has no RETURNING")
         self._timeout = busy_timeout_s
-        self._writer = self._open_writer(path, sync, max_page_count)
         self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._all_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_View | _Task | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._write_loop, name="tally-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if readonly:
+            # Reading commands (top, show, export, import --dry-run): every
+            # connection is opened with mode=ro, so the file's bytes never
+            # change. Tasks that write only temporary tables run inline on
+            # one of them.
+            try:
+                self._writer = _connect(path, readonly=True, timeout_s=busy_timeout_s)
+                _schema_version(self._writer, path)
+            except sqlite3.Error as e:
+                raise UnusableDatabase(f"{path}: {e}") from None
+        else:
+            self._writer = self._open_writer(path, sync, max_page_count)
+            self._thread = threading.Thread(target=self._write_loop, name="tally-writer",
+                                            daemon=True)
+            self._thread.start()
+        # The file this store opened; if the path stops naming it, counting
+        # stops (FileGone) instead of writing where nobody will look.
+        self._identity = file_identity(path)
+        self._file_checked_at = time.monotonic()
+        self._file_ok = True
 
     # Opening ----------------------------------------------------------------
 
@@ -355,12 +446,31 @@ class Store:
                 raise
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
         for conn in self._all_readers:
             conn.close()
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def check_file(self, max_age_s: float = 0.0) -> None:
+        """Raise FileGone unless the path still names the file this store opened.
+
+        A stat, a few microseconds; with max_age_s, skipped while the last
+        check was good and younger than that.
+        """
+        now = time.monotonic()
+        if self._file_ok and now - self._file_checked_at < max_age_s:
+            return
+        try:
+            same = file_identity(self.path) == self._identity
+            reason = "the path now names another file"
+        except OSError as e:
+            same, reason = False, e.strerror or str(e)
+        self._file_ok, self._file_checked_at = same, now
+        if not same:
+            raise FileGone(f"{FileGone.kind}: {self.path}: {reason}")
 
     def __enter__(self) -> "Store":
         return self
@@ -395,11 +505,12 @@ class Store:
     def _write_views(self, batch: list[_View]) -> None:
         conn = self._writer
         try:
+            self.check_file()
             conn.execute("BEGIN IMMEDIATE")
             for view in batch:
                 try:
                     view.result = self._count_one(conn, view.page_id, view.now)
-                except PageLimitReached as e:
+                except (PageLimitReached, TotalLimitReached) as e:
                     view.error = e
             conn.execute("COMMIT")
         except Exception as e:
@@ -415,26 +526,34 @@ class Store:
     def _count_one(self, conn: sqlite3.Connection, page_id: str, now: datetime.datetime) -> Counts:
         stamp, day = _stamp(now), _day(now)
         cap = self.max_pages
+        values = (page_id, stamp, stamp, cap, page_id, cap, TOTAL_MAX)
         if self.use_returning:
-            row = conn.execute(_COUNT_PAGE + " RETURNING total",
-                               (page_id, stamp, stamp, cap, page_id, cap)).fetchone()
+            row = conn.execute(_COUNT_PAGE + " RETURNING total", values).fetchone()
             if row is None:
-                raise PageLimitReached(page_id)
+                raise self._refusal(conn, page_id)
             today = conn.execute(_COUNT_DAY + " RETURNING views", (page_id, day)).fetchone()
             return Counts(row[0], today[0])
-        cursor = conn.execute(_COUNT_PAGE, (page_id, stamp, stamp, cap, page_id, cap))
+        cursor = conn.execute(_COUNT_PAGE, values)
         if cursor.rowcount == 0:
-            raise PageLimitReached(page_id)
+            raise self._refusal(conn, page_id)
         conn.execute(_COUNT_DAY, (page_id, day))
         total = conn.execute("SELECT total FROM pages WHERE page_id = ?", (page_id,)).fetchone()
         today = conn.execute("SELECT views FROM daily WHERE page_id = ? AND day = ?",
                              (page_id, day)).fetchone()
         return Counts(total[0], today[0])
 
+    @staticmethod
+    def _refusal(conn: sqlite3.Connection, page_id: str) -> Exception:
+        # The UPSERT wrote nothing: a known page is at TOTAL_MAX, a new one
+        # is past max_pages. Read only on this rare path.
+        if conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (page_id,)).fetchone():
+            return TotalLimitReached(page_id)
+        return PageLimitReached(page_id)
+
     def _run_task(self, task: _Task) -> None:
         conn = self._writer
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(task.begin)
             task.result = task.fn(conn)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
@@ -446,6 +565,13 @@ class Store:
             task.done.set()
 
     def _wait(self, job: _View | _Task) -> object:
+        if self._thread is None:
+            if not isinstance(job, _Task) or job.begin != "BEGIN":
+                raise StorageReadOnly(f"{StorageReadOnly.kind}: {self.path} was opened read-only")
+            self._run_task(job)
+            if job.error is not None:
+                raise job.error
+            return job.result
         if not self._thread.is_alive():
             raise StorageError("database writer has stopped")
         self._queue.put(job)
@@ -472,7 +598,7 @@ class Store:
         except queue.Empty:
             pass
         try:
-            conn = _connect(self.path, timeout_s=self._timeout)
+            conn = _connect(self.path, readonly=self.readonly, timeout_s=self._timeout)
         except sqlite3.Error as e:
             raise _classify(e) from None
         with self._readers_lock:
@@ -480,6 +606,7 @@ class Store:
         return conn
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        self.check_file(FILE_CHECK_INTERVAL)
         conn = self._reader()
         try:
             return conn.execute(sql, params).fetchall()
@@ -497,9 +624,11 @@ class Store:
         return Counts(*rows[0]) if rows else Counts(0, 0)
 
     def ping(self) -> None:
-        """Raise StorageError unless the database answers a query and the writer runs."""
+        """Raise StorageError unless the file is still in place, answers a
+        query, and the writer runs."""
+        self.check_file()
         self._read("SELECT count(*) FROM (SELECT 1 FROM pages LIMIT 1)")
-        if not self._thread.is_alive():
+        if self._thread is not None and not self._thread.is_alive():
             raise StorageError("database writer has stopped")
 
     def page_count(self) -> int:
@@ -599,57 +728,117 @@ class Store:
             conn.execute("DELETE FROM daily WHERE page_id = ?", (page_id,))
         self._wait(_Task(run))
 
-    def import_pages(self, pages: Iterable[Page], mode: str, dry_run: bool = False) -> dict[str, int]:
-        """Write pages in one transaction (all or nothing).
+    def import_pages(self, pages: Iterable[Page], mode: str, dry_run: bool = False,
+                     chunk: int = IMPORT_CHUNK) -> dict[str, int]:
+        """Write pages: mode "set" replaces a page's total and the given days,
+        "add" adds them. Returns how many pages were created and changed.
 
-        mode "set" replaces a page's total and the given days; "add" adds them.
-        Returns how many pages were created and changed. With dry_run the
-        transaction is rolled back after counting.
+        pages may be a generator that reads and checks a file as it goes:
+        it is first copied into temporary tables of this connection (the
+        database's write lock is not taken, memory stays flat), so a bad
+        line, a page named twice (Duplicate) or a total that "add" would
+        push past TOTAL_MAX stops the import before anything is written.
+        Then the pages are written in transactions of `chunk` pages, so a
+        running server waits for one chunk at most. If the database fails
+        between chunks, ImportInterrupted says how many pages were written.
         """
-        pages = list(pages)
-
-        def run(conn: sqlite3.Connection) -> dict[str, int]:
-            report = {"created": 0, "changed": 0, "days": 0}
-            for p in pages:
-                known = conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (p.page_id,)).fetchone()
-                report["changed" if known else "created"] += 1
-                conn.execute(_IMPORT_PAGE[mode], (p.page_id, p.total, p.created_at, p.last_seen))
-                for day, views in p.days.items():
-                    conn.execute(_IMPORT_DAY[mode], (p.page_id, day, views))
-                    report["days"] += 1
-            if dry_run:
-                raise _DryRun(report)
-            return report
+        self._wait(_Task(lambda conn: _stage(conn, pages), begin="BEGIN"))
         try:
-            return self._wait(_Task(run))  # type: ignore[return-value]
-        except _DryRun as done:
-            return done.report
+            report = self._wait(_Task(lambda conn: _staged_report(conn, mode), begin="BEGIN"))
+            if dry_run:
+                return report  # type: ignore[return-value]
+            staged = report["created"] + report["changed"]  # type: ignore[index]
+            written = 0
+            while written < staged:
+                try:
+                    self._wait(_Task(lambda conn: _merge_staged(conn, mode, written, chunk)))
+                except StorageError as e:
+                    raise ImportInterrupted(written, staged, e) from None
+                written = min(written + chunk, staged)
+            return report  # type: ignore[return-value]
+        finally:
+            self._wait(_Task(_drop_staging, begin="BEGIN"))
 
 def copy_database(source_path: str, dest_path: str,
                   progress: Callable[[int, int], None] | None = None,
-                  pages_per_step: int = 256, timeout_s: float = 5.0) -> None:
+                  pages_per_step: int = 256, timeout_s: float = 5.0,
+                  source_conn: sqlite3.Connection | None = None) -> None:
     """Copy a database (live or not) into dest with SQLite's online backup API.
 
-    It copies pages_per_step pages at a time and releases the lock between
-    steps, so a running server's writes are never held up for long; writes
-    made meanwhile restart the copy from a consistent point (SQLite does
-    this). dest is written through SQLite, so a live dest is replaced
-    transactionally too.
+    The source is opened read-only. It copies pages_per_step pages at a
+    time and releases the lock between steps, so a running server's writes
+    are never held up for long; writes made meanwhile restart the copy from
+    a consistent point (SQLite does this). Python retries a busy step
+    forever: a copy that makes no progress for timeout_s is stopped with
+    StorageBusy instead.
     """
     try:
-        source = _connect(source_path, timeout_s=timeout_s)
+        source = source_conn or _connect(source_path, readonly=True, timeout_s=timeout_s)
         target = _connect(dest_path, timeout_s=timeout_s)
     except sqlite3.Error as e:
         raise _classify(e) from None
+    moved = {"at": time.monotonic(), "remaining": None}
+
+    def step(status: int, remaining: int, total: int) -> None:
+        now = time.monotonic()
+        if status == sqlite3.SQLITE_OK or remaining != moved["remaining"]:
+            moved["at"], moved["remaining"] = now, remaining
+        elif now - moved["at"] > timeout_s:
+            raise StorageBusy(f"{StorageBusy.kind}: {source_path} stayed locked for "
+                              f"{timeout_s:g} s; nothing was copied")
+        if progress is not None:
+            progress(total - remaining, total)
     try:
-        source.backup(target, pages=pages_per_step,
-                      progress=(lambda status, remaining, total:
-                                progress(total - remaining, total)) if progress else None)
+        source.backup(target, pages=pages_per_step, progress=step)
     except sqlite3.Error as e:
         raise _classify(e) from None
     finally:
         target.close()
-        source.close()
+        if source_conn is None:
+            source.close()
+
+
+def replace_counts(db_path: str, source_path: str, keep_path: str,
+                   timeout_s: float = 5.0) -> None:
+    """Replace every count in db_path with source_path's, and save the
+    counts replaced to keep_path, all under one write lock.
+
+    A running server's views wait (up to its busy timeout) while this runs:
+    every view answered before it is in keep_path, every view after it
+    counts on top of the restored numbers. Nothing is lost in between. The
+    replacement is SQL inside the live file, not a new file, so a server
+    keeps its connections. keep_path is written and synced before COMMIT;
+    if anything fails the database is unchanged.
+    """
+    source_uri = Path(source_path).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(Path(db_path).resolve().as_uri(), uri=True, timeout=timeout_s,
+                               isolation_level=None)
+        reader = _connect(db_path, readonly=True, timeout_s=timeout_s)
+    except sqlite3.Error as e:
+        raise _classify(e) from None
+    try:
+        conn.execute("ATTACH DATABASE ? AS restored", (source_uri,))
+        conn.execute("BEGIN IMMEDIATE")
+        # Nobody else can commit now: the reader's snapshot is the final
+        # state of the counts being replaced.
+        copy_database(db_path, keep_path, source_conn=reader, timeout_s=timeout_s)
+        set_standalone(keep_path)
+        with open(keep_path, "rb+") as f:
+            os.fsync(f.fileno())
+        conn.execute("DELETE FROM main.daily")
+        conn.execute("DELETE FROM main.pages")
+        conn.execute("INSERT INTO main.pages (page_id, total, created_at, last_seen) "
+                     "SELECT page_id, total, created_at, last_seen FROM restored.pages")
+        conn.execute("INSERT INTO main.daily (page_id, day, views) "
+                     "SELECT page_id, day, views FROM restored.daily")
+        conn.execute("COMMIT")
+    except sqlite3.Error as e:
+        _rollback(conn)
+        raise _classify(e) from None
+    finally:
+        reader.close()
+        conn.close()
 
 
 def set_standalone(path: str) -> None:
@@ -673,9 +862,65 @@ def _rollback(conn: sqlite3.Connection) -> None:
             pass
 
 
-class _DryRun(Exception):
-    def __init__(self, report: dict[str, int]):
-        self.report = report
+# Import staging: temporary tables of the importing connection ##########
+
+
+def _stage(conn: sqlite3.Connection, pages: Iterable[Page]) -> None:
+    conn.execute("DROP TABLE IF EXISTS temp.staged_days")
+    conn.execute("DROP TABLE IF EXISTS temp.staged_pages")
+    # number: the page's position, so chunks are ranges of it.
+    # The CHECKs repeat schema.sql's (and TOTAL_MAX), so that a value the
+    # database would refuse stops the import here, before any write.
+    count = f"INTEGER NOT NULL CHECK (typeof({{0}}) = 'integer' AND {{0}} BETWEEN 0 AND {TOTAL_MAX})"
+    conn.execute("CREATE TEMP TABLE staged_pages (number INTEGER PRIMARY KEY, "
+                 f"page_id TEXT NOT NULL UNIQUE, total {count.format('total')}, "
+                 "created_at TEXT NOT NULL, last_seen TEXT NOT NULL)")
+    conn.execute("CREATE TEMP TABLE staged_days (number INTEGER NOT NULL, day TEXT NOT NULL, "
+                 f"views {count.format('views')}, PRIMARY KEY (number, day))")
+    for number, page in enumerate(pages):
+        try:
+            conn.execute("INSERT INTO temp.staged_pages VALUES (?, ?, ?, ?, ?)",
+                         (number, page.page_id, page.total, page.created_at, page.last_seen))
+            conn.executemany("INSERT INTO temp.staged_days VALUES (?, ?, ?)",
+                             [(number, day, views) for day, views in page.days.items()])
+        except sqlite3.IntegrityError as e:
+            if "UNIQUE" not in str(e):
+                raise
+            raise Duplicate(page.page_id) from None
+
+
+def _staged_report(conn: sqlite3.Connection, mode: str) -> dict[str, int]:
+    """Created, changed and days of the staged import; refuses (before any
+    write) a sum past TOTAL_MAX in add mode."""
+    changed, created, over = conn.execute(
+        "SELECT count(p.page_id), count(*) - count(p.page_id), "
+        "coalesce(sum(? = 'add' AND coalesce(p.total, 0) + s.total > ?), 0) "
+        "FROM temp.staged_pages s LEFT JOIN pages p ON p.page_id = s.page_id",
+        (mode, TOTAL_MAX)).fetchone()
+    days = conn.execute(
+        "SELECT count(*), coalesce(sum(? = 'add' AND coalesce(d.views, 0) + s.views > ?), 0) "
+        "FROM temp.staged_days s JOIN temp.staged_pages p ON p.number = s.number "
+        "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = s.day",
+        (mode, TOTAL_MAX)).fetchone()
+    if over or days[1]:
+        raise TotalLimitReached(f"adding would take a total past {TOTAL_MAX}")
+    return {"created": created, "changed": changed, "days": days[0]}
+
+
+def _merge_staged(conn: sqlite3.Connection, mode: str, first: int, chunk: int) -> None:
+    numbers = (first, first + chunk - 1)
+    conn.execute(_IMPORT_PAGE[mode].format(
+        source="SELECT page_id, total, created_at, last_seen FROM temp.staged_pages "
+               "WHERE number BETWEEN ? AND ?"), numbers)
+    conn.execute(_IMPORT_DAY[mode].format(
+        source="SELECT p.page_id, s.day, s.views FROM temp.staged_days s "
+               "JOIN temp.staged_pages p ON p.number = s.number "
+               "WHERE s.number BETWEEN ? AND ?"), numbers)
+
+
+def _drop_staging(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TABLE IF EXISTS temp.staged_days")
+    conn.execute("DROP TABLE IF EXISTS temp.staged_pages")
 
 
 def _statements(body: str) -> list[str]:
@@ -684,34 +929,39 @@ def _statements(body: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-# Insert a page's first view, or add one. The WHERE refuses a page that does
-# not exist yet once max_pages (NULL: no cap) pages are stored; nothing is
-# read first and written later, it is one statement. The count of pages is
-# last, so a page that exists never pays for it.
+# Insert a page's first view, or add one. The first WHERE refuses a page
+# that does not exist yet once max_pages (NULL: no cap) pages are stored;
+# the second refuses a view past TOTAL_MAX (SQLite would turn the integer
+# into a float at 2**63). Nothing is read first and written later, it is one
+# statement. The count of pages is last, so a page that exists never pays
+# for it.
 _COUNT_PAGE = (
     "INSERT INTO pages (page_id, total, created_at, last_seen) "
     "SELECT ?, 1, ?, ? "
     "WHERE ? IS NULL OR EXISTS (SELECT 1 FROM pages WHERE page_id = ?) "
     "OR (SELECT count(*) FROM pages) < ? "
-    "ON CONFLICT(page_id) DO UPDATE SET total = total + 1, last_seen = excluded.last_seen"
+    "ON CONFLICT(page_id) DO UPDATE SET total = total + 1, last_seen = excluded.last_seen "
+    "WHERE total < ?"
 )
 _COUNT_DAY = (
     "INSERT INTO daily (page_id, day, views) VALUES (?, ?, 1) "
     "ON CONFLICT(page_id, day) DO UPDATE SET views = views + 1"
 )
+# Import: {source} is a SELECT of the staged rows ("WHERE true" is already
+# in it as a BETWEEN: SQLite's parser needs a WHERE before ON CONFLICT).
 _IMPORT_PAGE = {
-    "set": "INSERT INTO pages (page_id, total, created_at, last_seen) VALUES (?, ?, ?, ?) "
+    "set": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
            "ON CONFLICT(page_id) DO UPDATE SET total = excluded.total, "
            "created_at = min(created_at, excluded.created_at), "
            "last_seen = max(last_seen, excluded.last_seen)",
-    "add": "INSERT INTO pages (page_id, total, created_at, last_seen) VALUES (?, ?, ?, ?) "
+    "add": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
            "ON CONFLICT(page_id) DO UPDATE SET total = total + excluded.total, "
            "created_at = min(created_at, excluded.created_at), "
            "last_seen = max(last_seen, excluded.last_seen)",
 }
 _IMPORT_DAY = {
-    "set": "INSERT INTO daily (page_id, day, views) VALUES (?, ?, ?) "
+    "set": "INSERT INTO daily (page_id, day, views) {source} "
            "ON CONFLICT(page_id, day) DO UPDATE SET views = excluded.views",
-    "add": "INSERT INTO daily (page_id, day, views) VALUES (?, ?, ?) "
+    "add": "INSERT INTO daily (page_id, day, views) {source} "
            "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
 }

@@ -138,7 +138,7 @@ def test_a_label_that_reads_like_the_number_stays_the_label():
 def test_a_flood_of_distinct_labels_does_not_grow_the_cache_past_its_bound():
     for i in range(badge.TEMPLATE_CACHE_SIZE + 100):
         badge.render(Look(label=f"flood {i}"), i, 0)
-    assert badge._fragments.cache_info().currsize == badge.TEMPLATE_CACHE_SIZE
+    assert badge._templates.cache_info().currsize == badge.TEMPLATE_CACHE_SIZE
 
 
 looks = st.builds(

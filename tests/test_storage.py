@@ -93,14 +93,23 @@ def test_reopening_keeps_counts_and_version(db_path):
         assert s.record_view("p").total == 2
 
 
-def test_empty_sqlite_file_at_version_zero_is_upgraded(db_path):
+def test_an_empty_sqlite_file_is_upgraded(db_path):
     os.makedirs(os.path.dirname(db_path))
-    sqlite3.connect(db_path).execute("CREATE TABLE unrelated (x)").connection.close()
+    sqlite3.connect(db_path).execute("PRAGMA page_size=4096").connection.close()
     with storage.Store(db_path) as s:
         assert s.record_view("p").total == 1
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
-    assert conn.execute("SELECT count(*) FROM unrelated").fetchone()[0] == 0
+
+
+def test_another_programs_sqlite_file_is_refused_and_left_alone(db_path):
+    os.makedirs(os.path.dirname(db_path))
+    sqlite3.connect(db_path).execute("CREATE TABLE unrelated (x)").connection.close()
+    before = open(db_path, "rb").read()
+    with pytest.raises(storage.UnusableDatabase, match="not a Tally database"):
+        storage.Store(db_path)
+    assert open(db_path, "rb").read() == before
+    assert not os.path.exists(db_path + "-wal")
 
 
 def test_newer_schema_version_is_refused_and_file_untouched(db_path):

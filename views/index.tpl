@@ -80,7 +80,6 @@
 <p class="note">The preview never counts a view (it asks with <code>query_only=true</code>).</p>
 
 <h2>Copy</h2>
-% snippets = [("markdown", "Markdown", "![" + look.label + "](" + badge_url + ")"), ("html", "HTML", '<img src="' + badge_url + '" alt="' + look.label + '">'), ("rst", "reStructuredText", ".. image:: " + badge_url + "\n   :alt: " + look.label)]
 % for key, title, text in snippets:
 <div class="snippet">
   <label for="snippet-{{key}}">{{title}}</label>
@@ -90,7 +89,7 @@
 </div>
 % end
 
-<p><a href="/stats?page_id={{page_id}}">Stats for {{page_id}}</a></p>
+<p><a id="stats-link" href="/stats?page_id={{quote(page_id, safe='')}}">Stats for {{page_id}}</a></p>
 </main>
 </body>
 </html>

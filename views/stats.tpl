@@ -26,7 +26,7 @@
 <h2>Last {{len(history)}} days</h2>
 <figure class="chart">
 {{!chart}}
-<figcaption>Views per UTC day, oldest on the left. The numbers as JSON: <a href="/api/history?page_id={{page_id}}&amp;days={{len(history)}}">/api/history</a>.</figcaption>
+<figcaption>Views per UTC day, oldest on the left. The numbers as JSON: <a href="/api/history?page_id={{quote(page_id, safe='')}}&amp;days={{len(history)}}">/api/history</a>.</figcaption>
 </figure>
 <table id="history" class="visually-hidden">
 <caption>Views per UTC day</caption>

@@ -21,13 +21,20 @@
     return params.toString();
   }
 
+  const HTML_ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;" };
+  const escapeHtml = (text) => text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
+
   function update() {
     const url = origin + "/badge?" + query(false);
     const label = ($("left_text").value || defaults.left_text);
     $("preview").src = "/badge?" + query(true);
-    $("snippet-markdown").value = "![" + label + "](" + url + ")";
-    $("snippet-html").value = '<img src="' + url + '" alt="' + label.replace(/&/g, "&amp;").replace(/"/g, "&quot;").replace(/</g, "&lt;") + '">';
+    // The same escaping as server.py's snippets(), for pages built without JavaScript.
+    $("snippet-markdown").value = "![" + label.replace(/[\\\[\]]/g, "\\$&") + "](" + url + ")";
+    $("snippet-html").value = '<img src="' + url + '" alt="' + escapeHtml(label) + '">';
     $("snippet-rst").value = ".. image:: " + url + "\n   :alt: " + label;
+    const pageId = new FormData(form).get("page_id") || "owner.repo";
+    $("stats-link").href = "/stats?page_id=" + encodeURIComponent(pageId);
+    $("stats-link").textContent = "Stats for " + pageId;
   }
 
   $("repo").addEventListener("input", function () {
