@@ -107,10 +107,10 @@ def _pick(values: dict[str, str], option: str) -> tuple[str, str] | None:
     return None
 
 
-def _refused_char(text: str) -> bool:
+def has_refused_char(text: str) -> bool:
     """True when text holds a character that XML 1.0 forbids or that hides.
 
-    >>> _refused_char("a\ufffe"), _refused_char("\u200b"), _refused_char("👨\u200d👩")
+    >>> has_refused_char("a\ufffe"), has_refused_char("\u200b"), has_refused_char("👨\u200d👩")
     (True, True, False)
     """
     for char in text:
@@ -138,7 +138,7 @@ def validate_page_id(page_id: str | None, name: str = "page_id") -> str:
         raise ParamError(f"empty {name}")
     if len(page_id) > PAGE_ID_MAX:
         raise ParamError(f"{name} too long")
-    if _refused_char(page_id):
+    if has_refused_char(page_id):
         raise ParamError(f"invalid {name}")
     return page_id
 
@@ -146,7 +146,7 @@ def validate_page_id(page_id: str | None, name: str = "page_id") -> str:
 def _text(name: str, value: str) -> str:
     if len(value) > LABEL_MAX:
         raise ParamError(f"{name} too long")
-    if _refused_char(value):
+    if has_refused_char(value):
         raise ParamError(f"invalid {name}")
     return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -9,7 +10,9 @@ from hypothesis import given, settings, strategies as st
 
 import badge
 import badgepy
+import params
 from badge import Look
+from conftest import hostile_text
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -143,7 +146,8 @@ def test_a_flood_of_distinct_labels_does_not_grow_the_cache_past_its_bound():
 
 looks = st.builds(
     Look,
-    label=st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20),
+    # Labels as params.py lets them through, hostile characters included.
+    label=hostile_text(st, 20).filter(lambda text: not params.has_refused_char(text)),
     label_color=st.sampled_from(["#595959", "#abc", "#ffffff", "rgb(1,2,3)", "hsl(120,50%,50%)"]),
     color=st.sampled_from(["#1283c3", "#4c1", "#fe7d37", "#eeeeee"]),
     style=st.sampled_from(badge.STYLES),
@@ -171,3 +175,23 @@ def test_history_chart_has_a_bar_per_day_scaled_to_the_highest():
     assert [b.get("data-views") for b in bars] == ["2", "0", "4"]
     heights = [float(b.get("height")) for b in bars]
     assert heights[1] == 0 and heights[0] == pytest.approx(heights[2] / 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hostile_text(st, 20), st.sampled_from(badge.STYLES))
+def test_every_label_params_accepts_renders_as_xml_in_every_style(label, style):
+    try:
+        look = params.parse_look({"label": label, "style": style})
+    except params.ParamError:
+        return
+    ET.fromstring(badge.render(look, 1234, 5))
+
+
+def test_logo_badges_have_their_own_small_cache():
+    logos = [f"data:image/svg+xml;base64,{base64.b64encode(f'<svg id={i!r}/>'.encode()).decode()}"
+             for i in range(badge.LOGO_TEMPLATE_CACHE_SIZE * 4)]
+    plain_before = badge._templates.cache_info().currsize
+    for logo in logos:
+        badge.render(Look(logo=logo), 1, 1)
+    assert badge._logo_templates.cache_info().currsize == badge.LOGO_TEMPLATE_CACHE_SIZE
+    assert badge._templates.cache_info().currsize == plain_before

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 
+import params
 import storage
-from conftest import ROOT
+from conftest import ROOT, wait_until
 
 
 def tally(*args: str, db: str | None = None, stdin: str | None = None, env: dict | None = None):
@@ -275,3 +279,296 @@ def test_commands_refuse_a_missing_database(tmp_path):
 def test_bad_setting_stops_with_one_line(tmp_path):
     result = tally("serve", env={"TALLY_SYNC": "sometimes"})
     assert result.returncode == 2 and result.stderr.strip() == "tally: TALLY_SYNC must be full or normal"
+
+
+# Hardening: commands that must never write over the database ###########
+
+
+def database_bytes(db: str) -> dict[str, bytes]:
+    """The database and its companions, byte for byte (absent ones left out)."""
+    return {suffix: open(db + suffix, "rb").read() for suffix in ("", "-wal", "-shm")
+            if os.path.exists(db + suffix)}
+
+
+def other_names(db: str, tmp_path) -> dict[str, str]:
+    """Other names of the database file: a symlink, a hard link, its WAL."""
+    link = tmp_path / "link.db"
+    link.symlink_to(db)
+    hard = tmp_path / "hard.db"
+    os.link(db, hard)
+    return {"same path": db, "symlink": str(link), "hard link": str(hard), "wal": db + "-wal"}
+
+
+@pytest.mark.parametrize("name", ["same path", "symlink", "hard link", "wal"])
+@pytest.mark.parametrize("command", [["export", "--format", "csv", "--out"], ["backup"]])
+def test_output_that_is_the_database_is_refused(filled, tmp_path, name, command):
+    target = other_names(filled, tmp_path)[name]
+    before = database_bytes(filled)
+    result = tally(*command, target, db=filled)
+    assert result.returncode == 2 and "that is the database" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert database_bytes(filled) == before
+
+
+def test_export_writes_through_a_temporary_name(filled, tmp_path):
+    out = tmp_path / "export.json"
+    out.write_text("the previous export")
+    assert tally("export", "--out", str(out), db=filled).returncode == 0
+    assert json.loads(out.read_text())["tally_export"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "export.json"]
+
+
+@pytest.mark.parametrize("name", ["same path", "symlink", "hard link"])
+def test_restore_from_the_database_itself_is_refused_at_once(filled, tmp_path, name):
+    source = other_names(filled, tmp_path)[name]
+    before = database_bytes(filled)
+    result = tally("restore", source, db=filled)  # used to hang in SQLite's retry loop
+    assert result.returncode == 2 and "itself" in result.stderr
+    assert database_bytes(filled) == before
+
+
+def test_restore_replaces_a_damaged_database_and_keeps_it_aside(filled, tmp_path):
+    copy = str(tmp_path / "copy.db")
+    assert tally("backup", copy, db=filled).returncode == 0
+    damaged = b"this is not a database any more" * 100
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(filled + suffix):
+            os.remove(filled + suffix)
+    with open(filled, "wb") as f:
+        f.write(damaged)
+    result = tally("restore", copy, db=filled)
+    assert result.returncode == 0, result.stderr
+    assert "moved the unreadable database aside" in result.stdout
+    assert snapshot(filled) == snapshot(copy)
+    aside = [p for p in os.listdir(os.path.dirname(filled)) if ".damaged-" in p]
+    assert len(aside) == 1
+    assert open(os.path.join(os.path.dirname(filled), aside[0]), "rb").read() == damaged
+
+
+def test_restore_force_under_load_loses_no_answered_view(filled, tmp_path, live_server):
+    # The backup holds "hot" at 100000: answers below that came before the
+    # restore and must all be in the kept copy; answers above it came after.
+    source = str(tmp_path / "source.db")
+    with storage.Store(source) as s:
+        s.set_total("hot", 100_000)
+    live = live_server(db=filled)
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            status, _, body = live.get("/badge?page_id=hot")
+            if status == 200:
+                answered.append(int(re.search(rb">(\d+)</text></g>", body).group(1)))
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(answered) > 200)
+    result = tally("restore", source, "--force", db=filled)
+    wait_until(lambda: any(n > 100_000 for n in answered) and len(answered) > 400)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert result.returncode == 0, result.stderr
+    kept = os.path.join(os.path.dirname(filled), next(
+        p for p in os.listdir(os.path.dirname(filled)) if ".before-restore-" in p))
+    before = sorted(n for n in answered if n <= 100_000)
+    after = sorted(n for n in answered if n > 100_000)
+    assert before == list(range(1, len(before) + 1))
+    assert totals(kept)["hot"] == len(before)
+    assert after == list(range(100_001, 100_001 + len(after)))
+    assert totals(filled)["hot"] == 100_000 + len(after)
+
+
+def test_a_symlink_to_a_served_database_finds_its_lock(filled, tmp_path, live_server):
+    live_server(db=filled)
+    link = tmp_path / "link.db"
+    link.symlink_to(filled)
+    copy = str(tmp_path / "copy.db")
+    assert tally("backup", copy, db=filled).returncode == 0
+    before = totals(filled)
+    result = tally("restore", copy, db=str(link))
+    assert result.returncode == 3 and "running" in result.stderr
+    assert totals(filled) == before
+    second = tally("serve", "--port", "0", db=str(link))
+    assert second.returncode == 3 and "running" in second.stderr
+
+
+# Hardening: reading commands never change a file ##########################
+
+
+@pytest.mark.parametrize("args", [["top"], ["show", "page-0"], ["export"],
+                                  ["export", "--format", "csv"]])
+def test_reading_commands_leave_a_backup_byte_identical(filled, tmp_path, args):
+    copy = str(tmp_path / "copy.db")
+    assert tally("backup", copy, db=filled).returncode == 0
+    before = database_bytes(copy)
+    result = tally(*args, db=copy)
+    assert result.returncode == 0, result.stderr
+    assert "page-0" in result.stdout
+    assert database_bytes(copy) == before  # no -wal or -shm appeared either
+
+
+def test_import_dry_run_creates_no_database(tmp_path):
+    plain = tmp_path / "plain.csv"
+    plain.write_text("a,1\n")
+    missing = tmp_path / "missing.db"
+    result = tally("import", str(plain), "--dry-run", db=str(missing))
+    assert result.returncode == 2 and "no database" in result.stderr
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["import", "PLAIN"]])
+def test_another_programs_sqlite_file_is_refused(tmp_path, command):
+    other = str(tmp_path / "other.db")
+    sqlite3.connect(other).execute("CREATE TABLE notes (text)").connection.close()
+    plain = tmp_path / "plain.csv"
+    plain.write_text("a,1\n")
+    before = database_bytes(other)
+    result = tally(*[str(plain) if a == "PLAIN" else a for a in command], db=other)
+    assert result.returncode == 2 and "not a Tally database" in result.stderr
+    assert database_bytes(other) == before
+
+
+# Hardening: one line, exit 2, never a traceback ###########################
+
+
+@pytest.mark.parametrize("case", ["out in a missing folder", "out a folder", "created_at before year 1",
+                                  "JSON nested deep", "JSON array", "backup into a missing folder"])
+def test_problems_are_one_line_naming_the_file(filled, tmp_path, case):
+    bad = tmp_path / "bad.json"
+    args = {
+        "out in a missing folder": ["export", "--out", "/nonexistent/d/x.json"],
+        "out a folder": ["export", "--out", str(tmp_path)],
+        "created_at before year 1": ["import", str(bad)],
+        "JSON nested deep": ["import", str(bad)],
+        "JSON array": ["import", str(bad)],
+        "backup into a missing folder": ["backup", "/nonexistent/d/x.db"],
+    }[case]
+    bad.write_text({
+        "created_at before year 1": json.dumps({"pages": [{"page_id": "p", "total": 1,
+                                                           "created_at": "0001-01-01T00:00:00+01:00"}]}),
+        "JSON nested deep": '{"pages": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "JSON array": json.dumps([{"page_id": "p", "total": 1}]),
+    }.get(case, ""))
+    before = snapshot(filled)
+    result = tally(*args, db=filled)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    named = args[-1] if args[0] != "import" else str(bad)
+    assert named in result.stderr
+    assert snapshot(filled) == before
+
+
+def test_a_closed_pipe_is_one_line(db_path):
+    with storage.Store(db_path) as s:
+        s.import_pages([storage.Page(f"page-{i:05d}", i, "2026-01-01T00:00:00Z",
+                                     "2026-01-01T00:00:00Z", {}) for i in range(5000)], "set")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "top", "--limit", "5000",
+                             "--db", db_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=environment)
+    proc.stdout.readline()  # like `| head -1`: read a line, then leave
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 2
+    assert stderr == "tally: output closed early (broken pipe)\n"
+
+
+# Hardening: counts stay integers, CSV cells stay text ######################
+
+
+def test_set_and_import_refuse_a_total_past_the_cap(filled, tmp_path):
+    before = snapshot(filled)
+    result = tally("set", "ovf", str(params.TOTAL_MAX + 1), db=filled)
+    assert result.returncode == 2 and "above" in result.stderr
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"pages": [{"page_id": "ovf", "total": 9223372036854775807}]}))
+    result = tally("import", str(big), db=filled)
+    assert result.returncode == 2 and "page 1: total above" in result.stderr
+    add = tmp_path / "add.csv"
+    add.write_text(f"page-0,{params.TOTAL_MAX}\n")
+    result = tally("import", str(add), "--mode", "add", db=filled)
+    assert result.returncode == 2 and "past" in result.stderr
+    assert snapshot(filled) == before
+
+
+def test_a_view_at_the_cap_is_an_error_badge_and_the_total_stays(filled, live_server):
+    assert tally("set", "ovf", str(params.TOTAL_MAX), db=filled).returncode == 0
+    live = live_server(db=filled)
+    status, headers, body = live.get("/badge?page_id=ovf")
+    assert status == 200 and headers["X-Tally-Error"] == "count at its maximum"
+    assert totals(filled)["ovf"] == params.TOTAL_MAX
+    status, _, body = live.get("/badge?page_id=ovf&query_only=true&format=short")
+    assert b">9P</text>" in body
+    exported = tally("export", db=filled)
+    assert f'"total": {params.TOTAL_MAX}' in exported.stdout
+
+
+FORMULA_IDS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2", "@SUM(A1)", "'quoted", "plain"]
+
+
+def test_csv_export_neutralises_formula_cells_and_imports_back_exactly(tmp_path, db_path):
+    with storage.Store(db_path) as s:
+        for i, page_id in enumerate(FORMULA_IDS, 1):
+            s.set_total(page_id, i)
+    out = tmp_path / "export.csv"
+    assert tally("export", "--format", "csv", "--out", str(out), db=db_path).returncode == 0
+    cells = [row[0] for row in csv.reader(open(out, newline=""))][1:]
+    assert all(not c.startswith(("=", "+", "-", "@")) for c in cells)
+    assert "'=HYPERLINK(\"http://x\",\"y\")" in cells and "''quoted" in cells and "plain" in cells
+    fresh = str(tmp_path / "fresh.db")
+    assert tally("import", str(out), db=fresh).returncode == 0
+    assert snapshot(fresh) == snapshot(db_path)
+
+
+def test_import_skips_a_byte_order_mark(filled, tmp_path):
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("\ufeffalice.repo,5\nbob.repo,6\n".encode("utf-8"))
+    assert tally("import", str(excel), db=filled).returncode == 0
+    assert "total   5" in tally("show", "alice.repo", db=filled).stdout
+
+
+def test_a_large_import_streams_and_never_holds_badges_up(db_path, tmp_path, live_server):
+    lines = 300_000
+    big = tmp_path / "big.csv"
+    with open(big, "w") as f:
+        f.write("page_id,count\n")
+        for i in range(lines):
+            f.write(f"imported-{i:07d},{i}\n")
+    # A busy timeout of one second: a server kept waiting longer than that
+    # by the import's write lock would answer 503.
+    live = live_server(db=db_path, env={"TALLY_BUSY_TIMEOUT": "1"})
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def views() -> None:
+        while not stop.is_set():
+            statuses.append(live.get("/badge?page_id=during-import")[0])
+    watcher = threading.Thread(target=views)
+    watcher.start()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    proc = subprocess.Popen([sys.executable, "-c", MEASURED_IMPORT, str(ROOT), str(big), db_path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment)
+    stdout, stderr = proc.communicate(timeout=300)
+    stop.set()
+    watcher.join()
+    assert proc.returncode == 0, stderr
+    report, peak_kb = stdout.splitlines()
+    assert f"imported {lines} pages ({lines} new" in report
+    assert int(peak_kb) < 100_000  # reading it whole took 564 MB for a million lines
+    assert statuses and set(statuses) == {200}
+    assert totals(db_path)[f"imported-{lines - 1:07d}"] == lines - 1
+
+
+# Runs `import` in a child and prints its peak resident memory (KB).
+MEASURED_IMPORT = """
+import resource, sys
+sys.path.insert(0, sys.argv[1])
+sys.argv = ["server.py", "import", sys.argv[2], "--db", sys.argv[3]]
+import server
+code = server.main()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""

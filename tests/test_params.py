@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import urllib.parse
+import xml.etree.ElementTree as ET
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import badge
 import params
+from conftest import hostile_text
 from params import ParamError
 
 
@@ -153,3 +156,74 @@ def test_any_query_string_either_parses_or_names_a_problem(text):
         assert str(e).isascii() and "<" not in str(e)
     else:
         assert 1 <= len(q.page_id) <= params.PAGE_ID_MAX
+
+
+# Hardening: characters XML forbids, characters that hide ##################
+
+REFUSED = {
+    "noncharacter U+FFFE": "\ufffe", "noncharacter U+FFFF": "\uffff",
+    "noncharacter U+FDD0": "\ufdd0", "noncharacter U+1FFFE": "\U0001fffe",
+    "zero-width space": "\u200b", "byte-order mark": "\ufeff",
+    "bidi override U+202E": "\u202e", "bidi embedding U+202A": "\u202a",
+    "bidi isolate U+2066": "\u2066", "bidi isolate U+2069": "\u2069", "soft hyphen": "\u00ad",
+}
+
+
+@pytest.mark.parametrize("char", REFUSED.values(), ids=REFUSED.keys())
+@pytest.mark.parametrize("name", ["page_id", "left_text", "label"])
+def test_forbidden_and_invisible_characters_are_refused(name, char):
+    query = urllib.parse.urlencode({"page_id": "x", name: "a" + char + "b"})
+    with pytest.raises(ParamError, match=f"invalid {name}"):
+        parse(query)
+
+
+@pytest.mark.parametrize("page_id", [" ", "   ", "\u3000", "\u00a0 "])
+def test_a_page_id_of_whitespace_only_is_refused(page_id):
+    with pytest.raises(ParamError, match="empty page_id"):
+        parse(urllib.parse.urlencode({"page_id": page_id}))
+
+
+@pytest.mark.parametrize("text", ["👨\u200d👩\u200d👧 family", "می\u200cخواهم",
+                                  "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"])
+def test_joiners_and_emoji_tags_that_scripts_need_are_kept(text):
+    q = parse(urllib.parse.urlencode({"page_id": text, "left_text": text}))
+    assert q.page_id == text and q.look.label == text
+
+
+@pytest.mark.parametrize("color", ["rgb(٣٣,0,0)", "rgb(１,2,3)", "hsl(١٢٠,50%,50%)",
+                                   "rgba(1,2,3,٠.5)", "rgb(1,2,\u20073)"])
+@pytest.mark.parametrize("name", ["left_color", "color"])
+def test_colours_take_ascii_digits_only(name, color):
+    with pytest.raises(ParamError, match=f"invalid {name}"):
+        parse(urllib.parse.urlencode({"page_id": "x", name: color}))
+
+
+@pytest.mark.parametrize("value, ok", [(str(params.TOTAL_MAX), True),
+                                       (str(params.TOTAL_MAX + 1), False),
+                                       ("9223372036854775807", False), ("٣", False)])
+def test_counts_stop_at_the_cap(value, ok):
+    if ok:
+        assert params.parse_count(value) == params.TOTAL_MAX
+    else:
+        with pytest.raises(ParamError):
+            params.parse_count(value)
+
+
+def test_the_cap_plus_the_largest_base_stays_an_exact_json_integer():
+    assert params.TOTAL_MAX + params.BASE_MAX < 2**53
+    assert float(params.TOTAL_MAX + params.BASE_MAX) == params.TOTAL_MAX + params.BASE_MAX
+
+
+@settings(max_examples=500, deadline=None)
+@given(hostile_text(st))
+def test_every_accepted_page_id_and_label_is_xml_text(text):
+    for name in ("page_id", "left_text"):
+        query = urllib.parse.urlencode({"page_id": "x", name: text} if name != "page_id"
+                                       else {"page_id": text})
+        try:
+            q = parse(query)
+        except ParamError:
+            continue
+        accepted = q.page_id if name == "page_id" else q.look.label
+        ET.fromstring(f"<t>{html.escape(accepted)}</t>")  # XML 1.0 refuses what it forbids
+        assert not accepted.isspace() or name != "page_id"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import email.utils
+import html
 import json
+import os
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -14,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import server
 import storage
+from conftest import SNIPPET_CASES, hostile_text
 
 NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -249,11 +252,12 @@ def test_app_is_wsgi_compliant(make_client):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.text(max_size=120), st.sampled_from(["page_id", "left_text", "left_color", "label", "style"]))
-def test_any_query_gives_no_5xx_and_echoes_nothing_unescaped(client, fuzz, name):
+@given(hostile_text(st, 30), st.sampled_from(["page_id", "left_text", "left_color", "label", "style"]),
+       st.sampled_from(["flat", "plastic", "for-the-badge", "social"]))
+def test_any_query_gives_no_5xx_and_echoes_nothing_unescaped(client, fuzz, name, style):
     # Markers around the input: if it comes back raw, "Q<input>Z" is in the body.
     text = "Q" + fuzz + "Z"
-    query = urllib.parse.urlencode({"page_id": "fuzz", name: text})
+    query = urllib.parse.urlencode({"page_id": "fuzz", "style": style, name: text})
     for path in ("/badge", "/api/count", "/api/shields", "/api/history", "/", "/stats"):
         r = client.get(path, query)
         assert r.status < 500
@@ -267,3 +271,80 @@ def test_any_query_gives_no_5xx_and_echoes_nothing_unescaped(client, fuzz, name)
             ET.fromstring(r.body)
         elif path.startswith("/api"):
             json.loads(r.body)
+
+
+# Hardening ##################################################################
+
+
+@pytest.mark.parametrize("style", ["flat", "flat-square", "plastic", "for-the-badge", "social"])
+@pytest.mark.parametrize("query", ["page_id=p&left_text=a%EF%BF%BEb", "page_id=p%EF%BF%BF",
+                                   "page_id=p&label=%E2%80%AE", "page_id=%20%20"])
+def test_forbidden_characters_get_an_error_badge_in_xml_and_count_nothing(make_client, caplog,
+                                                                          query, style):
+    client, store = make_client()
+    for extra in ("", "&query_only=true"):
+        r = client.get("/badge", f"{query}&style={style}{extra}")
+        assert r.status == 200 and r.headers["x-tally-error"].startswith(("invalid", "empty"))
+        ET.fromstring(r.body)
+    assert store.page_count() == 0
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/", "/stats"])
+def test_a_bad_query_on_a_page_answers_html(client, path):
+    r = client.get(path, "page_id=a&page_id=b")
+    assert r.status == 400 and r.headers["content-type"].startswith("text/html")
+    assert "duplicate page_id" in r.text
+
+
+@pytest.mark.parametrize("page_id", ["c++", "a&b", "a#b", "x%41", "a b/c?d"])
+def test_page_ids_are_url_encoded_in_every_link(client, page_id):
+    encoded = urllib.parse.quote(page_id, safe="")
+    stats = client.get("/stats", urllib.parse.urlencode({"page_id": page_id})).text
+    assert f'href="/api/history?page_id={encoded}&amp;days=30"' in stats
+    index = client.get("/", urllib.parse.urlencode({"page_id": page_id})).text
+    assert f'href="/stats?page_id={encoded}"' in index
+
+
+def textarea(page: str, key: str) -> str:
+    start = page.index(f'id="snippet-{key}"')
+    body = page[page.index(">", start) + 1:page.index("</textarea>", start)]
+    return html.unescape(body)
+
+
+@pytest.mark.parametrize("label, markdown_alt, html_alt", SNIPPET_CASES)
+def test_snippets_without_javascript_escape_the_label(client, label, markdown_alt, html_alt):
+    page = client.get("/", urllib.parse.urlencode({"page_id": "p", "left_text": label})).text
+    url = "http://127.0.0.1/badge?" + urllib.parse.urlencode({"page_id": "p", "left_text": label})
+    assert textarea(page, "markdown") == f"![{markdown_alt}]({url})"
+    assert textarea(page, "html") == f'<img src="{url}" alt="{html_alt}">'
+
+
+def test_an_undecodable_path_reaches_no_route(make_client):
+    client, store = make_client()
+    r = client.get("/b\xffadge", "page_id=x")  # PATH_INFO is bytes as latin-1
+    assert r.status == 400 and json.loads(r.body) == {"error": "path is not UTF-8"}
+    assert store.page_count() == 0
+    assert client.get("/badge", "page_id=x").status == 200  # a good path still counts
+
+
+@pytest.mark.parametrize("change", ["removed", "replaced", "folder moved"])
+def test_a_database_file_gone_under_the_server_answers_503_and_logs_once(
+        make_client, db_path, caplog, change):
+    client, store = make_client()
+    assert client.get("/badge", "page_id=p").status == 200
+    folder = os.path.dirname(db_path)
+    if change == "removed":
+        os.remove(db_path)
+    elif change == "replaced":
+        os.replace(db_path, db_path + ".old")
+        with storage.Store(db_path + ".new") as other:
+            other.record_view("p")
+        os.replace(db_path + ".new", db_path)
+    else:
+        os.rename(folder, folder + "-moved")
+    for _ in range(3):
+        r = client.get("/badge", "page_id=p")
+        assert r.status == 503 and r.headers["x-tally-error"] == "database unavailable"
+    assert client.get("/healthz").status == 503
+    assert caplog.text.count("database file removed or replaced") == 1
