@@ -597,6 +597,8 @@ class Store:
             return self._readers.get_nowait()
         except queue.Empty:
             pass
+        # A new connection opens whatever the path names now: check first.
+        self.check_file()
         try:
             conn = _connect(self.path, readonly=self.readonly, timeout_s=self._timeout)
         except sqlite3.Error as e:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import storage
-from conftest import ROOT, wait_until
+from conftest import ROOT, SNIPPET_CASES, wait_until
 
 OUTPUT = ROOT / "test-output"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -255,3 +255,32 @@ def test_text_contrast_meets_wcag_aa_in_both_themes():
         pairs = [(fg, bg) for fg in ("fg", "muted", "accent", "error") for bg in ("bg", "panel")]
         for fg, bg in pairs + [("on-accent", "accent")]:  # the last: button text
             assert contrast(colors[fg], colors[bg]) >= 4.5, (fg, bg, block)
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["javascript", "no-javascript"])
+def test_snippets_escape_the_label_alike_with_and_without_javascript(browser, server, javascript):
+    context = browser.new_context(java_script_enabled=javascript)
+    page = context.new_page()
+    for label, markdown_alt, html_alt in SNIPPET_CASES:
+        page.goto(server.url + "/?" + urllib.parse.urlencode({"page_id": "p", "left_text": "x"}))
+        if javascript:
+            page.get_by_label("Label", exact=True).fill(label)
+        else:
+            page.goto(server.url + "/?" + urllib.parse.urlencode({"page_id": "p", "left_text": label}))
+        markdown = page.locator("#snippet-markdown").input_value()
+        snippet = page.locator("#snippet-html").input_value()
+        assert markdown.startswith(f"![{markdown_alt}](") and markdown.endswith(")")
+        assert snippet.startswith('<img src="') and snippet.endswith(f'" alt="{html_alt}">')
+        url = snippet[len('<img src="'):-len(f'" alt="{html_alt}">')]
+        assert dict(urllib.parse.parse_qsl(url.split("?", 1)[1]))["left_text"] == label
+    context.close()
+
+
+def test_the_stats_link_encodes_the_page_id(browser, server):
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.get_by_label("Page id").fill("c++ & #1")
+    page.locator("#stats-link").click()
+    page.wait_for_url(re.compile(r".*/stats\?.*"))
+    assert page.locator(".page-id").text_content() == "c++ & #1"
+    page.close()

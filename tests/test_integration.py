@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
+import json
 import os
 import re
 import signal
@@ -229,3 +231,77 @@ def test_read_only_folder_stops_start_up(tmp_path):
     result = run_serve(str(blocker / "counts.db"))
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+# Hardening ##################################################################
+
+
+def test_a_database_deleted_under_the_server_answers_503_and_is_logged_once(live_server, db_path):
+    live = live_server()
+    assert live.get("/badge?page_id=p")[0] == 200
+    os.remove(db_path)
+    for _ in range(5):
+        status, headers, _ = live.get("/badge?page_id=p")
+        assert status == 503 and headers["X-Tally-Error"] == "database unavailable"
+    assert live.get("/healthz")[0] == 503
+    wait_until(lambda: "database file removed or replaced" in live.log.read_text())
+    assert live.log.read_text().count("database file removed or replaced") == 1
+
+
+def test_a_folder_made_unreadable_under_the_server_answers_503(live_server, db_path):
+    # unshare --user: root without its capabilities, so folder modes apply
+    # to it as to any owner (root itself ignores them).
+    if subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail("unshare --user is needed in CI")
+        pytest.skip("unshare --user is not allowed here")
+    live = live_server(prefix=["unshare", "--user"])
+    assert live.get("/badge?page_id=p")[0] == 200
+    folder = os.path.dirname(db_path)
+    os.chmod(folder, 0)
+    try:
+        assert live.get("/badge?page_id=p")[0] == 503
+        assert live.get("/healthz")[0] == 503
+    finally:
+        os.chmod(folder, stat.S_IRWXU)
+    assert json.loads(live.get("/api/count?page_id=p")[2])["total"] == 1
+
+
+def test_an_undecodable_path_counts_nothing_on_the_real_server(live_server):
+    live = live_server()
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+    conn.request("GET", "/b%FFadge?page_id=x")
+    response = conn.getresponse()
+    assert response.status == 400 and response.read() == b'{"error": "path is not UTF-8"}'
+    conn.close()
+    assert live.get("/api/count?page_id=x")[2].startswith(b'{"page_id": "x", "total": 0')
+
+
+def test_a_trusted_proxys_forwarded_address_is_escaped_in_the_access_log(live_server):
+    live = live_server(env={"TALLY_QUIET": "0"})
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+    conn.putrequest("GET", "/healthz?from=proxy")
+    conn.putheader("X-Forwarded-For", "<script>\xc2\x85fake".encode("latin-1"))
+    conn.endheaders()
+    conn.getresponse().read()
+    conn.close()
+    line = wait_until(lambda: next((l for l in live.log.read_bytes().splitlines()
+                                    if b"from=proxy" in l), None))
+    assert line.isascii() and b"<script>" not in line
+    assert line.split()[2].startswith(b"%3Cscript%3E")
+
+
+def test_distinct_logos_keep_the_server_under_60_mb(live_server):
+    live = live_server()
+
+    def rss_kb() -> int:
+        with open(f"/proc/{live.proc.pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    filler = "x" * 4200
+    for i in range(4096):
+        svg = f'<svg xmlns="http://www.w3.org/2000/svg" id="{i}"><desc>{filler}</desc></svg>'
+        logo = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+        status, _, body = live.get("/badge?" + urllib.parse.urlencode(
+            {"page_id": "logos", "query_only": "true", "logo": logo}))
+        assert status == 200 and b"<image" in body
+    assert rss_kb() < 60 * 1024

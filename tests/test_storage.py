@@ -6,10 +6,13 @@ import datetime
 import os
 import sqlite3
 import threading
+import time
 
 import pytest
 
+import params
 import storage
+from conftest import wait_until
 
 DAY1 = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.timezone.utc)
 DAY2 = datetime.datetime(2026, 11, 2, 9, 30, tzinfo=datetime.timezone.utc)
@@ -282,3 +285,102 @@ def test_health_ping_fails_once_the_writer_stopped(db_path):
     s.close()
     with pytest.raises(storage.StorageError):
         s.record_view("p")
+
+
+# Hardening ##################################################################
+
+
+@both_paths
+def test_a_view_past_the_total_cap_is_refused_and_changes_nothing(db_path, use_returning):
+    with storage.Store(db_path, use_returning=use_returning) as s:
+        s.set_total("full", params.TOTAL_MAX - 1)
+        assert s.record_view("full", DAY1).total == params.TOTAL_MAX
+        with pytest.raises(storage.TotalLimitReached):
+            s.record_view("full", DAY1)
+        assert s.counts("full", DAY1) == storage.Counts(params.TOTAL_MAX, 1)
+        assert isinstance(s.counts("full").total, int)
+
+
+def test_a_removed_database_file_stops_counting(store, db_path):
+    store.record_view("p")
+    os.remove(db_path)
+    with pytest.raises(storage.FileGone):
+        store.record_view("p")
+    with pytest.raises(storage.FileGone):
+        store.ping()
+
+
+def test_reads_notice_a_replaced_file_within_the_check_interval(store, db_path):
+    store.record_view("p")
+    os.replace(db_path, db_path + ".elsewhere")
+    open(db_path, "wb").close()
+
+    def refused() -> bool:
+        try:
+            store.counts("p")
+        except storage.FileGone:
+            return True
+        except storage.StorageError:
+            pass  # a fresh reader may open the new, empty file first
+        return False
+    wait_until(refused, timeout=storage.FILE_CHECK_INTERVAL + 5)
+
+
+def test_a_read_only_store_reads_and_never_writes(db_path, tmp_path):
+    with storage.Store(db_path) as s:
+        s.record_view("p")
+    copy = str(tmp_path / "copy.db")
+    storage.copy_database(db_path, copy)
+    storage.set_standalone(copy)
+    before = open(copy, "rb").read()
+    with storage.Store(copy, readonly=True) as s:
+        assert s.counts("p").total == 1
+        with pytest.raises(storage.StorageReadOnly):
+            s.record_view("p")
+        assert s.import_pages([storage.Page("q", 1, "2026-01-01T00:00:00Z",
+                                            "2026-01-01T00:00:00Z", {})], "set", dry_run=True) \
+            == {"created": 1, "changed": 0, "days": 0}
+    assert open(copy, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["copy.db", "data"]
+
+
+def test_import_writes_in_chunks_and_reports_pages(store):
+    pages = [storage.Page(f"p{i}", i, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
+                          {"2026-01-01": i}) for i in range(10)]
+    assert store.import_pages(iter(pages), "set", chunk=3) == {"created": 10, "changed": 0, "days": 10}
+    assert [store.counts(f"p{i}").total for i in range(10)] == list(range(10))
+    assert store.history("p9", 1, datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)) \
+        == [("2026-01-01", 9)]
+
+
+def test_import_refuses_a_page_named_twice_before_writing(store):
+    page = storage.Page("twice", 1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", {})
+    with pytest.raises(storage.Duplicate):
+        store.import_pages([page, page], "set")
+    assert store.page("twice") is None
+
+
+def test_restore_by_replace_counts_keeps_the_replaced_counts(db_path, tmp_path):
+    source = str(tmp_path / "source.db")
+    with storage.Store(source) as s:
+        s.set_total("restored", 7)
+    with storage.Store(db_path) as s:
+        s.record_view("replaced")
+        keep = str(tmp_path / "kept.db")
+        storage.replace_counts(db_path, source, keep)
+        assert s.counts("restored").total == 7 and s.counts("replaced").total == 0
+    assert storage.inspect_file(keep)[1:] == (1, 1)
+
+
+def test_copy_gives_up_when_the_target_stays_locked(db_path, tmp_path):
+    with storage.Store(db_path) as s:
+        s.record_view("p")
+    target = str(tmp_path / "locked.db")
+    holder = sqlite3.connect(target, isolation_level=None)
+    holder.execute("CREATE TABLE x (y)")
+    holder.execute("BEGIN EXCLUSIVE")
+    started = time.monotonic()
+    with pytest.raises(storage.StorageBusy):
+        storage.copy_database(db_path, target, timeout_s=0.2)
+    assert time.monotonic() - started < 30
+    holder.close()
