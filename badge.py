@@ -149,6 +149,22 @@ def format_number(n: int, style: str = "plain") -> str:
         return f"{n:,}"
     if style == "short":
         return _metric(n)
+    if style == "abbreviated":
+        return _abbreviated(n)
+    return str(n)
+
+
+def _abbreviated(n: int) -> str:
+    """komarev's profile counter: one decimal and K, M, B or T from 1,000.
+
+    >>> [_abbreviated(n) for n in (999, 1000, 12345, 1_250_000, 3 * 10**12)]
+    ['999', '1.0K', '12.3K', '1.3M', '3.0T']
+    """
+    for power, suffix in ((4, "T"), (3, "B"), (2, "M"), (1, "K")):
+        unit = 1000 ** power
+        if n >= unit:
+            tenths = (n * 10 + unit // 2) // unit  # halves up, in integers
+            return f"{tenths // 10}.{tenths % 10}{suffix}"
     return str(n)
 
 

@@ -20,6 +20,7 @@ import os
 import sys
 from typing import Callable, Iterator, TextIO
 
+import flavours
 import params
 import storage
 from config import Config
@@ -70,6 +71,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=20)
     p = command("show", "a page's total, today and last 30 days")
     p.add_argument("page_id")
+    p = command("migrate", "rewrite other counters' badge URLs in files to point at this Tally")
+    p.add_argument("files", nargs="+", metavar="FILE", help="Markdown, HTML or reStructuredText")
+    p.add_argument("--host", required=True,
+                   help="this Tally's address: counter.example.org, or with a scheme and path")
+    p.add_argument("--write", action="store_true", help="change the files (default: only show)")
+    p.add_argument("--counts", metavar="CSV", help="write page_id,count lines to fill in and import")
 
 
 def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
@@ -529,7 +536,94 @@ def cmd_show(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return 0
 
 
+def _tally_base(host: str) -> str:
+    """https://HOST (a scheme and a path prefix may be given), no trailing /."""
+    base = host.strip().rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        base = "https://" + base
+    if any(c.isspace() for c in base) or base.count("://") != 1 or base.endswith("://"):
+        raise CommandError(f"--host {host!r} is not a host")
+    return base
+
+
+def _rewrite(text: str, base: str, where: str, found: list[tuple[str, str, str]]) -> str:
+    """text with every known counter URL moved to base; what moved is added to found."""
+    def replace(match: "flavours.re.Match[str]") -> str:
+        whole = match.group(0)
+        # A sentence may end right after a URL: its full stop is not the URL's.
+        url = whole.rstrip(".,;:!")
+        line = text.count("\n", 0, match.start()) + 1
+        try:
+            page_id, path_and_query = flavours.moved(url)
+        except ParamError as e:
+            found.append((f"{where}:{line}", "", f"left as it is ({e}): {url}"))
+            return whole
+        new_url = base + path_and_query
+        found.append((f"{where}:{line}", page_id, new_url))
+        return new_url + whole[len(url):]
+    return flavours.OLD_URL.sub(replace, text)
+
+
+def cmd_migrate(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    base = _tally_base(args.host)
+    if args.counts:
+        _output_path(args.counts, config)
+    changed: dict[str, str] = {}
+    found: list[tuple[str, str, str]] = []
+    for name in args.files:
+        try:
+            with open(name, encoding="utf-8", newline="") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CommandError(f"cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
+        new_text = _rewrite(text, base, name, found)
+        if new_text != text:
+            changed[name] = new_text
+    for where, page_id, new_url in found:
+        print(f"{where}: {page_id} {new_url}" if page_id else f"{where}: {new_url}", file=out)
+    moved = [page_id for _, page_id, _ in found if page_id]
+    if args.write:
+        for name, new_text in changed.items():
+            _replace_file(name, new_text)
+    verb = "rewrote" if args.write else "would rewrite"
+    print(f"{verb} {len(moved)} badge URLs in {len(changed)} file(s)"
+          + ("" if args.write or not moved else " (--write changes the files)"), file=out)
+    if args.counts:
+        tmp = f"{args.counts}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["page_id", "count"])
+                for page_id in dict.fromkeys(moved):
+                    writer.writerow([page_id, ""])
+            os.replace(tmp, args.counts)
+        except OSError as e:
+            raise CommandError(f"{args.counts}: cannot write: {e.strerror or e}") from None
+        finally:
+            _remove(tmp)
+        print(f"wrote {len(dict.fromkeys(moved))} page ids to {args.counts}: fill in the last "
+              f"numbers the old badges showed, then `import {args.counts}`", file=out)
+    return 0
+
+
+def _replace_file(name: str, text: str) -> None:
+    """Write text over a file atomically, keeping its permissions."""
+    tmp = f"{name}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, os.stat(name).st_mode & 0o7777)
+        os.replace(tmp, name)
+    except OSError as e:
+        raise CommandError(f"{name}: cannot write: {e.strerror or e}") from None
+    finally:
+        _remove(tmp)
+
+
 COMMANDS = {
     "backup": cmd_backup, "restore": cmd_restore, "export": cmd_export, "import": cmd_import,
     "set": cmd_set, "rename": cmd_rename, "delete": cmd_delete, "top": cmd_top, "show": cmd_show,
+    "migrate": cmd_migrate,
 }

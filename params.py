@@ -30,7 +30,7 @@ HISTORY_DAYS_MAX = 365
 MAX_FIELDS = 200
 
 STYLES = ("flat", "flat-square", "plastic", "for-the-badge", "social", "pixel")
-FORMATS = ("plain", "comma", "short")
+FORMATS = ("plain", "comma", "short", "abbreviated")
 SHOWS = ("total", "today", "both")
 
 _TRUE = ("true", "1", "yes", "on")
@@ -54,6 +54,8 @@ class BadgeQuery:
     page_id: str
     count: bool
     look: badge.Look
+    # komarev's counter counted only views through GitHub's image proxy.
+    camo_only: bool = False
 
 
 # Each badge option: the canonical name first, then the aliases accepted for
@@ -77,8 +79,9 @@ _ALIASES = {
 KNOWN_NAMES = frozenset(n for names in _ALIASES.values() for n in names)
 
 
-def parse_query_string(query_string: str) -> dict[str, str]:
-    """Decode a raw query string into {name: value} for Tally's names.
+def parse_query_string(query_string: str, known: frozenset[str] = KNOWN_NAMES) -> dict[str, str]:
+    """Decode a raw query string into {name: value} for the known names
+    (Tally's own, or an old service's).
 
     Invalid UTF-8 turns into lone surrogates, which validation refuses.
     Unknown names are ignored (cache busters such as ?t=123 are common);
@@ -92,7 +95,7 @@ def parse_query_string(query_string: str) -> dict[str, str]:
         raise ParamError("too many parameters") from None
     values: dict[str, str] = {}
     for name, value in pairs:
-        if name not in KNOWN_NAMES:
+        if name not in known:
             continue
         if name in values:
             raise ParamError(f"duplicate {name}")
@@ -198,23 +201,36 @@ def _logo(name: str, value: str) -> str:
     return f"data:image/{match.group(1)};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+_LOOK_OPTIONS = ("label", "label_color", "color", "logo", "logo_color", "base",
+                 "style", "format", "show")
+
+
 def parse_look(values: dict[str, str]) -> badge.Look:
     """The badge options of a query (everything but page_id and counting)."""
-    options = {}
-    for option, parse in (("label", _text), ("label_color", _color), ("color", _color),
-                          ("logo", _logo), ("logo_color", _color), ("base", _base)):
-        picked = _pick(values, option)
-        if picked is not None:
-            options[option] = parse(*picked)
-    for option, allowed in (("style", STYLES), ("format", FORMATS), ("show", SHOWS)):
-        picked = _pick(values, option)
-        if picked is not None:
-            name, value = picked
-            # The laobi.icu visitor-badge fork writes format=true for 1,234.
-            if option == "format" and value.lower() in ("true", "false"):
-                value = "comma" if value.lower() == "true" else "plain"
-            options[option] = _choice(name, value, allowed)
-    return badge.Look(**options)
+    picked = {option: _pick(values, option) for option in _LOOK_OPTIONS}
+    return look_from({option: p for option, p in picked.items() if p is not None})
+
+
+def look_from(options: dict[str, tuple[str, str]]) -> badge.Look:
+    """A look from {option: (name the request used, value)}; errors name
+    the request's own parameter. flavours.py builds these for old URLs.
+
+    >>> look_from({"label": ("title", "hits"), "color": ("count_bg", "79c83d")}).color
+    '#79c83d'
+    """
+    parsers = {"label": _text, "label_color": _color, "color": _color, "logo": _logo,
+               "logo_color": _color, "base": _base}
+    checked = {}
+    for option, (name, value) in options.items():
+        if option in parsers:
+            checked[option] = parsers[option](name, value)
+            continue
+        # The laobi.icu visitor-badge fork writes format=true for 1,234.
+        if option == "format" and value.lower() in ("true", "false"):
+            value = "comma" if value.lower() == "true" else "plain"
+        allowed = {"style": STYLES, "format": FORMATS, "show": SHOWS}[option]
+        checked[option] = _choice(name, value, allowed)
+    return badge.Look(**checked)
 
 
 def parse_badge_query(values: dict[str, str]) -> BadgeQuery:

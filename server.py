@@ -31,6 +31,7 @@ import waitress
 import badge
 import commands as commands_module
 import config as config_module
+import flavours
 import params
 import storage
 from config import Config, ConfigError
@@ -177,10 +178,38 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
         if allow is not None and not allow.fullmatch(page_id):
             raise ParamError("page_id not allowed")
 
-    def error_badge(values: dict[str, str], problem: str, status: int) -> bottle.HTTPResponse:
+    def error_badge(label: str, problem: str, status: int) -> bottle.HTTPResponse:
         metrics.errors.labels(problem).inc()
-        return _svg(badge.render_error(params.label_for_error(values), problem),
-                    status=status, error=problem)
+        return _svg(badge.render_error(label, problem), status=status, error=problem)
+
+    def view(request: params.BadgeQuery) -> storage.Counts:
+        """Count the view (or only read, as the request says) and return the
+        counts. Raises PageLimitReached, TotalLimitReached, StorageError."""
+        # bottle routes HEAD to GET handlers: HEAD must not count. With
+        # TALLY_CAMO_ONLY (or a flavour that counted only GitHub's proxy)
+        # only GitHub's image proxy counts.
+        counts = (request.count and bottle.request.method == "GET"
+                  and (not (config.camo_only or request.camo_only)
+                       or CAMO_AGENT.match(bottle.request.get_header("User-Agent", ""))))
+        if counts:
+            result = timed("record_view", lambda: store.record_view(request.page_id))
+            metrics.views.inc()
+            return result  # type: ignore[return-value]
+        return timed("counts", lambda: store.counts(request.page_id))  # type: ignore[return-value]
+
+    def badge_answer(request: params.BadgeQuery, label: str) -> bottle.HTTPResponse:
+        """The badge for a valid request (native or an old service's URL)."""
+        try:
+            result = view(request)
+        except storage.PageLimitReached:
+            return error_badge(label, "page limit reached", 200)
+        except storage.TotalLimitReached:
+            return error_badge(label, "count at its maximum", 200)
+        except storage.StorageError as e:
+            outage.failed(e)
+            return error_badge(label, "database unavailable", 503)
+        outage.succeeded()
+        return _svg(badge.render(request.look, result.total, result.today))
 
     # Routes ------------------------------------------------------------------
     # method  path           counts?            caching
@@ -193,6 +222,8 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
     # GET     /              no                 no-cache
     # GET     /stats         no                 no-cache
     # GET     /static/<f>    no                 a day
+    # GET     /<old URL>     as the old service (flavours.py): Hits, komarev,
+    #                        hits.sh, dwyl, visitorbadge.io; never cached
 
     @app.get("/badge")
     def badge_route() -> bottle.HTTPResponse:
@@ -202,27 +233,8 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
             request = params.parse_badge_query(values)
             check_allowed(request.page_id)
         except ParamError as e:
-            return error_badge(values, str(e), 200)
-        # bottle routes HEAD to GET handlers: HEAD must not count. With
-        # TALLY_CAMO_ONLY only GitHub's image proxy counts.
-        counts = (request.count and bottle.request.method == "GET"
-                  and (not config.camo_only
-                       or CAMO_AGENT.match(bottle.request.get_header("User-Agent", ""))))
-        try:
-            if counts:
-                result = timed("record_view", lambda: store.record_view(request.page_id))
-                metrics.views.inc()
-            else:
-                result = timed("counts", lambda: store.counts(request.page_id))
-        except storage.PageLimitReached:
-            return error_badge(values, "page limit reached", 200)
-        except storage.TotalLimitReached:
-            return error_badge(values, "count at its maximum", 200)
-        except storage.StorageError as e:
-            outage.failed(e)
-            return error_badge(values, "database unavailable", 503)
-        outage.succeeded()
-        return _svg(badge.render(request.look, result.total, result.today))
+            return error_badge(params.label_for_error(values), str(e), 200)
+        return badge_answer(request, params.label_for_error(values))
 
     def json_page_id(values: dict[str, str]) -> str:
         page_id = params.validate_page_id(values.get("page_id"))
@@ -288,7 +300,18 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
             look, page_id, error = badge.Look(), "owner.repo", str(e)
         base = public_base()
         badge_url = f"{base}/badge?{urllib.parse.urlencode(badge_params(page_id, look))}"
+        # "Moving from another counter? Paste its badge URL": the same URL on
+        # this host, and the page id it counts under.
+        old_url = bottle.request.query.getunicode("old_url") or ""
+        moving = None
+        if old_url:
+            try:
+                moved_id, path_and_query = flavours.moved(old_url)
+                moving = {"page_id": moved_id, "url": base + path_and_query, "error": None}
+            except ParamError as e:
+                moving = {"page_id": None, "url": None, "error": str(e)}
         return _html(pages_view.render(
+            old_url=old_url, moving=moving,
             page_id=page_id, look=look, error=error, badge_url=badge_url,
             preview_url=badge_url.replace(base, "", 1) + "&query_only=true",
             snippets=snippets(look.label, badge_url), quote=urllib.parse.quote,
@@ -321,6 +344,41 @@ def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
         response.set_header("Cache-Control", "public, max-age=86400")
         response.set_header("X-Content-Type-Options", "nosniff")
         return response
+
+    # Other counters' URLs come last: Tally's own routes always win.
+    @app.get("/<path:path>")
+    def old_service_route(path: str) -> bottle.HTTPResponse:
+        route = flavours.match_path("/" + path)
+        if route is None:
+            raise bottle.HTTPError(404)
+        query_string = bottle.request.environ.get("QUERY_STRING", "")
+        label = flavours.label_for_error(route, query_string)
+        try:
+            request = flavours.badge_query(route, query_string)
+            check_allowed(request.page_id)
+        except ParamError as e:
+            if route.answer in ("badge", "chart"):
+                return error_badge(label, str(e), 200)
+            raise
+        if route.answer == "badge":
+            return badge_answer(request, label)
+        if route.answer == "chart":  # Hits' 60-day chart
+            history = timed("history", lambda: store.history(request.page_id, 60))
+            return _svg(badge.history_chart(history))
+        if route.answer == "urn-json":  # hits.sh: 404 for a counter never seen
+            page = timed("page", lambda: store.page(request.page_id))
+            if page is None:
+                return _json({"error": "not found"}, 404)
+            return _json(flavours.urn_json(page.total, page.days, storage.utc_now().date().isoformat()))
+        try:
+            result = view(request)
+        except (storage.PageLimitReached, storage.TotalLimitReached) as e:
+            return _json({"error": "page limit reached" if isinstance(e, storage.PageLimitReached)
+                          else "count at its maximum"}, 400)
+        if route.answer == "shields-json":  # dwyl's .json counts too
+            return _json(flavours.shields_json(query_string, str(result.total)))
+        return _json({"path": request.page_id.split(":", 1)[1], "total": result.total,
+                      "today": result.today})
 
     def public_base() -> str:
         # The address visitors used, as the reverse proxy passed it on.

@@ -89,6 +89,23 @@
 </div>
 % end
 
+<h2>Moving from another counter?</h2>
+<form id="moving" method="get" action="/">
+  <div class="field">
+    <label for="old_url">Paste its badge URL</label>
+    <input id="old_url" name="old_url" value="{{old_url}}" autocomplete="off" placeholder="https://hits.seeyoufarm.com/api/count/incr/badge.svg?url=...">
+  </div>
+  <button type="submit">Show its Tally URL</button>
+</form>
+% if moving and moving["error"]:
+<p class="error" role="alert">{{moving["error"]}}: Tally knows Hits, komarev, hits.sh, hits.dwyl.com, visitorbadge.io and visitor-badge URLs.</p>
+% elif moving:
+<dl class="moving">
+  <div><dt>Tally URL (only the host changed)</dt><dd><code id="moved-url">{{moving["url"]}}</code></dd></div>
+  <div><dt>Page id</dt><dd><code id="moved-page-id">{{moving["page_id"]}}</code> (<a href="/stats?page_id={{quote(moving["page_id"], safe='')}}">stats</a>)</dd></div>
+</dl>
+% end
+
 <p><a id="stats-link" href="/stats?page_id={{quote(page_id, safe='')}}">Stats for {{page_id}}</a></p>
 </main>
 </body>
