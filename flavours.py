@@ -165,7 +165,7 @@ HITS = Flavour(
 
 KOMAREV = Flavour(
     name="ghpvc", title="GitHub Profile Views Counter (komarev.com/ghpvc)",
-    defaults={"label": "Profile views", "color": "blue", "format": "comma"},
+    defaults={"label": "Profile views", "label_color": "#555", "color": "blue", "format": "comma"},
     options={"label": ("label", _same), "color": ("color", _same),
              # komarev drew an unknown style as flat instead of refusing it.
              "style": ("style", lambda v: v if v in (

@@ -284,3 +284,17 @@ def test_the_stats_link_encodes_the_page_id(browser, server):
     page.wait_for_url(re.compile(r".*/stats\?.*"))
     assert page.locator(".page-id").text_content() == "c++ & #1"
     page.close()
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["javascript", "no-javascript"])
+def test_the_builder_turns_an_old_counter_url_into_tallys(browser, server, javascript):
+    context = browser.new_context(java_script_enabled=javascript)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.get_by_label("Paste its badge URL").fill("https://komarev.com/ghpvc/?username=Alice&style=flat")
+    page.get_by_role("button", name="Show its Tally URL").click()
+    page.wait_for_url(re.compile(r".*old_url=.*"))
+    assert page.locator("#moved-url").text_content() == server.url + "/ghpvc/?username=Alice&style=flat"
+    assert page.locator("#moved-page-id").text_content() == "ghpvc:alice"
+    assert count(server, "ghpvc:alice") == 0
+    context.close()

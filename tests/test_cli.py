@@ -572,3 +572,87 @@ code = server.main()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(code)
 """
+
+
+# migrate: old counters' badge URLs in a person's files ####################
+
+OLD_URLS = {
+    "https://hits.seeyoufarm.com/api/count/incr/badge.svg?url=https%3A%2F%2Fgithub.com%2Fa%2Fb"
+    "&count_bg=%2379C83D&title_bg=%23555555&icon=&icon_color=%23E7E7E7&title=hits&edge_flat=false":
+        "hits:github.com/a/b",
+    "https://komarev.com/ghpvc/?username=Alice&color=green": "ghpvc:alice",
+    "https://hits.sh/github.com/a/b.svg?view=today-total": "hitssh:github.com/a/b",
+    "https://hits.dwyl.com/a/b.svg": "dwyl:a/b",
+    "https://api.visitorbadge.io/api/visitors?path=https%3A%2F%2Fgithub.com%2Fa%2Fb&countColor=%23263759":
+        "visitorbadge:https://github.com/a/b",
+    "https://visitor-badge.glitch.me/badge?page_id=a.b": "a.b",
+    "https://visitor-badge.laobi.icu/badge?page_id=a.c&left_color=red": "a.c",
+}
+
+
+def sample_files(tmp_path) -> dict:
+    urls = list(OLD_URLS)
+    html_urls = [u.replace("&", "&amp;") for u in urls]
+    files = {
+        "README.md": "# Project\n\nSee https://example.org/x and [docs](https://docs.example.org).\n\n"
+                     + "".join(f"![badge {i}]({u})\n" for i, u in enumerate(urls))
+                     + "Plain https://hits.sh/github.com/a/b.svg. End.\r\n",
+        "index.html": "<p><a href=\"https://github.com/a/b\">repo</a>\n"
+                      + "".join(f'<img src="{u}" alt="x">\n' for u in html_urls) + "</p>\n",
+        "docs.rst": "Title\n=====\n\n" + "".join(f".. image:: {u}\n   :alt: b\n\n" for u in urls)
+                    + "`link <https://example.org/y>`_\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(text.encode())
+    return files
+
+
+def test_migrate_shows_each_url_and_changes_nothing_without_write(tmp_path):
+    files = sample_files(tmp_path)
+    names = [str(tmp_path / n) for n in files]
+    result = tally("migrate", *names, "--host", "counter.example.org")
+    assert result.returncode == 0, result.stderr
+    for page_id in OLD_URLS.values():
+        assert result.stdout.count(f" {page_id} https://counter.example.org/") >= 3
+    assert "README.md:5: hits:github.com/a/b https://counter.example.org/api/count/incr/" in result.stdout
+    assert "would rewrite 22 badge URLs in 3 file(s)" in result.stdout
+    assert {n: (tmp_path / n).read_bytes().decode() for n in files} == files
+
+
+@pytest.mark.parametrize("host, base", [("counter.example.org", "https://counter.example.org"),
+                                        ("http://box.lan:8080/tally/", "http://box.lan:8080/tally")])
+def test_migrate_write_changes_exactly_the_counter_urls(tmp_path, host, base):
+    files = sample_files(tmp_path)
+    result = tally("migrate", *[str(tmp_path / n) for n in files], "--host", host, "--write")
+    assert result.returncode == 0, result.stderr
+    for name, before in files.items():
+        expected = re.sub(r"https://(hits\.seeyoufarm\.com|komarev\.com|hits\.sh|hits\.dwyl\.com|"
+                          r"api\.visitorbadge\.io|visitor-badge\.glitch\.me|visitor-badge\.laobi\.icu)/",
+                          base + "/", before)
+        assert (tmp_path / name).read_bytes().decode() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
+
+
+def test_migrate_counts_file_imports_once_filled_in(tmp_path, db_path):
+    files = sample_files(tmp_path)
+    counts = tmp_path / "counts.csv"
+    result = tally("migrate", *[str(tmp_path / n) for n in files], "--host", "c.example.org",
+                   "--counts", str(counts))
+    assert result.returncode == 0, result.stderr
+    lines = counts.read_text().splitlines()
+    assert lines[0] == "page_id,count" and len(lines) == 1 + len(set(OLD_URLS.values()))
+    filled = "\n".join([lines[0]] + [f"{line}{n}" for n, line in enumerate(lines[1:], 100)]) + "\n"
+    counts.write_text(filled)
+    storage.Store(db_path).close()
+    assert tally("import", str(counts), db=db_path).returncode == 0
+    assert "total   100" in tally("show", "hits:github.com/a/b", db=db_path).stdout
+    assert totals(db_path)["ghpvc:alice"] == 101
+
+
+def test_migrate_leaves_a_bad_old_url_alone_and_says_so(tmp_path):
+    page = tmp_path / "README.md"
+    page.write_text("![x](https://komarev.com/ghpvc/?username=-bad-)\n")
+    result = tally("migrate", str(page), "--host", "c.example.org", "--write")
+    assert result.returncode == 0
+    assert "left as it is (invalid username)" in result.stdout
+    assert page.read_text() == "![x](https://komarev.com/ghpvc/?username=-bad-)\n"

@@ -305,3 +305,18 @@ def test_distinct_logos_keep_the_server_under_60_mb(live_server):
             {"page_id": "logos", "query_only": "true", "logo": logo}))
         assert status == 200 and b"<image" in body
     assert rss_kb() < 60 * 1024
+
+
+def test_old_counters_urls_count_through_the_real_server(live_server):
+    live = live_server()
+    for path in ("/github.com/alice/repo.svg?view=today-total", "/alice/repo.svg",
+                 "/api/count/incr/badge.svg?url=github.com%2Falice%2Frepo",
+                 "/api/visitors?path=https%3A%2F%2Fgithub.com%2Falice%2Frepo"):
+        status, headers, body = live.get(path)
+        assert status == 200 and "X-Tally-Error" not in headers and body.startswith(b"<svg")
+    status, _, _ = live.get("/ghpvc/?username=alice", headers={"User-Agent": "github-camo (x)"})
+    assert status == 200
+    for page_id in ("hitssh:github.com/alice/repo", "dwyl:alice/repo", "hits:github.com/alice/repo",
+                    "visitorbadge:https://github.com/alice/repo", "ghpvc:alice"):
+        answer = json.loads(live.get("/api/count?page_id=" + urllib.parse.quote(page_id))[2])
+        assert answer["total"] == 1, page_id

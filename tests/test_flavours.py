@@ -1,0 +1,306 @@
+"""flavours.py: other counters' badge URLs, served through the app as plain WSGI
+over a real database file, as people wrote them in their READMEs."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import flavours
+from params import ParamError
+
+SVG = "{http://www.w3.org/2000/svg}"
+CAMO = {"User-Agent": "github-camo (8f3e0b6c)"}
+
+
+def drawn(body: bytes) -> dict:
+    """What a person sees: label, message, the two fills, round corners."""
+    root = ET.fromstring(body)
+    texts = [t.text for t in root.iter(SVG + "text")]
+    fills = [r.get("fill") for r in root.iter(SVG + "rect") if r.get("fill", "").startswith("#")
+             and r.get("fill") != "#fff"]
+    return {"label": texts[0], "message": texts[-1], "fills": fills[:2],
+            "rounded": any(r.get("rx") for r in root.iter(SVG + "rect"))}
+
+
+def total(client, page_id: str) -> int:
+    return json.loads(client.get("/api/count", f"page_id={page_id}").body)["total"]
+
+
+# Hits (hits.seeyoufarm.com) ###################################################
+
+HITS_GENERATOR_URL = ("url=https%3A%2F%2Fgithub.com%2Falice%2Frepo&count_bg=%2379C83D&title_bg=%23555555"
+                      "&icon=github.svg&icon_color=%23E7E7E7&title=hits&edge_flat=false")
+
+
+def test_hits_url_from_its_generator_draws_as_hits_did(make_client):
+    client, _ = make_client()
+    r = client.get("/api/count/incr/badge.svg", HITS_GENERATOR_URL)
+    assert r.status == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    assert drawn(r.body) == {"label": "hits", "message": "1 / 1", "fills": ["#555555", "#79c83d"],
+                             "rounded": True}
+
+
+@pytest.mark.parametrize("query, label, fills, rounded", [
+    ("url=github.com/alice/repo", "hits", ["#555", "#79c83d"], True),
+    ("url=github.com/alice/repo&title=views+today&title_bg=000&count_bg=%23ff0000", "views today",
+     ["#000", "#ff0000"], True),
+    ("url=github.com/alice/repo&edge_flat=true", "hits", ["#555", "#79c83d"], False),
+])
+def test_hits_options_and_defaults(make_client, query, label, fills, rounded):
+    client, _ = make_client()
+    seen = drawn(client.get("/api/count/incr/badge.svg", query).body)
+    assert (seen["label"], seen["fills"], seen["rounded"]) == (label, fills, rounded)
+
+
+def test_hits_spellings_of_one_url_share_a_counter(make_client):
+    client, _ = make_client()
+    for url in ("https://github.com/alice/repo", "http://GitHub.com/alice/repo",
+                "github.com:443/alice/repo", "https://github.com/alice/repo?tab=readme#top"):
+        client.get("/api/count/incr/badge.svg", f"url={url}")
+    assert total(client, "hits:github.com/alice/repo") == 4
+    client.get("/api/count/incr/badge.svg", "url=https://github.com/alice/repo/")
+    assert total(client, "hits:github.com/alice/repo/") == 1  # a trailing / is another page
+
+
+def test_hits_keep_and_chart_never_count(make_client):
+    client, _ = make_client()
+    client.get("/api/count/incr/badge.svg", "url=github.com/alice/repo")
+    kept = client.get("/api/count/keep/badge.svg", "url=github.com/alice/repo")
+    assert drawn(kept.body)["message"] == "1 / 1"
+    chart = client.get("/api/count/graph/dailyhits.svg", "url=github.com/alice/repo")
+    assert chart.status == 200 and len(ET.fromstring(chart.body).findall(f".//{SVG}rect")) == 60
+    assert total(client, "hits:github.com/alice/repo") == 1
+
+
+@pytest.mark.parametrize("query, problem", [
+    ("", "missing url"), ("url=javascript:alert(1)", "invalid url"),
+    ("url=ftp://example.org/x", "invalid url"), ("url=https://", "invalid url"),
+    ("url=github.com/x&count_bg=url(x)", "invalid count_bg"),
+])
+def test_hits_bad_input_is_an_error_badge_and_counts_nothing(make_client, query, problem):
+    client, store = make_client()
+    r = client.get("/api/count/incr/badge.svg", query)
+    assert r.status == 200 and r.headers["x-tally-error"] == problem
+    assert store.page_count() == 0
+
+
+# komarev's GitHub profile views counter ######################################
+
+
+def test_komarev_counts_only_githubs_image_proxy(make_client):
+    client, _ = make_client()
+    r = client.get("/ghpvc/", "username=alice", headers=CAMO)
+    assert drawn(r.body) == {"label": "Profile views", "message": "1", "fills": ["#555", "#007ec6"],
+                             "rounded": True}
+    seen = client.get("/ghpvc/", "username=alice", headers={"User-Agent": "Mozilla/5.0"})
+    assert drawn(seen.body)["message"] == "1"
+    client.get("/ghpvc", "username=ALICE", headers=CAMO)  # no slash, other case: same counter
+    assert total(client, "ghpvc:alice") == 2
+
+
+@pytest.mark.parametrize("query, message, fills", [
+    ("username=alice&base=1233", "1,234", ["#555", "#007ec6"]),
+    ("username=alice&base=12344&abbreviated=true", "12.3K", ["#555", "#007ec6"]),
+    ("username=alice&base=12344&abbreviated=0", "12,345", ["#555", "#007ec6"]),
+    ("username=alice&color=ff69b4&label=Visitors", "1", ["#555", "#ff69b4"]),
+    ("username=alice&color=%23dfb317", "1", ["#555", "#dfb317"]),
+])
+def test_komarev_number_format_and_colours(make_client, query, message, fills):
+    client, _ = make_client()
+    seen = drawn(client.get("/ghpvc/", query, headers=CAMO).body)
+    assert (seen["message"], seen["fills"]) == (message, fills)
+
+
+@pytest.mark.parametrize("style, expected", [("flat-square", False), ("plastic", True),
+                                             ("something-else", True)])
+def test_komarev_styles_with_unknown_ones_drawn_flat(make_client, style, expected):
+    client, _ = make_client()
+    r = client.get("/ghpvc/", f"username=alice&style={style}")
+    assert r.status == 200 and "x-tally-error" not in r.headers
+    assert drawn(r.body)["rounded"] is expected
+
+
+def test_komarev_pixel_is_a_transparent_pixel(make_client):
+    client, _ = make_client()
+    r = client.get("/ghpvc/", "username=alice&style=pixel", headers=CAMO)
+    assert r.body == b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+
+
+@pytest.mark.parametrize("username", ["", "-alice", "alice-", "al--ice", "a" * 40, "al_ice",
+                                      "al%C3%AFce"])
+def test_komarev_refuses_names_github_would_refuse(make_client, username):
+    client, store = make_client()
+    r = client.get("/ghpvc/", f"username={username}", headers=CAMO)
+    assert r.headers["x-tally-error"] in ("missing username", "invalid username")
+    assert store.page_count() == 0
+
+
+# hits.sh ######################################################################
+
+
+@pytest.mark.parametrize("path, query, label, message, fills", [
+    ("/github.com/alice/repo.svg", "", "hits", "1", ["#555", "#4c1"]),
+    ("/github.com/alice/repo.svg", "view=today-total&label=views&color=%23ff0000", "views",
+     "1 / 1", ["#555", "#ff0000"]),
+    ("/github.com/alice/repo.svg", "extraCount=1233&labelColor=000", "hits", "1,234",
+     ["#000", "#4c1"]),
+    ("/github.com/alice/repo.svg", "logo=github&style=flat-square", "hits", "1", ["#555", "#4c1"]),
+])
+def test_hitssh_urls_as_written(make_client, path, query, label, message, fills):
+    client, _ = make_client()
+    seen = drawn(client.get(path, query).body)
+    assert (seen["label"], seen["message"], seen["fills"]) == (label, message, fills)
+
+
+def test_hitssh_key_keeps_case_and_preview_does_not_count(make_client):
+    client, _ = make_client()
+    client.get("/github.com/Alice/Repo.svg")
+    assert drawn(client.get("/github.com/Alice/Repo.preview").body)["message"] == "1"
+    assert total(client, "hitssh:github.com/Alice/Repo") == 1
+    assert total(client, "hitssh:github.com/alice/repo") == 0
+    urn = json.loads(client.get("/api/urns/github.com/Alice/Repo").body)
+    assert urn["total"] == 1 and urn["items"][0]["data"][0]["value"] == 1
+    assert client.get("/api/urns/github.com/nobody/here").status == 404
+
+
+def test_hitssh_path_without_a_dot_is_refused(make_client):
+    client, store = make_client()
+    r = client.get("/nodot.svg")
+    assert r.status == 404  # one segment without a dot is neither hits.sh nor dwyl
+    assert store.page_count() == 0
+
+
+# dwyl's hits ##################################################################
+
+
+@pytest.mark.parametrize("query, rounded", [("", True), ("style=flat", True),
+                                            ("style=flat-square", False), ("style=plastic", False)])
+def test_dwyl_draws_flat_or_flat_square(make_client, query, rounded):
+    client, _ = make_client()
+    seen = drawn(client.get("/alice/my-repo.svg", query).body)
+    assert seen == {"label": "hits", "message": "1", "fills": ["#555", "#4c1"], "rounded": rounded}
+
+
+def test_dwyl_json_is_shields_endpoint_and_counts(make_client):
+    client, _ = make_client()
+    client.get("/Alice/Repo.svg")
+    answer = json.loads(client.get("/Alice/Repo.json", "color=orange").body)
+    assert answer["schemaVersion"] == 1 and answer["label"] == "hits" and answer["message"] == "2"
+    assert total(client, "dwyl:Alice/Repo") == 2
+
+
+def test_dwyl_refuses_a_bad_user(make_client):
+    client, store = make_client()
+    r = client.get("/-bad-/repo.svg")
+    assert r.headers["x-tally-error"] == "invalid user or repository"
+    assert store.page_count() == 0
+
+
+# visitorbadge.io ##############################################################
+
+
+def test_visitorbadge_paths_show_total_today_and_both(make_client):
+    client, _ = make_client()
+    query = "path=https%3A%2F%2Fgithub.com%2Falice%2Frepo"
+    assert drawn(client.get("/api/visitors", query).body) == {
+        "label": "visitors", "message": "1", "fills": ["#555555", "#263759"], "rounded": True}
+    assert drawn(client.get("/api/daily", query).body)["message"] == "2"
+    assert drawn(client.get("/api/combined", query).body)["message"] == "3 / 3"
+    assert drawn(client.get("/api/visitors", query + "&readonly=true").body)["message"] == "3"
+    status = json.loads(client.get("/api/status", query).body)
+    assert status == {"path": "https://github.com/alice/repo", "total": 3, "today": 3}
+
+
+def test_visitorbadge_user_and_repo_name_the_github_path(make_client):
+    client, _ = make_client()
+    client.get("/api/visitors", "user=alice&repo=repo")
+    client.get("/api/visitors", "path=https://github.com/alice/repo")
+    assert total(client, "visitorbadge:https://github.com/alice/repo") == 2
+
+
+@pytest.mark.parametrize("query, label", [("label=Views&labelStyle=upper", "VIEWS"),
+                                          ("label=Views&labelStyle=lower", "views"),
+                                          ("label=Views&labelStyle=none", "Views")])
+def test_visitorbadge_label_style(make_client, query, label):
+    client, _ = make_client()
+    assert drawn(client.get("/api/visitors", "path=x&" + query).body)["label"] == label
+
+
+# Shared rules #################################################################
+
+
+def test_tallys_own_routes_win(make_client):
+    client, store = make_client()
+    assert client.get("/static/tally.css").status == 200
+    assert client.get("/api/count", "page_id=p").status == 200
+    assert client.get("/stats", "page_id=p").status == 200
+    assert store.page_count() == 0
+
+
+@pytest.mark.parametrize("path, query", [
+    ("/api/count/incr/badge.svg", "url=github.com/alice/repo"), ("/ghpvc/", "username=alice"),
+    ("/github.com/alice/repo.svg", ""), ("/alice/repo.svg", ""), ("/api/visitors", "path=x"),
+])
+def test_head_never_counts(make_client, path, query):
+    client, store = make_client()
+    assert client.request("HEAD", path, query, headers=CAMO).status == 200
+    assert store.page_count() == 0
+
+
+def test_allow_list_sees_the_prefixed_page_id(make_client):
+    client, store = make_client(allow=r"ghpvc:alice")
+    assert "x-tally-error" not in client.get("/ghpvc/", "username=alice", headers=CAMO).headers
+    refused = client.get("/alice/repo.svg")
+    assert refused.headers["x-tally-error"] == "page_id not allowed"
+    assert [p for p, _ in store.top(10)] == ["ghpvc:alice"]
+
+
+def test_page_cap_applies_to_old_urls(make_client):
+    client, store = make_client(max_pages=1)
+    client.get("/alice/repo.svg")
+    r = client.get("/alice/other.svg")
+    assert r.headers["x-tally-error"] == "page limit reached"
+    assert store.page_count() == 1
+
+
+def test_camo_only_setting_applies_to_old_urls(make_client):
+    client, _ = make_client(camo_only=True)
+    client.get("/alice/repo.svg")
+    client.get("/alice/repo.svg", headers=CAMO)
+    assert total(client, "dwyl:alice/repo") == 1
+
+
+# Moving: old URL -> page id ###################################################
+
+
+@pytest.mark.parametrize("url, page_id", [
+    ("https://hits.seeyoufarm.com/api/count/incr/badge.svg?url=https%3A%2F%2Fgithub.com%2Fa%2Fb",
+     "hits:github.com/a/b"),
+    ("https://komarev.com/ghpvc/?username=Alice&amp;color=green", "ghpvc:alice"),
+    ("https://hits.sh/github.com/a/b.svg?view=today-total", "hitssh:github.com/a/b"),
+    ("https://hits.dwyl.com/a/b.svg", "dwyl:a/b"),
+    ("https://api.visitorbadge.io/api/visitors?path=https%3A%2F%2Fgithub.com%2Fa%2Fb",
+     "visitorbadge:https://github.com/a/b"),
+    ("https://visitor-badge.glitch.me/badge?page_id=a.b", "a.b"),
+    ("https://visitor-badge.laobi.icu/badge?page_id=a.b&left_color=red", "a.b"),
+])
+def test_every_known_service_url_maps_to_a_page_id(url, page_id):
+    assert flavours.moved(url)[0] == page_id
+    assert flavours.moved(url)[1] == re.sub(r"^https://[^/]+", "", url)
+
+
+@pytest.mark.parametrize("url", ["https://example.org/badge?page_id=x", "https://hits.sh/nodot.svg",
+                                 "https://komarev.com/ghpvc/?username=-x-"])
+def test_unknown_or_bad_urls_do_not_map(url):
+    with pytest.raises(ParamError):
+        flavours.moved(url)
+
+
+def test_the_builder_shows_the_tally_url_for_an_old_one(client):
+    page = client.get("/", "old_url=https%3A%2F%2Fhits.dwyl.com%2Falice%2Frepo.svg").text
+    assert '<code id="moved-url">http://127.0.0.1/alice/repo.svg</code>' in page
+    assert '<code id="moved-page-id">dwyl:alice/repo</code>' in page
