@@ -1,7 +1,8 @@
 """The owner's commands: backup, restore, export, import, set, rename,
 delete, top, show. server.py's main() parses the command line and calls run().
 
-No SQL here (storage.py), no HTTP (server.py). Every value from the command
+No SQL here (the stores), no HTTP (server.py); the store behind TALLY_DB
+is opened through storage.open_store, whichever backend it is. Every value from the command
 line or a file is validated with the same rules as the HTTP side (params.py)
 before anything is written; on error a command prints one line, exits
 non-zero and has changed nothing.
@@ -85,24 +86,25 @@ def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> i
 
 
 def _existing_db(config: Config) -> str:
-    if not os.path.isfile(config.db):
+    if not storage.is_postgres(config.db) and not os.path.isfile(config.db):
         raise CommandError(f"no database at {config.db}")
     return config.db
 
 
-def _open(config: Config) -> storage.Store:
-    return storage.Store(_existing_db(config), sync=config.sync,
-                         busy_timeout_s=config.busy_timeout)
+def _open(config: Config) -> storage.GroupCommitStore:
+    return storage.open_store(_existing_db(config), sync=config.sync,
+                              busy_timeout_s=config.busy_timeout)
 
 
-def _open_readonly(config: Config) -> storage.Store:
-    # mode=ro: reading a backup never changes its bytes.
-    return storage.Store(_existing_db(config), busy_timeout_s=config.busy_timeout, readonly=True)
+def _open_readonly(config: Config) -> storage.GroupCommitStore:
+    # Read-only (SQLite's mode=ro): reading a backup never changes its bytes.
+    return storage.open_store(_existing_db(config), busy_timeout_s=config.busy_timeout,
+                              readonly=True)
 
 
 def _output_path(path: str, config: Config) -> str:
     """A file a command may write: not the database, in a folder that exists."""
-    if storage.is_database_file(path, config.db):
+    if storage.writes_over_database(path, config.db):
         raise CommandError(f"{path}: that is the database {config.db} (or a file beside it); "
                            f"write somewhere else")
     if os.path.isdir(path):
@@ -139,15 +141,15 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _checked_copy(source: str, dest: str, progress: Callable[[int, int], None] | None
+def _checked_copy(files, source: str, dest: str, progress: Callable[[int, int], None] | None
                   ) -> tuple[int, int, int]:
     """Copy source to dest atomically: a temporary name, checked, then renamed."""
     tmp = f"{dest}.tmp-{os.getpid()}"
     try:
-        storage.copy_database(source, tmp, progress)
-        storage.set_standalone(tmp)
+        files.copy_database(source, tmp, progress)
+        files.set_standalone(tmp)
         try:
-            checked = storage.inspect_file(tmp)
+            checked = files.inspect_file(tmp)
         except storage.UnusableDatabase as e:
             raise CommandError(f"{source}: its copy failed the check ({e})") from None
         with open(tmp, "rb+") as f:
@@ -162,6 +164,7 @@ def _checked_copy(source: str, dest: str, progress: Callable[[int, int], None] |
 
 
 def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    files = storage.file_database(config.db, "backup")
     source = _existing_db(config)
     dest = args.dest
     if os.path.isdir(dest):
@@ -172,7 +175,7 @@ def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         raise CommandError("--keep must be at least 1")
     _output_path(dest, config)
     # The copy is checked, not the source first: one integrity pass, not two.
-    version, pages, total = _checked_copy(source, dest, _progress_bar(sys.stderr))
+    version, pages, total = _checked_copy(files, source, dest, _progress_bar(sys.stderr))
     size = os.path.getsize(dest)
     print(f"backup {dest}: {pages} pages, total {total}, {size} bytes, "
           f"schema {version}, integrity ok", file=out)
@@ -187,23 +190,24 @@ def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    if storage.is_database_file(args.src, config.db):
+    files = storage.file_database(config.db, "restore")
+    if files.is_database_file(args.src, config.db):
         raise CommandError(f"{args.src}: that is the database {config.db} itself; "
                            f"restore reads a backup file")
-    version, pages, total = storage.inspect_file(args.src)
-    lock = None if args.force else storage.ServerLock(config.db)
+    version, pages, total = files.inspect_file(args.src)
+    lock = None if args.force else files.ServerLock(config.db)
     try:
         stamp = _utc_stamp()
         problem = None
         if os.path.exists(config.db):
             try:
-                storage.inspect_file(config.db)
+                files.inspect_file(config.db)
             except storage.UnusableDatabase as e:
                 problem = e
         if os.path.exists(config.db) and problem is None:
             kept = f"{config.db}.before-restore-{stamp}"
             try:
-                storage.replace_counts(config.db, args.src, kept, timeout_s=config.busy_timeout)
+                files.replace_counts(config.db, args.src, kept, timeout_s=config.busy_timeout)
             except BaseException:
                 _remove(kept, kept + "-journal")
                 raise
@@ -219,7 +223,7 @@ def cmd_restore(args: argparse.Namespace, config: Config, out: TextIO) -> int:
                         os.replace(real + suffix, aside + suffix)
                 print(f"moved the unreadable database aside as {aside} ({problem})", file=out)
             # The resolved path: a symlink to the database keeps pointing at it.
-            _checked_copy(args.src, os.path.realpath(config.db), _progress_bar(sys.stderr))
+            _checked_copy(files, args.src, os.path.realpath(config.db), _progress_bar(sys.stderr))
     finally:
         if lock is not None:
             lock.release()
@@ -438,7 +442,7 @@ def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     stream = _import_stream(args.file)
     reader = ImportReader(stream)
     store = (_open_readonly(config) if args.dry_run else
-             storage.Store(config.db, sync=config.sync, busy_timeout_s=config.busy_timeout))
+             storage.open_store(config.db, sync=config.sync, busy_timeout_s=config.busy_timeout))
     try:
         with store:
             report = store.import_pages(reader.pages(), args.mode, dry_run=args.dry_run)

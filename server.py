@@ -1,7 +1,8 @@
 """Tally's HTTP side and command line.
 
 HTTP only: the route table, headers, error answers and the CLI entry point.
-The only module importing bottle. It never runs SQL (storage.py does) and
+The only module importing bottle. It never runs SQL (the stores do, behind
+storage.open_store) and
 never builds SVG (badge.py does); request values are validated by params.py
 before anything else sees them.
 """
@@ -103,7 +104,7 @@ def _html(body: str, status: int = 200) -> bottle.HTTPResponse:
 class Metrics:
     """Prometheus counters of one app (its own registry: no global state)."""
 
-    def __init__(self, store: storage.Store) -> None:
+    def __init__(self, store: storage.GroupCommitStore) -> None:
         self.registry = prometheus_client.CollectorRegistry()
         self.requests = prometheus_client.Counter(
             "tally_requests", "HTTP requests by route and status", ["route", "status"],
@@ -153,7 +154,7 @@ class OutageLog:
 # The app ###################################################################
 
 
-def create_app(config: Config, store: storage.Store) -> bottle.Bottle:
+def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle:
     """The WSGI app: the route table and its error handling."""
     app = bottle.Bottle()
     app.config["json.enable"] = False
@@ -538,11 +539,11 @@ def serve(config: Config) -> int:
     # load; on an unattended box that would fill the log. /metrics tells load.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     # The lock first: a restore in progress holds it, and the store must not
-    # open (and migrate) a file that is being replaced.
-    lock = storage.ServerLock(config.db)
+    # open (and migrate) a file that is being replaced. (PostgreSQL: none.)
+    lock = storage.server_lock(config.db)
     try:
-        store = storage.Store(config.db, sync=config.sync, max_pages=config.max_pages,
-                              busy_timeout_s=config.busy_timeout)
+        store = storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
+                                   busy_timeout_s=config.busy_timeout)
         try:
             app = create_app(config, store)
             try:
@@ -567,10 +568,8 @@ def serve(config: Config) -> int:
             except OSError as e:
                 raise ConfigError(f"cannot listen on {config.host}:{config.port}: "
                                   f"{e.strerror or e}") from None
-            print(f"Tally serving http://{config.host}:{server.effective_port}/ with {config.db} "
-                  f"(SQLite {storage.sqlite_version()}, "
-                  f"{'RETURNING' if store.use_returning else 'UPSERT then SELECT'}, "
-                  f"synchronous={config.sync})", flush=True)
+            print(f"Tally serving http://{config.host}:{server.effective_port}/ with "
+                  f"{storage.masked(config.db)} ({store.describe()})", flush=True)
             # SIGTERM (systemd, kill) ends the serve loop like Ctrl-C, so the
             # store closes cleanly; answered counts are committed either way.
             signal.signal(signal.SIGTERM, _stop)

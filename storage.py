@@ -1,40 +1,27 @@
-"""All of Tally's SQLite: the schema, counting views, reading counts, owner
-controls, export/import and backup.
+"""What Tally's two stores share: values, errors, the group-commit writer,
+and the one interface server.py and commands.py call (open_store).
 
-This is the only module that imports sqlite3. It never imports bottle and
-never builds SVG. Every SQL string lives here or in schema.sql.
+The stores themselves: sqlite_store.py (the default, one file) and
+postgres_store.py (several Tally processes on one database). This module
+imports neither database library, never imports bottle and never builds SVG.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import fcntl
-import os
 import queue
 import re
-import sqlite3
 import threading
-import time
+import urllib.parse
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
-
-from params import TOTAL_MAX
-
-SCHEMA_FILE = Path(__file__).with_name("schema.sql")
-
-# RETURNING arrived in SQLite 3.35. Debian 11 and Raspberry Pi OS Bullseye
-# ship 3.34: there we UPSERT, then SELECT, inside the same BEGIN IMMEDIATE.
-HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+from typing import Callable, Iterable
 
 # How many queued views one group commit may take at most.
 BATCH_LIMIT = 512
 # How many pages one import transaction writes: the server's writer waits
 # for at most one such chunk (a few milliseconds), not for the whole file.
 IMPORT_CHUNK = 2000
-# Reads compare the open file with the path at most this often (seconds);
-# every group commit compares them before it writes.
-FILE_CHECK_INTERVAL = 1.0
 
 
 # Errors ####################################################################
@@ -60,6 +47,12 @@ class StorageReadOnly(StorageError):
 
 class StorageIOError(StorageError):
     kind = "database I/O error"
+
+
+class StorageUnreachable(StorageError):
+    """The database server cannot be reached (down, restarting, dropped)."""
+
+    kind = "database server unreachable"
 
 
 class FileGone(StorageError):
@@ -97,7 +90,7 @@ class ServerRunning(Exception):
 
 
 class UnusableDatabase(Exception):
-    """The file cannot be used at all: start-up stops, the file is untouched."""
+    """The database cannot be used at all: start-up stops, nothing is touched."""
 
 
 class NotFound(Exception):
@@ -106,35 +99,6 @@ class NotFound(Exception):
 
 class AlreadyExists(Exception):
     """rename would overwrite an existing page_id without --merge."""
-
-
-_ERROR_BY_CODE = {
-    "SQLITE_BUSY": StorageBusy,
-    "SQLITE_LOCKED": StorageBusy,
-    "SQLITE_FULL": StorageFull,
-    "SQLITE_READONLY": StorageReadOnly,
-    "SQLITE_IOERR": StorageIOError,
-    "SQLITE_CANTOPEN": StorageIOError,
-}
-# Python 3.10's sqlite3 has no sqlite_errorname: fall back to the message.
-_ERROR_BY_MESSAGE = [
-    ("locked", StorageBusy),
-    ("full", StorageFull),
-    ("readonly", StorageReadOnly),
-    ("read-only", StorageReadOnly),
-    ("i/o", StorageIOError),
-    ("unable to open", StorageIOError),
-]
-
-
-def _classify(error: sqlite3.Error) -> StorageError:
-    name = getattr(error, "sqlite_errorname", "") or ""
-    primary = re.sub(r"_[A-Z]+$", "", name) if name.count("_") > 1 else name
-    cls = _ERROR_BY_CODE.get(name) or _ERROR_BY_CODE.get(primary)
-    if cls is None:
-        message = str(error).lower()
-        cls = next((c for word, c in _ERROR_BY_MESSAGE if word in message), StorageError)
-    return cls(f"{cls.kind}: {error}")
 
 
 # Values ####################################################################
@@ -159,153 +123,118 @@ def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _stamp(now: datetime.datetime) -> str:
+def stamp(now: datetime.datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _day(now: datetime.datetime) -> str:
-    return now.strftime("%Y-%m-%d")
+def day(now: datetime.datetime) -> str:
+    """The UTC day of a moment: both stores compute it here, never in SQL,
+    so a database's own time zone cannot move the day boundary."""
+    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
-# Schema ####################################################################
-
-
-def migrations() -> list[tuple[int, str]]:
-    """The numbered migrations of schema.sql, in order."""
-    text = SCHEMA_FILE.read_text(encoding="utf-8")
+def migrations(schema_file: Path) -> list[tuple[int, str]]:
+    """The numbered migrations of a schema file ("-- migration N"), in order."""
+    text = schema_file.read_text(encoding="utf-8")
     parts = re.split(r"^-- migration (\d+)\s*$", text, flags=re.MULTILINE)
     return [(int(number), body) for number, body in zip(parts[1::2], parts[2::2])]
 
 
-SCHEMA_VERSION = migrations()[-1][0]
+def statements(body: str) -> list[str]:
+    """Split a migration into statements (one per execute)."""
+    lines = [line for line in body.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-def _connect(path: str, *, readonly: bool = False, timeout_s: float = 5.0) -> sqlite3.Connection:
-    # isolation_level=None: we write BEGIN/COMMIT ourselves, so a transaction
-    # is exactly what the code shows.
-    if readonly:
-        uri = Path(path).resolve().as_uri() + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout_s,
-                               isolation_level=None, check_same_thread=False)
-    else:
-        conn = sqlite3.connect(path, timeout=timeout_s,
-                               isolation_level=None, check_same_thread=False)
-    return conn
+# Choosing a store ##########################################################
+
+_POSTGRES_URL = re.compile(r"postgres(ql)?://", re.IGNORECASE)
+_POSTGRES_KEYWORDS = re.compile(r"^\s*\w+\s*=", re.ASCII)
 
 
-def sqlite_version() -> str:
-    return sqlite3.sqlite_version
+def is_postgres(db: str) -> bool:
+    """A PostgreSQL URL (postgresql://, postgres://) or libpq's key=value
+    form (host=/run/postgresql dbname=tally); anything else is a SQLite path.
 
-
-class ServerLock:
-    """An exclusive lock on <db>.lock, held by a serving process.
-
-    restore takes it too, so it never replaces counts under a live server,
-    and two servers never share one file by mistake. The lock sits beside
-    the resolved path: a symlink to a served file finds the same lock.
+    >>> is_postgres("postgres://u@h/db"), is_postgres("host=/tmp dbname=t"), is_postgres("data/c.db")
+    (True, True, False)
     """
+    return bool(_POSTGRES_URL.match(db) or _POSTGRES_KEYWORDS.match(db))
 
-    def __init__(self, db_path: str):
-        _make_folder(db_path)
-        self.path = os.path.realpath(db_path) + ".lock"
+
+def masked(db: str) -> str:
+    """The database as logs and errors may show it: never a password.
+
+    >>> masked("postgresql://tally:s3cret@db:5432/tally")
+    'postgresql://tally:***@db:5432/tally'
+    >>> masked("host=/tmp password=s3cret dbname=t")
+    'host=/tmp password=*** dbname=t'
+    """
+    if _POSTGRES_URL.match(db):
+        parts = urllib.parse.urlsplit(db)
+        if parts.password is not None:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            db = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return re.sub(r"(password=)[^&\s]*", r"\1***", db)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S*)", r"\1***", db)
+
+
+def open_store(db: str, *, sync: str = "full", max_pages: int | None = None,
+               busy_timeout_s: float = 5.0, readonly: bool = False) -> "GroupCommitStore":
+    """The store for a TALLY_DB value: PostgreSQL for a URL, else SQLite."""
+    if is_postgres(db):
         try:
-            self._file = open(self.path, "a")
-        except OSError as e:
-            raise UnusableDatabase(f"{db_path}: cannot create {self.path}: {e.strerror}") from None
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise ServerRunning(f"{db_path} is in use by a running Tally server") from None
-
-    def release(self) -> None:
-        if not self._file.closed:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
+            import postgres_store
+        except ImportError:
+            raise UnusableDatabase(
+                "a PostgreSQL database needs psycopg: `make setup-postgres` installs it "
+                "(requirements-postgres.txt)") from None
+        return postgres_store.Store(db, max_pages=max_pages, timeout_s=busy_timeout_s,
+                                    readonly=readonly)
+    import sqlite_store
+    return sqlite_store.Store(db, sync=sync, max_pages=max_pages,
+                              busy_timeout_s=busy_timeout_s, readonly=readonly)
 
 
-def _make_folder(db_path: str) -> None:
-    """Create the database's folder when missing, or refuse with one line."""
-    folder = os.path.dirname(os.path.abspath(db_path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UnusableDatabase(f"{db_path}: cannot create folder {folder}: {e.strerror}") from None
+def server_lock(db: str) -> "object":
+    """The lock a serving process holds: on a SQLite file, one server per
+    file; on PostgreSQL none, since several servers on one database are the
+    point. Returns an object with release()."""
+    if is_postgres(db):
+        return _NoLock()
+    import sqlite_store
+    return sqlite_store.ServerLock(db)
 
 
-def _schema_version(conn: sqlite3.Connection, path: str) -> int:
-    """The file's schema version; a newer one than this code's is refused,
-    and so is another program's database (version 0 with tables in it)."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise UnusableDatabase(f"{path}: schema version {version} is newer than this Tally "
-                               f"({SCHEMA_VERSION}); upgrade Tally")
-    if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-        raise UnusableDatabase(f"{path}: not a Tally database (it holds other tables)")
-    return version
+def file_database(db: str, command: str):
+    """The SQLite file operations (backup, restore) for a file database; for
+    PostgreSQL one line pointing to its own tools."""
+    if is_postgres(db):
+        raise UnusableDatabase(
+            f"{command} copies a SQLite file; for PostgreSQL use pg_dump and pg_restore "
+            f"(or Tally's export and import)")
+    import sqlite_store
+    return sqlite_store
 
 
-def file_identity(path: str) -> tuple[int, int]:
-    """(device, inode) of a path; two names of one file give the same."""
-    info = os.stat(path)
-    return info.st_dev, info.st_ino
-
-
-def same_file(a: str, b: str) -> bool:
-    """True when a and b name one file: the same resolved path, or the same
-    inode (a hard link). A path that does not exist is the same only by name."""
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return file_identity(a) == file_identity(b)
-    except OSError:
+def writes_over_database(path: str, db: str) -> bool:
+    """True when writing to path would write over the database file or the
+    files beside it (never for PostgreSQL, which has no file of ours)."""
+    if is_postgres(db):
         return False
+    import sqlite_store
+    return sqlite_store.is_database_file(path, db)
 
 
-def database_files(db_path: str) -> list[str]:
-    """The database and the files SQLite keeps beside it (SQLite names them
-    after the resolved path when the database is a symlink)."""
-    names = {os.path.abspath(db_path), os.path.realpath(db_path)}
-    return [name + suffix for name in sorted(names) for suffix in ("", "-wal", "-shm", "-journal")]
+class _NoLock:
+    def release(self) -> None:
+        pass
 
 
-def is_database_file(path: str, db_path: str) -> bool:
-    """True when writing to path would write over the database or its companions."""
-    return any(same_file(path, name) for name in database_files(db_path) + [
-        os.path.realpath(db_path) + ".lock"])
+# The group-commit writer ###################################################
 
 
-def inspect_file(path: str) -> tuple[int, int, int]:
-    """Check a database file without changing it; return (schema version, pages, total).
-
-    Raises UnusableDatabase with a one-line reason when the file is missing,
-    not SQLite, damaged or of a newer schema than this code.
-    """
-    if not os.path.isfile(path):
-        raise UnusableDatabase(f"{path}: no such file")
-    try:
-        conn = _connect(path, readonly=True)
-    except sqlite3.Error as e:
-        raise UnusableDatabase(f"{path}: cannot open: {e}") from None
-    try:
-        version = _schema_version(conn, path)
-        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        if result != "ok":
-            raise UnusableDatabase(f"{path}: integrity check failed: {result}")
-        if version < 1:
-            raise UnusableDatabase(f"{path}: not a Tally database (schema version 0)")
-        pages, total = conn.execute("SELECT count(*), coalesce(sum(total), 0) FROM pages").fetchone()
-        return version, pages, total
-    except sqlite3.Error as e:
-        raise UnusableDatabase(f"{path}: {e}") from None
-    finally:
-        conn.close()
-
-
-# The store #################################################################
-
-
-class _View:
+class View:
     """One view waiting for the writer thread."""
 
     __slots__ = ("page_id", "now", "result", "error", "done")
@@ -318,176 +247,71 @@ class _View:
         self.done = threading.Event()
 
 
-class _Task:
-    """An owner command run alone in its own transaction: a write
-    transaction (BEGIN IMMEDIATE), or with begin="BEGIN" one that writes
-    only temporary tables and so never holds the database's write lock."""
+class Task:
+    """An owner command run alone in its own transaction on the writer's
+    connection. With write=False it writes only temporary tables and takes
+    no write lock (import staging, dry runs)."""
 
-    __slots__ = ("fn", "begin", "result", "error", "done")
+    __slots__ = ("fn", "write", "result", "error", "done")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], object], begin: str = "BEGIN IMMEDIATE"):
+    def __init__(self, fn: Callable[[object], object], write: bool = True):
         self.fn = fn
-        self.begin = begin
+        self.write = write
         self.result: object = None
         self.error: Exception | None = None
         self.done = threading.Event()
 
 
-class Store:
-    """The counts in one SQLite file.
+class GroupCommitStore:
+    """One writer thread with group commit, fed by a queue; the backends
+    supply how a batch of views and a task are written.
 
-    Connection scheme, chosen by measurement (README, Performance): one writer
-    connection owned by one writer thread, fed by a queue, plus a pool of read
-    connections (WAL lets reads run beside the writer). A connection per
-    thread fighting for SQLite's write lock with a busy timeout gave long
-    latency tails in an earlier trial. Letting each request's own thread write
-    behind a Python lock (group commit by whoever holds it) was measured here
-    too: faster alone (0.05 ms against 0.26 ms a view with synchronous=NORMAL)
-    but slower under 32 connections on 2 cores (670-970 against 890-1,490
-    requests/s over several runs), because the lock holder waits for the GIL
-    after each SQLite call while the other threads wait for the lock.
-
-    The writer does group commit: the views that queued up while the previous
-    commit was being written are written in one transaction, each with its
-    own UPSERT and RETURNING, and every caller is answered only after that
-    COMMIT returned, so an answered count is on disk (synchronous=FULL) and
-    one fsync serves many views.
+    The views that queued up while the previous commit was being written go
+    into one transaction, each with its own UPSERT and RETURNING, and every
+    caller is answered only after that COMMIT returned: an answered count is
+    durable, and one commit (one fsync) serves many views.
     """
 
-    def __init__(self, path: str, *, sync: str = "full", max_pages: int | None = None,
-                 busy_timeout_s: float = 5.0, use_returning: bool | None = None,
-                 max_page_count: int | None = None, readonly: bool = False):
-        self.path = path
-        self.max_pages = max_pages
-        self.readonly = readonly
-        self.use_returning = HAS_RETURNING if use_returning is None else use_returning
-        if self.use_returning and not HAS_RETURNING:
-            raise ValueError(f"SQLite {sqlite3.sqlite_version} has no RETURNING")
-        self._timeout = busy_timeout_s
-        self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        self._all_readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_View | _Task | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        if readonly:
-            # Reading commands (top, show, export, import --dry-run): every
-            # connection is opened with mode=ro, so the file's bytes never
-            # change. Tasks that write only temporary tables run inline on
-            # one of them.
-            try:
-                self._writer = _connect(path, readonly=True, timeout_s=busy_timeout_s)
-                _schema_version(self._writer, path)
-            except sqlite3.Error as e:
-                raise UnusableDatabase(f"{path}: {e}") from None
-        else:
-            self._writer = self._open_writer(path, sync, max_page_count)
-            self._thread = threading.Thread(target=self._write_loop, name="tally-writer",
-                                            daemon=True)
-            self._thread.start()
-        # The file this store opened; if the path stops naming it, counting
-        # stops (FileGone) instead of writing where nobody will look.
-        self._identity = file_identity(path)
-        self._file_checked_at = time.monotonic()
-        self._file_ok = True
+    readonly = False
 
-    # Opening ----------------------------------------------------------------
+    def _start_writer(self) -> None:
+        self._queue: queue.SimpleQueue[View | Task | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write_loop, name="tally-writer", daemon=True)
+        self._thread.start()
 
-    def _open_writer(self, path: str, sync: str, max_page_count: int | None) -> sqlite3.Connection:
-        _make_folder(path)
-        existed = os.path.exists(path) and os.path.getsize(path) > 0
-        try:
-            conn = _connect(path, timeout_s=self._timeout)
-        except sqlite3.Error as e:
-            raise UnusableDatabase(f"{path}: cannot open: {e}") from None
-        try:
-            # Read before any write: a file that is not SQLite, or is damaged
-            # or newer, must be refused before WAL mode touches it.
-            version = _schema_version(conn, path)
-            if existed:
-                check = conn.execute("PRAGMA quick_check").fetchone()[0]
-                if check != "ok":
-                    raise UnusableDatabase(f"{path}: database is damaged: {check}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise UnusableDatabase(f"{path}: cannot enable WAL mode (got {mode})")
-            conn.execute(f"PRAGMA synchronous={'NORMAL' if sync == 'normal' else 'FULL'}")
-            if max_page_count is not None:
-                # Tests simulate a full disk with this.
-                conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
-            self._migrate(conn, version)
-            # A read-only file opens and even serves reads, then fails every
-            # count: refuse it at start-up instead. The probe is rolled back.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            finally:
-                conn.execute("ROLLBACK")
-        except sqlite3.Error as e:
-            conn.close()
-            raise UnusableDatabase(f"{path}: {e}") from None
-        except UnusableDatabase:
-            conn.close()
-            raise
-        return conn
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection, version: int) -> None:
-        for number, body in migrations():
-            if number <= version:
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _statements(body):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={number}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-    def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+    def _stop_writer(self) -> None:
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread.is_alive():
             self._queue.put(None)
-            self._thread.join()
-        for conn in self._all_readers:
-            conn.close()
-        if self._writer is not None:
-            self._writer.close()
+            thread.join()
 
-    def check_file(self, max_age_s: float = 0.0) -> None:
-        """Raise FileGone unless the path still names the file this store opened.
+    def _writer_alive(self) -> bool:
+        thread = getattr(self, "_thread", None)
+        return thread is None or thread.is_alive()
 
-        A stat, a few microseconds; with max_age_s, skipped while the last
-        check was good and younger than that.
-        """
-        now = time.monotonic()
-        if self._file_ok and now - self._file_checked_at < max_age_s:
-            return
-        try:
-            same = file_identity(self.path) == self._identity
-            reason = "the path now names another file"
-        except OSError as e:
-            same, reason = False, e.strerror or str(e)
-        self._file_ok, self._file_checked_at = same, now
-        if not same:
-            raise FileGone(f"{FileGone.kind}: {self.path}: {reason}")
-
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> "GroupCommitStore":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # The writer thread --------------------------------------------------------
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _write_views(self, batch: list[View]) -> None:
+        raise NotImplementedError
+
+    def _run_task(self, task: Task) -> None:
+        raise NotImplementedError
 
     def _write_loop(self) -> None:
-        pending: _View | _Task | None = None
+        pending: View | Task | None = None
         while True:
             job = pending if pending is not None else self._queue.get()
             pending = None
             if job is None:
                 return
-            if isinstance(job, _Task):
+            if isinstance(job, Task):
                 self._run_task(job)
                 continue
             batch = [job]
@@ -496,239 +320,38 @@ class Store:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if not isinstance(nxt, _View):
+                if not isinstance(nxt, View):
                     pending = nxt  # a task or the stop sentinel: after this batch
                     break
                 batch.append(nxt)
             self._write_views(batch)
 
-    def _write_views(self, batch: list[_View]) -> None:
-        conn = self._writer
-        try:
-            self.check_file()
-            conn.execute("BEGIN IMMEDIATE")
-            for view in batch:
-                try:
-                    view.result = self._count_one(conn, view.page_id, view.now)
-                except (PageLimitReached, TotalLimitReached) as e:
-                    view.error = e
-            conn.execute("COMMIT")
-        except Exception as e:
-            # Nothing of this batch is stored: every caller gets the error.
-            _rollback(conn)
-            error = _classify(e) if isinstance(e, sqlite3.Error) else e
-            for view in batch:
-                view.result, view.error = None, error
-        finally:
-            for view in batch:
-                view.done.set()
-
-    def _count_one(self, conn: sqlite3.Connection, page_id: str, now: datetime.datetime) -> Counts:
-        stamp, day = _stamp(now), _day(now)
-        cap = self.max_pages
-        values = (page_id, stamp, stamp, cap, page_id, cap, TOTAL_MAX)
-        if self.use_returning:
-            row = conn.execute(_COUNT_PAGE + " RETURNING total", values).fetchone()
-            if row is None:
-                raise self._refusal(conn, page_id)
-            today = conn.execute(_COUNT_DAY + " RETURNING views", (page_id, day)).fetchone()
-            return Counts(row[0], today[0])
-        cursor = conn.execute(_COUNT_PAGE, values)
-        if cursor.rowcount == 0:
-            raise self._refusal(conn, page_id)
-        conn.execute(_COUNT_DAY, (page_id, day))
-        total = conn.execute("SELECT total FROM pages WHERE page_id = ?", (page_id,)).fetchone()
-        today = conn.execute("SELECT views FROM daily WHERE page_id = ? AND day = ?",
-                             (page_id, day)).fetchone()
-        return Counts(total[0], today[0])
-
-    @staticmethod
-    def _refusal(conn: sqlite3.Connection, page_id: str) -> Exception:
-        # The UPSERT wrote nothing: a known page is at TOTAL_MAX, a new one
-        # is past max_pages. Read only on this rare path.
-        if conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (page_id,)).fetchone():
-            return TotalLimitReached(page_id)
-        return PageLimitReached(page_id)
-
-    def _run_task(self, task: _Task) -> None:
-        conn = self._writer
-        try:
-            conn.execute(task.begin)
-            task.result = task.fn(conn)
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            task.error = _classify(e)
-        except Exception as e:  # a refusal raised by the task itself: roll back, re-raise
-            task.error = e
-        finally:
-            _rollback(conn)
-            task.done.set()
-
-    def _wait(self, job: _View | _Task) -> object:
-        if self._thread is None:
-            if not isinstance(job, _Task) or job.begin != "BEGIN":
-                raise StorageReadOnly(f"{StorageReadOnly.kind}: {self.path} was opened read-only")
+    def _wait(self, job: View | Task) -> object:
+        if getattr(self, "_thread", None) is None:
+            # A read-only store has no writer: tasks that write only
+            # temporary tables run inline, nothing else may run.
+            if not isinstance(job, Task) or job.write:
+                raise StorageReadOnly(f"{StorageReadOnly.kind}: the database was opened read-only")
             self._run_task(job)
-            if job.error is not None:
-                raise job.error
-            return job.result
-        if not self._thread.is_alive():
-            raise StorageError("database writer has stopped")
-        self._queue.put(job)
-        job.done.wait()
+        else:
+            if not self._thread.is_alive():
+                raise StorageError("database writer has stopped")
+            self._queue.put(job)
+            job.done.wait()
         if job.error is not None:
             raise job.error
         return job.result
 
-    # Counting -----------------------------------------------------------------
-
     def record_view(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
         """Count one view; return the page's new total and today's views.
 
-        Raises PageLimitReached for a new page past max_pages, StorageError
-        when the database fails (nothing was counted then).
+        Raises PageLimitReached for a new page past max_pages,
+        TotalLimitReached at TOTAL_MAX, StorageError when the database fails
+        (nothing was counted then).
         """
-        return self._wait(_View(page_id, now or utc_now()))  # type: ignore[return-value]
+        return self._wait(View(page_id, now or utc_now()))  # type: ignore[return-value]
 
-    # Reading ------------------------------------------------------------------
-
-    def _reader(self) -> sqlite3.Connection:
-        try:
-            return self._readers.get_nowait()
-        except queue.Empty:
-            pass
-        # A new connection opens whatever the path names now: check first.
-        self.check_file()
-        try:
-            conn = _connect(self.path, readonly=self.readonly, timeout_s=self._timeout)
-        except sqlite3.Error as e:
-            raise _classify(e) from None
-        with self._readers_lock:
-            self._all_readers.append(conn)
-        return conn
-
-    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
-        self.check_file(FILE_CHECK_INTERVAL)
-        conn = self._reader()
-        try:
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.Error as e:
-            raise _classify(e) from None
-        finally:
-            self._readers.put(conn)
-
-    def counts(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
-        """The page's total and today's views, 0 and 0 for an unknown page."""
-        rows = self._read(
-            "SELECT p.total, coalesce(d.views, 0) FROM pages p "
-            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = ? "
-            "WHERE p.page_id = ?", (_day(now or utc_now()), page_id))
-        return Counts(*rows[0]) if rows else Counts(0, 0)
-
-    def ping(self) -> None:
-        """Raise StorageError unless the file is still in place, answers a
-        query, and the writer runs."""
-        self.check_file()
-        self._read("SELECT count(*) FROM (SELECT 1 FROM pages LIMIT 1)")
-        if self._thread is not None and not self._thread.is_alive():
-            raise StorageError("database writer has stopped")
-
-    def page_count(self) -> int:
-        return self._read("SELECT count(*) FROM pages")[0][0]
-
-    def history(self, page_id: str, days: int,
-                now: datetime.datetime | None = None) -> list[tuple[str, int]]:
-        """Views per day for the last `days` UTC days, oldest first, zeros included."""
-        end = (now or utc_now()).date()
-        start = end - datetime.timedelta(days=days - 1)
-        rows = dict(self._read(
-            "SELECT day, views FROM daily WHERE page_id = ? AND day >= ? AND day <= ?",
-            (page_id, start.isoformat(), end.isoformat())))
-        return [((start + datetime.timedelta(days=i)).isoformat(),
-                 rows.get((start + datetime.timedelta(days=i)).isoformat(), 0))
-                for i in range(days)]
-
-    def best_day(self, page_id: str) -> tuple[str, int] | None:
-        rows = self._read("SELECT day, views FROM daily WHERE page_id = ? "
-                          "ORDER BY views DESC, day DESC LIMIT 1", (page_id,))
-        return rows[0] if rows else None
-
-    def top(self, limit: int) -> list[tuple[str, int]]:
-        return self._read("SELECT page_id, total FROM pages ORDER BY total DESC, page_id "
-                          "LIMIT ?", (limit,))
-
-    def page(self, page_id: str) -> Page | None:
-        rows = self._read("SELECT page_id, total, created_at, last_seen FROM pages "
-                          "WHERE page_id = ?", (page_id,))
-        if not rows:
-            return None
-        days = dict(self._read("SELECT day, views FROM daily WHERE page_id = ? ORDER BY day",
-                               (page_id,)))
-        return Page(*rows[0], days=days)
-
-    def pages(self) -> Iterator[Page]:
-        """Every page with its history, ordered by page_id, from one snapshot."""
-        conn = self._reader()
-        try:
-            conn.execute("BEGIN")
-            days: dict[str, dict[str, int]] = {}
-            for page_id, day, views in conn.execute(
-                    "SELECT page_id, day, views FROM daily ORDER BY page_id, day"):
-                days.setdefault(page_id, {})[day] = views
-            rows = conn.execute("SELECT page_id, total, created_at, last_seen FROM pages "
-                                "ORDER BY page_id").fetchall()
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise _classify(e) from None
-        finally:
-            self._readers.put(conn)
-        for row in rows:
-            yield Page(*row, days=days.get(row[0], {}))
-
-    # Owner controls -------------------------------------------------------------
-
-    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None) -> None:
-        stamp = _stamp(now or utc_now())
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO pages (page_id, total, created_at, last_seen) "
-                         "VALUES (?, ?, ?, ?) ON CONFLICT(page_id) DO UPDATE SET "
-                         "total = excluded.total", (page_id, total, stamp, stamp))
-        self._wait(_Task(run))
-
-    def rename(self, old: str, new: str, merge: bool = False) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            if not conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (old,)).fetchone():
-                raise NotFound(old)
-            exists = conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (new,)).fetchone()
-            if exists and not merge:
-                raise AlreadyExists(new)
-            if exists:
-                conn.execute(
-                    "UPDATE pages SET total = total + (SELECT total FROM pages WHERE page_id = ?), "
-                    "created_at = min(created_at, (SELECT created_at FROM pages WHERE page_id = ?)), "
-                    "last_seen = max(last_seen, (SELECT last_seen FROM pages WHERE page_id = ?)) "
-                    "WHERE page_id = ?", (old, old, old, new))
-                conn.execute(
-                    "INSERT INTO daily (page_id, day, views) SELECT ?, day, views FROM daily "
-                    "WHERE page_id = ? AND true "
-                    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
-                    (new, old))
-                conn.execute("DELETE FROM daily WHERE page_id = ?", (old,))
-                conn.execute("DELETE FROM pages WHERE page_id = ?", (old,))
-            else:
-                conn.execute("UPDATE pages SET page_id = ? WHERE page_id = ?", (new, old))
-                conn.execute("UPDATE daily SET page_id = ? WHERE page_id = ?", (new, old))
-        self._wait(_Task(run))
-
-    def delete(self, page_id: str) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM pages WHERE page_id = ?", (page_id,)).rowcount == 0:
-                raise NotFound(page_id)
-            conn.execute("DELETE FROM daily WHERE page_id = ?", (page_id,))
-        self._wait(_Task(run))
+    # Import, the same steps on both backends ---------------------------------
 
     def import_pages(self, pages: Iterable[Page], mode: str, dry_run: bool = False,
                      chunk: int = IMPORT_CHUNK) -> dict[str, int]:
@@ -736,234 +359,39 @@ class Store:
         "add" adds them. Returns how many pages were created and changed.
 
         pages may be a generator that reads and checks a file as it goes:
-        it is first copied into temporary tables of this connection (the
-        database's write lock is not taken, memory stays flat), so a bad
-        line, a page named twice (Duplicate) or a total that "add" would
-        push past TOTAL_MAX stops the import before anything is written.
-        Then the pages are written in transactions of `chunk` pages, so a
-        running server waits for one chunk at most. If the database fails
-        between chunks, ImportInterrupted says how many pages were written.
+        it is first copied into temporary tables of the writer's connection
+        (no write lock is taken, memory stays flat), so a bad line, a page
+        named twice (Duplicate) or a total that "add" would push past
+        TOTAL_MAX stops the import before anything is written. Then the pages
+        are written in transactions of `chunk` pages, so a running server
+        waits for one chunk at most. If the database fails between chunks,
+        ImportInterrupted says how many pages were written.
         """
-        self._wait(_Task(lambda conn: _stage(conn, pages), begin="BEGIN"))
+        self._wait(Task(lambda conn: self._stage(conn, pages), write=False))
         try:
-            report = self._wait(_Task(lambda conn: _staged_report(conn, mode), begin="BEGIN"))
+            report = self._wait(Task(lambda conn: self._staged_report(conn, mode), write=False))
             if dry_run:
                 return report  # type: ignore[return-value]
             staged = report["created"] + report["changed"]  # type: ignore[index]
             written = 0
             while written < staged:
                 try:
-                    self._wait(_Task(lambda conn: _merge_staged(conn, mode, written, chunk)))
+                    self._wait(Task(lambda conn: self._merge_staged(conn, mode, written, chunk)))
                 except StorageError as e:
                     raise ImportInterrupted(written, staged, e) from None
                 written = min(written + chunk, staged)
             return report  # type: ignore[return-value]
         finally:
-            self._wait(_Task(_drop_staging, begin="BEGIN"))
+            self._wait(Task(self._drop_staging, write=False))
 
-def copy_database(source_path: str, dest_path: str,
-                  progress: Callable[[int, int], None] | None = None,
-                  pages_per_step: int = 256, timeout_s: float = 5.0,
-                  source_conn: sqlite3.Connection | None = None) -> None:
-    """Copy a database (live or not) into dest with SQLite's online backup API.
+    def _stage(self, conn: object, pages: Iterable[Page]) -> None:
+        raise NotImplementedError
 
-    The source is opened read-only. It copies pages_per_step pages at a
-    time and releases the lock between steps, so a running server's writes
-    are never held up for long; writes made meanwhile restart the copy from
-    a consistent point (SQLite does this). Python retries a busy step
-    forever: a copy that makes no progress for timeout_s is stopped with
-    StorageBusy instead.
-    """
-    try:
-        source = source_conn or _connect(source_path, readonly=True, timeout_s=timeout_s)
-        target = _connect(dest_path, timeout_s=timeout_s)
-    except sqlite3.Error as e:
-        raise _classify(e) from None
-    moved = {"at": time.monotonic(), "remaining": None}
+    def _staged_report(self, conn: object, mode: str) -> dict[str, int]:
+        raise NotImplementedError
 
-    def step(status: int, remaining: int, total: int) -> None:
-        now = time.monotonic()
-        if status == sqlite3.SQLITE_OK or remaining != moved["remaining"]:
-            moved["at"], moved["remaining"] = now, remaining
-        elif now - moved["at"] > timeout_s:
-            raise StorageBusy(f"{StorageBusy.kind}: {source_path} stayed locked for "
-                              f"{timeout_s:g} s; nothing was copied")
-        if progress is not None:
-            progress(total - remaining, total)
-    try:
-        source.backup(target, pages=pages_per_step, progress=step)
-    except sqlite3.Error as e:
-        raise _classify(e) from None
-    finally:
-        target.close()
-        if source_conn is None:
-            source.close()
+    def _merge_staged(self, conn: object, mode: str, first: int, chunk: int) -> None:
+        raise NotImplementedError
 
-
-def replace_counts(db_path: str, source_path: str, keep_path: str,
-                   timeout_s: float = 5.0) -> None:
-    """Replace every count in db_path with source_path's, and save the
-    counts replaced to keep_path, all under one write lock.
-
-    A running server's views wait (up to its busy timeout) while this runs:
-    every view answered before it is in keep_path, every view after it
-    counts on top of the restored numbers. Nothing is lost in between. The
-    replacement is SQL inside the live file, not a new file, so a server
-    keeps its connections. keep_path is written and synced before COMMIT;
-    if anything fails the database is unchanged.
-    """
-    source_uri = Path(source_path).resolve().as_uri() + "?mode=ro"
-    try:
-        conn = sqlite3.connect(Path(db_path).resolve().as_uri(), uri=True, timeout=timeout_s,
-                               isolation_level=None)
-        reader = _connect(db_path, readonly=True, timeout_s=timeout_s)
-    except sqlite3.Error as e:
-        raise _classify(e) from None
-    try:
-        conn.execute("ATTACH DATABASE ? AS restored", (source_uri,))
-        conn.execute("BEGIN IMMEDIATE")
-        # Nobody else can commit now: the reader's snapshot is the final
-        # state of the counts being replaced.
-        copy_database(db_path, keep_path, source_conn=reader, timeout_s=timeout_s)
-        set_standalone(keep_path)
-        with open(keep_path, "rb+") as f:
-            os.fsync(f.fileno())
-        conn.execute("DELETE FROM main.daily")
-        conn.execute("DELETE FROM main.pages")
-        conn.execute("INSERT INTO main.pages (page_id, total, created_at, last_seen) "
-                     "SELECT page_id, total, created_at, last_seen FROM restored.pages")
-        conn.execute("INSERT INTO main.daily (page_id, day, views) "
-                     "SELECT page_id, day, views FROM restored.daily")
-        conn.execute("COMMIT")
-    except sqlite3.Error as e:
-        _rollback(conn)
-        raise _classify(e) from None
-    finally:
-        reader.close()
-        conn.close()
-
-
-def set_standalone(path: str) -> None:
-    """Switch a copied file to rollback-journal mode: one file, no -wal beside it."""
-    conn = _connect(path)
-    try:
-        conn.execute("PRAGMA journal_mode=DELETE")
-    except sqlite3.Error as e:
-        raise _classify(e) from None
-    finally:
-        conn.close()
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    # After SQLITE_FULL or an I/O error SQLite may have rolled back already,
-    # and ROLLBACK itself can fail the same way: the transaction is gone then.
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-
-
-# Import staging: temporary tables of the importing connection ##########
-
-
-def _stage(conn: sqlite3.Connection, pages: Iterable[Page]) -> None:
-    conn.execute("DROP TABLE IF EXISTS temp.staged_days")
-    conn.execute("DROP TABLE IF EXISTS temp.staged_pages")
-    # number: the page's position, so chunks are ranges of it.
-    # The CHECKs repeat schema.sql's (and TOTAL_MAX), so that a value the
-    # database would refuse stops the import here, before any write.
-    count = f"INTEGER NOT NULL CHECK (typeof({{0}}) = 'integer' AND {{0}} BETWEEN 0 AND {TOTAL_MAX})"
-    conn.execute("CREATE TEMP TABLE staged_pages (number INTEGER PRIMARY KEY, "
-                 f"page_id TEXT NOT NULL UNIQUE, total {count.format('total')}, "
-                 "created_at TEXT NOT NULL, last_seen TEXT NOT NULL)")
-    conn.execute("CREATE TEMP TABLE staged_days (number INTEGER NOT NULL, day TEXT NOT NULL, "
-                 f"views {count.format('views')}, PRIMARY KEY (number, day))")
-    for number, page in enumerate(pages):
-        try:
-            conn.execute("INSERT INTO temp.staged_pages VALUES (?, ?, ?, ?, ?)",
-                         (number, page.page_id, page.total, page.created_at, page.last_seen))
-            conn.executemany("INSERT INTO temp.staged_days VALUES (?, ?, ?)",
-                             [(number, day, views) for day, views in page.days.items()])
-        except sqlite3.IntegrityError as e:
-            if "UNIQUE" not in str(e):
-                raise
-            raise Duplicate(page.page_id) from None
-
-
-def _staged_report(conn: sqlite3.Connection, mode: str) -> dict[str, int]:
-    """Created, changed and days of the staged import; refuses (before any
-    write) a sum past TOTAL_MAX in add mode."""
-    changed, created, over = conn.execute(
-        "SELECT count(p.page_id), count(*) - count(p.page_id), "
-        "coalesce(sum(? = 'add' AND coalesce(p.total, 0) + s.total > ?), 0) "
-        "FROM temp.staged_pages s LEFT JOIN pages p ON p.page_id = s.page_id",
-        (mode, TOTAL_MAX)).fetchone()
-    days = conn.execute(
-        "SELECT count(*), coalesce(sum(? = 'add' AND coalesce(d.views, 0) + s.views > ?), 0) "
-        "FROM temp.staged_days s JOIN temp.staged_pages p ON p.number = s.number "
-        "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = s.day",
-        (mode, TOTAL_MAX)).fetchone()
-    if over or days[1]:
-        raise TotalLimitReached(f"adding would take a total past {TOTAL_MAX}")
-    return {"created": created, "changed": changed, "days": days[0]}
-
-
-def _merge_staged(conn: sqlite3.Connection, mode: str, first: int, chunk: int) -> None:
-    numbers = (first, first + chunk - 1)
-    conn.execute(_IMPORT_PAGE[mode].format(
-        source="SELECT page_id, total, created_at, last_seen FROM temp.staged_pages "
-               "WHERE number BETWEEN ? AND ?"), numbers)
-    conn.execute(_IMPORT_DAY[mode].format(
-        source="SELECT p.page_id, s.day, s.views FROM temp.staged_days s "
-               "JOIN temp.staged_pages p ON p.number = s.number "
-               "WHERE s.number BETWEEN ? AND ?"), numbers)
-
-
-def _drop_staging(conn: sqlite3.Connection) -> None:
-    conn.execute("DROP TABLE IF EXISTS temp.staged_days")
-    conn.execute("DROP TABLE IF EXISTS temp.staged_pages")
-
-
-def _statements(body: str) -> list[str]:
-    """Split a migration into statements (sqlite3 runs one per execute)."""
-    lines = [line for line in body.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-# Insert a page's first view, or add one. The first WHERE refuses a page
-# that does not exist yet once max_pages (NULL: no cap) pages are stored;
-# the second refuses a view past TOTAL_MAX (SQLite would turn the integer
-# into a float at 2**63). Nothing is read first and written later, it is one
-# statement. The count of pages is last, so a page that exists never pays
-# for it.
-_COUNT_PAGE = (
-    "INSERT INTO pages (page_id, total, created_at, last_seen) "
-    "SELECT ?, 1, ?, ? "
-    "WHERE ? IS NULL OR EXISTS (SELECT 1 FROM pages WHERE page_id = ?) "
-    "OR (SELECT count(*) FROM pages) < ? "
-    "ON CONFLICT(page_id) DO UPDATE SET total = total + 1, last_seen = excluded.last_seen "
-    "WHERE total < ?"
-)
-_COUNT_DAY = (
-    "INSERT INTO daily (page_id, day, views) VALUES (?, ?, 1) "
-    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + 1"
-)
-# Import: {source} is a SELECT of the staged rows ("WHERE true" is already
-# in it as a BETWEEN: SQLite's parser needs a WHERE before ON CONFLICT).
-_IMPORT_PAGE = {
-    "set": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
-           "ON CONFLICT(page_id) DO UPDATE SET total = excluded.total, "
-           "created_at = min(created_at, excluded.created_at), "
-           "last_seen = max(last_seen, excluded.last_seen)",
-    "add": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
-           "ON CONFLICT(page_id) DO UPDATE SET total = total + excluded.total, "
-           "created_at = min(created_at, excluded.created_at), "
-           "last_seen = max(last_seen, excluded.last_seen)",
-}
-_IMPORT_DAY = {
-    "set": "INSERT INTO daily (page_id, day, views) {source} "
-           "ON CONFLICT(page_id, day) DO UPDATE SET views = excluded.views",
-    "add": "INSERT INTO daily (page_id, day, views) {source} "
-           "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
-}
+    def _drop_staging(self, conn: object) -> None:
+        raise NotImplementedError

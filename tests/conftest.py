@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
 import server  # noqa: E402
+import sqlite_store  # noqa: E402
 import storage  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def db_path(tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(db_path: str):
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         yield s
 
 
@@ -82,9 +83,9 @@ def make_client(db_path: str):
     """Build an app over a fresh store with given settings."""
     stores = []
 
-    def build(**settings) -> tuple[WSGIClient, storage.Store]:
+    def build(**settings) -> tuple[WSGIClient, sqlite_store.Store]:
         cfg = config.Config(db=db_path, **settings)
-        s = storage.Store(db_path, max_pages=cfg.max_pages)
+        s = sqlite_store.Store(db_path, max_pages=cfg.max_pages)
         stores.append(s)
         return WSGIClient(server.create_app(cfg, s)), s
     yield build

@@ -21,7 +21,7 @@ def imported(path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("library, owner", [("sqlite3", "storage.py"), ("bottle", "server.py"),
+@pytest.mark.parametrize("library, owner", [("sqlite3", "sqlite_store.py"), ("bottle", "server.py"),
                                             ("badgepy", "badge.py"), ("waitress", "server.py")])
 def test_each_library_is_imported_in_one_module(library, owner):
     users = [p.name for p in MODULES if library in imported(p) and p.name != "bench.py"]

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import server
+import sqlite_store
 import storage
 from conftest import SNIPPET_CASES, hostile_text
 
@@ -338,7 +339,7 @@ def test_a_database_file_gone_under_the_server_answers_503_and_logs_once(
         os.remove(db_path)
     elif change == "replaced":
         os.replace(db_path, db_path + ".old")
-        with storage.Store(db_path + ".new") as other:
+        with sqlite_store.Store(db_path + ".new") as other:
             other.record_view("p")
         os.replace(db_path + ".new", db_path)
     else:

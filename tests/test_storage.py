@@ -11,6 +11,7 @@ import time
 import pytest
 
 import params
+import sqlite_store
 import storage
 from conftest import wait_until
 
@@ -23,13 +24,13 @@ both_paths = pytest.mark.parametrize("use_returning", [True, False],
 
 @both_paths
 def test_first_view_creates_the_page_with_total_one(db_path, use_returning):
-    with storage.Store(db_path, use_returning=use_returning) as s:
+    with sqlite_store.Store(db_path, use_returning=use_returning) as s:
         assert s.record_view("alice.repo", DAY1) == storage.Counts(total=1, today=1)
 
 
 @both_paths
 def test_views_add_up_and_today_restarts_each_utc_day(db_path, use_returning):
-    with storage.Store(db_path, use_returning=use_returning) as s:
+    with sqlite_store.Store(db_path, use_returning=use_returning) as s:
         for _ in range(3):
             s.record_view("p", DAY1)
         assert s.record_view("p", DAY2) == storage.Counts(total=4, today=1)
@@ -40,7 +41,7 @@ def test_views_add_up_and_today_restarts_each_utc_day(db_path, use_returning):
 def test_concurrent_views_get_each_count_exactly_once(db_path, use_returning):
     seen: list[int] = []
     lock = threading.Lock()
-    with storage.Store(db_path, use_returning=use_returning) as s:
+    with sqlite_store.Store(db_path, use_returning=use_returning) as s:
         def worker():
             for _ in range(100):
                 total = s.record_view("hot").total
@@ -79,19 +80,19 @@ def test_database_is_in_wal_mode_with_full_sync(db_path, store):
 
 
 def test_sync_normal_is_applied(db_path):
-    with storage.Store(db_path, sync="normal") as s:
+    with sqlite_store.Store(db_path, sync="normal") as s:
         assert s._writer.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
 def test_new_file_gets_the_current_schema_version(db_path, store):
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
 
 
 def test_reopening_keeps_counts_and_version(db_path):
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         s.record_view("p")
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         assert s.counts("p").total == 1
         assert s.record_view("p").total == 2
 
@@ -99,10 +100,10 @@ def test_reopening_keeps_counts_and_version(db_path):
 def test_an_empty_sqlite_file_is_upgraded(db_path):
     os.makedirs(os.path.dirname(db_path))
     sqlite3.connect(db_path).execute("PRAGMA page_size=4096").connection.close()
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         assert s.record_view("p").total == 1
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
 
 
 def test_another_programs_sqlite_file_is_refused_and_left_alone(db_path):
@@ -110,7 +111,7 @@ def test_another_programs_sqlite_file_is_refused_and_left_alone(db_path):
     sqlite3.connect(db_path).execute("CREATE TABLE unrelated (x)").connection.close()
     before = open(db_path, "rb").read()
     with pytest.raises(storage.UnusableDatabase, match="not a Tally database"):
-        storage.Store(db_path)
+        sqlite_store.Store(db_path)
     assert open(db_path, "rb").read() == before
     assert not os.path.exists(db_path + "-wal")
 
@@ -122,7 +123,7 @@ def test_newer_schema_version_is_refused_and_file_untouched(db_path):
     conn.close()
     before = open(db_path, "rb").read()
     with pytest.raises(storage.UnusableDatabase, match="newer"):
-        storage.Store(db_path)
+        sqlite_store.Store(db_path)
     assert open(db_path, "rb").read() == before
     assert not os.path.exists(db_path + "-wal")
 
@@ -133,12 +134,12 @@ def test_file_that_is_not_sqlite_is_refused_and_untouched(db_path):
         f.write(b"these are my notes, not a database\n" * 200)
     before = open(db_path, "rb").read()
     with pytest.raises(storage.UnusableDatabase, match="not a database"):
-        storage.Store(db_path)
+        sqlite_store.Store(db_path)
     assert open(db_path, "rb").read() == before
 
 
 def test_truncated_database_is_refused(db_path):
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         for i in range(2000):
             s.record_view(f"page-{i}")
     size = os.path.getsize(db_path)
@@ -146,18 +147,18 @@ def test_truncated_database_is_refused(db_path):
         f.truncate(size // 2)
     before = open(db_path, "rb").read()
     with pytest.raises(storage.UnusableDatabase):
-        storage.Store(db_path)
+        sqlite_store.Store(db_path)
     assert open(db_path, "rb").read() == before
 
 
 def test_migrations_are_numbered_in_order_and_never_drop():
-    numbers = [n for n, _ in storage.migrations()]
+    numbers = [n for n, _ in sqlite_store.migrations()]
     assert numbers == list(range(1, len(numbers) + 1))
-    assert "drop " not in storage.SCHEMA_FILE.read_text().lower()
+    assert "drop " not in sqlite_store.SCHEMA_FILE.read_text().lower()
 
 
 def test_page_limit_refuses_new_pages_but_keeps_counting_old_ones(db_path):
-    with storage.Store(db_path, max_pages=2) as s:
+    with sqlite_store.Store(db_path, max_pages=2) as s:
         s.record_view("a")
         s.record_view("b")
         with pytest.raises(storage.PageLimitReached):
@@ -169,7 +170,7 @@ def test_page_limit_refuses_new_pages_but_keeps_counting_old_ones(db_path):
 
 @both_paths
 def test_page_limit_holds_on_both_paths(db_path, use_returning):
-    with storage.Store(db_path, max_pages=1, use_returning=use_returning) as s:
+    with sqlite_store.Store(db_path, max_pages=1, use_returning=use_returning) as s:
         s.record_view("a")
         with pytest.raises(storage.PageLimitReached):
             s.record_view("b")
@@ -177,10 +178,10 @@ def test_page_limit_holds_on_both_paths(db_path, use_returning):
 
 
 def test_full_disk_refuses_counts_keeps_stored_ones_and_recovers(db_path):
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         s.record_view("kept")
     pages = os.path.getsize(db_path) // 4096
-    with storage.Store(db_path, max_page_count=pages + 1) as s:
+    with sqlite_store.Store(db_path, max_page_count=pages + 1) as s:
         with pytest.raises(storage.StorageFull):
             for i in range(5000):
                 s.record_view(f"filler-{i:05d}-" + "x" * 200)
@@ -189,14 +190,14 @@ def test_full_disk_refuses_counts_keeps_stored_ones_and_recovers(db_path):
         with pytest.raises(storage.StorageFull):
             s.record_view("another-new-page-" + "y" * 200)
         assert s.page_count() == stored
-    with storage.Store(db_path) as s:  # space is back
+    with sqlite_store.Store(db_path) as s:  # space is back
         assert s.record_view("kept").total == 2
 
 
 def test_read_only_database_fails_to_count_with_a_clear_error(db_path):
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         s.record_view("p")
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         s._writer.execute("PRAGMA query_only = ON")
         with pytest.raises(storage.StorageReadOnly):
             s.record_view("p")
@@ -266,21 +267,21 @@ def test_copy_database_makes_a_checked_standalone_copy(tmp_path, store):
     for i in range(50):
         store.record_view(f"p{i % 5}")
     dest = str(tmp_path / "copy.db")
-    storage.copy_database(store.path, dest)
-    storage.set_standalone(dest)
-    assert storage.inspect_file(dest) == (storage.SCHEMA_VERSION, 5, 50)
+    sqlite_store.copy_database(store.path, dest)
+    sqlite_store.set_standalone(dest)
+    assert sqlite_store.inspect_file(dest) == (sqlite_store.SCHEMA_VERSION, 5, 50)
 
 
 def test_server_lock_is_exclusive(db_path):
-    lock = storage.ServerLock(db_path)
+    lock = sqlite_store.ServerLock(db_path)
     with pytest.raises(storage.ServerRunning):
-        storage.ServerLock(db_path)
+        sqlite_store.ServerLock(db_path)
     lock.release()
-    storage.ServerLock(db_path).release()
+    sqlite_store.ServerLock(db_path).release()
 
 
 def test_health_ping_fails_once_the_writer_stopped(db_path):
-    s = storage.Store(db_path)
+    s = sqlite_store.Store(db_path)
     s.ping()
     s.close()
     with pytest.raises(storage.StorageError):
@@ -292,7 +293,7 @@ def test_health_ping_fails_once_the_writer_stopped(db_path):
 
 @both_paths
 def test_a_view_past_the_total_cap_is_refused_and_changes_nothing(db_path, use_returning):
-    with storage.Store(db_path, use_returning=use_returning) as s:
+    with sqlite_store.Store(db_path, use_returning=use_returning) as s:
         s.set_total("full", params.TOTAL_MAX - 1)
         assert s.record_view("full", DAY1).total == params.TOTAL_MAX
         with pytest.raises(storage.TotalLimitReached):
@@ -323,17 +324,17 @@ def test_reads_notice_a_replaced_file_within_the_check_interval(store, db_path):
         except storage.StorageError:
             pass  # a fresh reader may open the new, empty file first
         return False
-    wait_until(refused, timeout=storage.FILE_CHECK_INTERVAL + 5)
+    wait_until(refused, timeout=sqlite_store.FILE_CHECK_INTERVAL + 5)
 
 
 def test_a_read_only_store_reads_and_never_writes(db_path, tmp_path):
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         s.record_view("p")
     copy = str(tmp_path / "copy.db")
-    storage.copy_database(db_path, copy)
-    storage.set_standalone(copy)
+    sqlite_store.copy_database(db_path, copy)
+    sqlite_store.set_standalone(copy)
     before = open(copy, "rb").read()
-    with storage.Store(copy, readonly=True) as s:
+    with sqlite_store.Store(copy, readonly=True) as s:
         assert s.counts("p").total == 1
         with pytest.raises(storage.StorageReadOnly):
             s.record_view("p")
@@ -362,18 +363,18 @@ def test_import_refuses_a_page_named_twice_before_writing(store):
 
 def test_restore_by_replace_counts_keeps_the_replaced_counts(db_path, tmp_path):
     source = str(tmp_path / "source.db")
-    with storage.Store(source) as s:
+    with sqlite_store.Store(source) as s:
         s.set_total("restored", 7)
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         s.record_view("replaced")
         keep = str(tmp_path / "kept.db")
-        storage.replace_counts(db_path, source, keep)
+        sqlite_store.replace_counts(db_path, source, keep)
         assert s.counts("restored").total == 7 and s.counts("replaced").total == 0
-    assert storage.inspect_file(keep)[1:] == (1, 1)
+    assert sqlite_store.inspect_file(keep)[1:] == (1, 1)
 
 
 def test_copy_gives_up_when_the_target_stays_locked(db_path, tmp_path):
-    with storage.Store(db_path) as s:
+    with sqlite_store.Store(db_path) as s:
         s.record_view("p")
     target = str(tmp_path / "locked.db")
     holder = sqlite3.connect(target, isolation_level=None)
@@ -381,6 +382,6 @@ def test_copy_gives_up_when_the_target_stays_locked(db_path, tmp_path):
     holder.execute("BEGIN EXCLUSIVE")
     started = time.monotonic()
     with pytest.raises(storage.StorageBusy):
-        storage.copy_database(db_path, target, timeout_s=0.2)
+        sqlite_store.copy_database(db_path, target, timeout_s=0.2)
     assert time.monotonic() - started < 30
     holder.close()
