@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 KEEP ?= 14
+# The throwaway PostgreSQL of `make postgres`: outside the checkout, since the
+# postgres user must reach it (and /root is closed to it).
+PGDIR ?= /tmp/tally-postgres
 
 .DEFAULT_GOAL := help
 
@@ -14,7 +17,11 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
+$(VENV)/.installed-postgres: requirements-postgres.txt $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-postgres.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-postgres.txt requirements-dev.txt $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
@@ -24,6 +31,15 @@ help: ## list the targets
 
 .PHONY: setup
 setup: $(VENV)/.installed ## create .venv and install the pinned requirements
+
+.PHONY: setup-postgres
+setup-postgres: $(VENV)/.installed-postgres ## also install psycopg, for TALLY_DB=postgresql://...
+
+.PHONY: postgres
+postgres: ## start a throwaway PostgreSQL (Debian's) in PGDIR and print TALLY_TEST_POSTGRES for it
+	@url=$$(scripts/postgres.sh start $(PGDIR)) && \
+	echo "export TALLY_TEST_POSTGRES='$$url' TALLY_TEST_POSTGRES_DIR=$(PGDIR)" && \
+	echo "# stop it with: scripts/postgres.sh stop $(PGDIR)"
 
 .PHONY: run
 run: $(VENV)/.installed ## serve on 127.0.0.1:8080 with ./data/counts.db (TALLY_* variables apply)

@@ -446,8 +446,8 @@ def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     try:
         with store:
             report = store.import_pages(reader.pages(), args.mode, dry_run=args.dry_run)
-    except storage.Duplicate:
-        raise CommandError(f"{args.file}: {reader.where}: page_id appears twice; "
+    except storage.Duplicate as e:
+        raise CommandError(f"{args.file}: page_id {str(e)!r} appears twice; "
                            f"nothing imported") from None
     except storage.TotalLimitReached as e:
         raise CommandError(f"{args.file}: {e}; nothing imported") from None

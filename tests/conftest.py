@@ -203,3 +203,54 @@ SNIPPET_CASES = [
     ("[x] <b>&'", "\\[x\\] <b>&'", "[x] &lt;b&gt;&amp;&#x27;"),
     ("back\\slash", "back\\\\slash", "back\\slash"),
 ]
+
+
+# PostgreSQL ##################################################################
+# .ci/run starts a throwaway server (scripts/postgres.sh) and passes its URL in
+# TALLY_TEST_POSTGRES (and its folder in TALLY_TEST_POSTGRES_DIR, for the
+# restart test). Without it the PostgreSQL tests skip; under CI they fail.
+
+POSTGRES_URL = os.environ.get("TALLY_TEST_POSTGRES")
+POSTGRES_DIR = os.environ.get("TALLY_TEST_POSTGRES_DIR")
+
+
+def postgres_url() -> str:
+    if not POSTGRES_URL:
+        if os.environ.get("CI"):
+            pytest.fail("TALLY_TEST_POSTGRES must be set in CI (.ci/run starts PostgreSQL)")
+        pytest.skip("no PostgreSQL: `make postgres` starts one and prints TALLY_TEST_POSTGRES")
+    return POSTGRES_URL
+
+
+def fresh_postgres() -> str:
+    """The test database, emptied of Tally's tables (the store makes them again)."""
+    url = postgres_url()
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, notes")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_db(request, db_path) -> str:
+    """A fresh database of each backend: a SQLite path or a PostgreSQL URL."""
+    return db_path if request.param == "sqlite" else fresh_postgres()
+
+
+@pytest.fixture
+def make_store(backend_db):
+    """Open stores (with settings) on one fresh database of each backend."""
+    stores = []
+
+    def make(**settings) -> storage.GroupCommitStore:
+        s = storage.open_store(backend_db, **settings)
+        stores.append(s)
+        return s
+    yield make
+    for s in stores:
+        s.close()
+
+
+@pytest.fixture
+def any_store(make_store):
+    return make_store()

@@ -198,7 +198,7 @@ def test_import_dry_run_reports_and_changes_nothing(filled, tmp_path):
 @pytest.mark.parametrize("content, where", [
     ("good,1\nalso-good,2\nbad,-3\nlater,4\n", "line 3"),
     ("good,1\n,5\n", "line 2"),
-    ("good,1\ngood,2\n", "line 2"),
+    ("good,1\ngood,2\n", "page_id 'good' appears twice"),
     ("good,1\nx\x01y,5\n", "line 2"),
     ("good,1\ntoo,many,fields\n", "line 2"),
     ('{"pages": [{"page_id": "ok", "total": 1}, {"page_id": "bad", "total": "x"}]}', "page 2"),

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import conftest
 import params
 import sqlite_store
 import storage
@@ -22,26 +23,43 @@ both_paths = pytest.mark.parametrize("use_returning", [True, False],
                                      ids=["returning", "upsert-then-select"])
 
 
-@both_paths
-def test_first_view_creates_the_page_with_total_one(db_path, use_returning):
-    with sqlite_store.Store(db_path, use_returning=use_returning) as s:
+@pytest.fixture(params=["sqlite-returning", "sqlite-upsert-then-select", "postgres"])
+def counting(request, db_path):
+    """Open a store on each way of counting: SQLite with RETURNING, SQLite
+    3.34's UPSERT then SELECT, and PostgreSQL."""
+    stores = []
+    url = conftest.fresh_postgres() if request.param == "postgres" else None
+
+    def make(**settings):
+        if url is not None:
+            s = storage.open_store(url, **settings)
+        else:
+            s = sqlite_store.Store(db_path, use_returning=request.param == "sqlite-returning",
+                                   **settings)
+        stores.append(s)
+        return s
+    yield make
+    for s in stores:
+        s.close()
+
+
+def test_first_view_creates_the_page_with_total_one(counting):
+    with counting() as s:
         assert s.record_view("alice.repo", DAY1) == storage.Counts(total=1, today=1)
 
 
-@both_paths
-def test_views_add_up_and_today_restarts_each_utc_day(db_path, use_returning):
-    with sqlite_store.Store(db_path, use_returning=use_returning) as s:
+def test_views_add_up_and_today_restarts_each_utc_day(counting):
+    with counting() as s:
         for _ in range(3):
             s.record_view("p", DAY1)
         assert s.record_view("p", DAY2) == storage.Counts(total=4, today=1)
         assert s.history("p", 2, DAY2) == [("2026-11-01", 3), ("2026-11-02", 1)]
 
 
-@both_paths
-def test_concurrent_views_get_each_count_exactly_once(db_path, use_returning):
+def test_concurrent_views_get_each_count_exactly_once(counting):
     seen: list[int] = []
     lock = threading.Lock()
-    with sqlite_store.Store(db_path, use_returning=use_returning) as s:
+    with counting() as s:
         def worker():
             for _ in range(100):
                 total = s.record_view("hot").total
@@ -56,21 +74,21 @@ def test_concurrent_views_get_each_count_exactly_once(db_path, use_returning):
         assert s.counts("hot").total == 1600
 
 
-def test_unknown_page_reads_as_zero(store):
-    assert store.counts("nobody") == storage.Counts(0, 0)
+def test_unknown_page_reads_as_zero(any_store):
+    assert any_store.counts("nobody") == storage.Counts(0, 0)
 
 
-def test_reading_does_not_count(store):
-    store.record_view("p")
-    store.counts("p")
-    assert store.counts("p").total == 1
+def test_reading_does_not_count(any_store):
+    any_store.record_view("p")
+    any_store.counts("p")
+    assert any_store.counts("p").total == 1
 
 
-def test_page_ids_are_compared_exactly(store):
-    store.record_view("Alice.Repo")
-    store.record_view("alice.repo ")
-    assert store.counts("alice.repo") == storage.Counts(0, 0)
-    assert store.counts("Alice.Repo").total == 1
+def test_page_ids_are_compared_exactly(any_store):
+    any_store.record_view("Alice.Repo")
+    any_store.record_view("alice.repo ")
+    assert any_store.counts("alice.repo") == storage.Counts(0, 0)
+    assert any_store.counts("Alice.Repo").total == 1
 
 
 def test_database_is_in_wal_mode_with_full_sync(db_path, store):
@@ -157,8 +175,8 @@ def test_migrations_are_numbered_in_order_and_never_drop():
     assert "drop " not in sqlite_store.SCHEMA_FILE.read_text().lower()
 
 
-def test_page_limit_refuses_new_pages_but_keeps_counting_old_ones(db_path):
-    with sqlite_store.Store(db_path, max_pages=2) as s:
+def test_page_limit_refuses_new_pages_but_keeps_counting_old_ones(counting):
+    with counting(max_pages=2) as s:
         s.record_view("a")
         s.record_view("b")
         with pytest.raises(storage.PageLimitReached):
@@ -168,9 +186,8 @@ def test_page_limit_refuses_new_pages_but_keeps_counting_old_ones(db_path):
         assert s.page_count() == 2
 
 
-@both_paths
-def test_page_limit_holds_on_both_paths(db_path, use_returning):
-    with sqlite_store.Store(db_path, max_pages=1, use_returning=use_returning) as s:
+def test_page_limit_holds_on_both_paths(counting):
+    with counting(max_pages=1) as s:
         s.record_view("a")
         with pytest.raises(storage.PageLimitReached):
             s.record_view("b")
@@ -204,63 +221,63 @@ def test_read_only_database_fails_to_count_with_a_clear_error(db_path):
         assert s.counts("p").total == 1
 
 
-def test_set_total_rename_and_delete(store):
-    store.record_view("old", DAY1)
-    store.record_view("old", DAY2)
-    store.set_total("old", 500)
-    store.rename("old", "new")
-    page = store.page("new")
+def test_set_total_rename_and_delete(any_store):
+    any_store.record_view("old", DAY1)
+    any_store.record_view("old", DAY2)
+    any_store.set_total("old", 500)
+    any_store.rename("old", "new")
+    page = any_store.page("new")
     assert (page.total, page.days) == (500, {"2026-11-01": 1, "2026-11-02": 1})
-    assert store.page("old") is None
-    store.delete("new")
-    assert store.page("new") is None
-    assert store.history("new", 3, DAY2) == [("2026-10-31", 0), ("2026-11-01", 0), ("2026-11-02", 0)]
+    assert any_store.page("old") is None
+    any_store.delete("new")
+    assert any_store.page("new") is None
+    assert any_store.history("new", 3, DAY2) == [("2026-10-31", 0), ("2026-11-01", 0), ("2026-11-02", 0)]
 
 
-def test_rename_refuses_to_overwrite_unless_merging(store):
-    store.record_view("a", DAY1)
-    store.record_view("b", DAY1)
+def test_rename_refuses_to_overwrite_unless_merging(any_store):
+    any_store.record_view("a", DAY1)
+    any_store.record_view("b", DAY1)
     with pytest.raises(storage.AlreadyExists):
-        store.rename("a", "b")
-    assert store.counts("a", DAY1).total == 1
-    store.rename("a", "b", merge=True)
-    assert store.page("b").total == 2
-    assert store.page("b").days == {"2026-11-01": 2}
-    assert store.page("a") is None
+        any_store.rename("a", "b")
+    assert any_store.counts("a", DAY1).total == 1
+    any_store.rename("a", "b", merge=True)
+    assert any_store.page("b").total == 2
+    assert any_store.page("b").days == {"2026-11-01": 2}
+    assert any_store.page("a") is None
 
 
-def test_rename_of_unknown_page_changes_nothing(store):
-    store.record_view("a")
+def test_rename_of_unknown_page_changes_nothing(any_store):
+    any_store.record_view("a")
     with pytest.raises(storage.NotFound):
-        store.rename("zzz", "b")
-    assert [p.page_id for p in store.pages()] == ["a"]
+        any_store.rename("zzz", "b")
+    assert [p.page_id for p in any_store.pages()] == ["a"]
 
 
-def test_import_is_all_or_nothing(store):
-    store.record_view("existing")
+def test_import_is_all_or_nothing(any_store):
+    any_store.record_view("existing")
     good = storage.Page("new", 10, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", {"2026-01-01": 10})
     # A negative total breaks the CHECK constraint half-way through.
     bad = storage.Page("broken", -5, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", {})
     with pytest.raises(storage.StorageError):
-        store.import_pages([good, bad], "set")
-    assert store.page("new") is None
-    assert store.counts("existing").total == 1
+        any_store.import_pages([good, bad], "set")
+    assert any_store.page("new") is None
+    assert any_store.counts("existing").total == 1
 
 
-def test_import_add_and_set_modes(store):
-    store.record_view("p", DAY1)
+def test_import_add_and_set_modes(any_store):
+    any_store.record_view("p", DAY1)
     page = storage.Page("p", 10, "2020-01-01T00:00:00Z", "2020-01-01T00:00:00Z", {"2026-11-01": 4})
-    assert store.import_pages([page], "add") == {"created": 0, "changed": 1, "days": 1}
-    assert store.page("p").total == 11 and store.page("p").days == {"2026-11-01": 5}
-    store.import_pages([page], "set")
-    assert store.page("p").total == 10 and store.page("p").days == {"2026-11-01": 4}
-    assert store.page("p").created_at == "2020-01-01T00:00:00Z"
+    assert any_store.import_pages([page], "add") == {"created": 0, "changed": 1, "days": 1}
+    assert any_store.page("p").total == 11 and any_store.page("p").days == {"2026-11-01": 5}
+    any_store.import_pages([page], "set")
+    assert any_store.page("p").total == 10 and any_store.page("p").days == {"2026-11-01": 4}
+    assert any_store.page("p").created_at == "2020-01-01T00:00:00Z"
 
 
-def test_import_dry_run_changes_nothing(store):
+def test_import_dry_run_changes_nothing(any_store):
     page = storage.Page("p", 10, "2020-01-01T00:00:00Z", "2020-01-01T00:00:00Z", {})
-    assert store.import_pages([page], "set", dry_run=True)["created"] == 1
-    assert store.page("p") is None
+    assert any_store.import_pages([page], "set", dry_run=True)["created"] == 1
+    assert any_store.page("p") is None
 
 
 def test_copy_database_makes_a_checked_standalone_copy(tmp_path, store):
@@ -291,9 +308,8 @@ def test_health_ping_fails_once_the_writer_stopped(db_path):
 # Hardening ##################################################################
 
 
-@both_paths
-def test_a_view_past_the_total_cap_is_refused_and_changes_nothing(db_path, use_returning):
-    with sqlite_store.Store(db_path, use_returning=use_returning) as s:
+def test_a_view_past_the_total_cap_is_refused_and_changes_nothing(counting):
+    with counting() as s:
         s.set_total("full", params.TOTAL_MAX - 1)
         assert s.record_view("full", DAY1).total == params.TOTAL_MAX
         with pytest.raises(storage.TotalLimitReached):
@@ -345,20 +361,20 @@ def test_a_read_only_store_reads_and_never_writes(db_path, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["copy.db", "data"]
 
 
-def test_import_writes_in_chunks_and_reports_pages(store):
+def test_import_writes_in_chunks_and_reports_pages(any_store):
     pages = [storage.Page(f"p{i}", i, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
                           {"2026-01-01": i}) for i in range(10)]
-    assert store.import_pages(iter(pages), "set", chunk=3) == {"created": 10, "changed": 0, "days": 10}
-    assert [store.counts(f"p{i}").total for i in range(10)] == list(range(10))
-    assert store.history("p9", 1, datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)) \
+    assert any_store.import_pages(iter(pages), "set", chunk=3) == {"created": 10, "changed": 0, "days": 10}
+    assert [any_store.counts(f"p{i}").total for i in range(10)] == list(range(10))
+    assert any_store.history("p9", 1, datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)) \
         == [("2026-01-01", 9)]
 
 
-def test_import_refuses_a_page_named_twice_before_writing(store):
+def test_import_refuses_a_page_named_twice_before_writing(any_store):
     page = storage.Page("twice", 1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", {})
     with pytest.raises(storage.Duplicate):
-        store.import_pages([page, page], "set")
-    assert store.page("twice") is None
+        any_store.import_pages([page, page], "set")
+    assert any_store.page("twice") is None
 
 
 def test_restore_by_replace_counts_keeps_the_replaced_counts(db_path, tmp_path):

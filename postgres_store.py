@@ -1,0 +1,424 @@
+"""Tally's PostgreSQL store: several Tally processes counting into one
+database, exactly. Selected by a PostgreSQL URL in TALLY_DB.
+
+This is the only module that imports psycopg. It never imports bottle and
+never builds SVG. Every PostgreSQL statement lives here or in
+schema_postgres.sql; what both stores share (values, errors, the
+group-commit writer, import's steps) is storage.py.
+
+Counting is the same as with SQLite, nothing read first and written later:
+one statement per view, an INSERT ... ON CONFLICT DO UPDATE ... RETURNING on
+pages and on daily, and each process's writer puts the views that arrive
+together into one transaction, sent as one pipeline (psycopg's executemany
+with returning: one round trip for the batch instead of one per view) and
+answered only after COMMIT, with synchronous_commit left as the server has
+it (on).
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import psycopg
+import psycopg_pool
+from psycopg import errors
+
+import storage
+from params import TOTAL_MAX
+from storage import (AlreadyExists, Counts, Duplicate, NotFound, Page, PageLimitReached,
+                     StorageBusy, StorageError, StorageFull, StorageReadOnly,
+                     StorageUnreachable, Task, TotalLimitReached, UnusableDatabase, View, utc_now)
+
+SCHEMA_FILE = Path(__file__).with_name("schema_postgres.sql")
+SCHEMA_VERSION = storage.migrations(SCHEMA_FILE)[-1][0]
+# Any fixed number: migrations of concurrent start-ups take turns on it.
+_MIGRATION_LOCK = 0x74616C6C79
+READER_POOL_SIZE = 4
+
+
+# Errors ####################################################################
+
+_ERROR_BY_CLASS: list[tuple[type, type[StorageError]]] = [
+    (errors.QueryCanceled, StorageBusy),           # statement_timeout
+    (errors.LockNotAvailable, StorageBusy),        # lock_timeout
+    (errors.DeadlockDetected, StorageBusy),
+    (errors.DiskFull, StorageFull),
+    (errors.InsufficientResources, StorageFull),
+    (errors.ReadOnlySqlTransaction, StorageReadOnly),
+    (psycopg.OperationalError, StorageUnreachable),  # down, restarting, connection dropped
+    (psycopg_pool.PoolTimeout, StorageUnreachable),
+]
+
+
+def _classify(error: Exception) -> StorageError:
+    cls = next((c for k, c in _ERROR_BY_CLASS if isinstance(error, k)), StorageError)
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return cls(f"{cls.kind}: {first_line}")
+
+
+# Counting: one statement per view ##########################################
+
+# The first WHERE refuses a new page once max_pages exist (NULL: no cap), the
+# second a view past TOTAL_MAX; daily is written only when pages was. The
+# last column says whether the page existed before, to tell the two
+# refusals apart. Several processes may each add a new page at the same
+# moment: the page cap can then be passed by at most one page per process.
+_COUNT = """
+WITH page AS (
+    INSERT INTO pages (page_id, total, created_at, last_seen)
+    SELECT %(page_id)s, 1, %(stamp)s, %(stamp)s
+    WHERE %(max_pages)s::bigint IS NULL
+       OR EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
+       OR (SELECT count(*) FROM pages) < %(max_pages)s::bigint
+    ON CONFLICT (page_id) DO UPDATE SET total = pages.total + 1, last_seen = excluded.last_seen
+    WHERE pages.total < %(max_total)s
+    RETURNING total
+), today AS (
+    INSERT INTO daily (page_id, day, views)
+    SELECT %(page_id)s, %(day)s, 1 WHERE EXISTS (SELECT 1 FROM page)
+    ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + 1
+    RETURNING views
+)
+SELECT (SELECT total FROM page), (SELECT views FROM today),
+       EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
+"""
+
+_IMPORT_PAGE = {
+    "set": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
+           "ON CONFLICT (page_id) DO UPDATE SET total = excluded.total, "
+           "created_at = LEAST(pages.created_at, excluded.created_at), "
+           "last_seen = GREATEST(pages.last_seen, excluded.last_seen)",
+    "add": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
+           "ON CONFLICT (page_id) DO UPDATE SET total = pages.total + excluded.total, "
+           "created_at = LEAST(pages.created_at, excluded.created_at), "
+           "last_seen = GREATEST(pages.last_seen, excluded.last_seen)",
+}
+_IMPORT_DAY = {
+    "set": "INSERT INTO daily (page_id, day, views) {source} "
+           "ON CONFLICT (page_id, day) DO UPDATE SET views = excluded.views",
+    "add": "INSERT INTO daily (page_id, day, views) {source} "
+           "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views",
+}
+
+
+class Store(storage.GroupCommitStore):
+    """The counts in one PostgreSQL database, shared by any number of Tally
+    processes. One writer connection per process (its writer thread does
+    group commit), a small pool of reader connections. A dropped connection
+    fails the requests that were using it (503) and is opened again for the
+    next ones: no restart needed after the database comes back."""
+
+    def __init__(self, url: str, *, max_pages: int | None = None, timeout_s: float = 5.0,
+                 readonly: bool = False):
+        self.url = url
+        self.max_pages = max_pages
+        self.readonly = readonly
+        self._timeout = timeout_s
+        ms = max(1, int(timeout_s * 1000))
+        # Every wait is bounded: connecting, a lock, a statement.
+        self._kwargs = {"connect_timeout": max(1, int(round(timeout_s))),
+                        "application_name": "tally",
+                        "options": f"-c statement_timeout={ms} -c lock_timeout={ms}"}
+        self._conn: psycopg.Connection | None = None
+        self._thread = None
+        try:
+            conn = self._connection()
+            self._migrate(conn)
+            self._server_version = conn.info.server_version
+        except psycopg.Error as e:
+            self._close_connection()
+            raise UnusableDatabase(f"{storage.masked(url)}: {_classify(e)}") from None
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=READER_POOL_SIZE, kwargs=self._kwargs | {"autocommit": True},
+            timeout=timeout_s, name="tally-readers", open=True)
+        if not readonly:
+            self._start_writer()
+
+    def describe(self) -> str:
+        """For the start-up line."""
+        v = self._server_version
+        return f"PostgreSQL {v // 10000}.{v % 10000}, group commit through a pipeline"
+
+    # Connections --------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection:
+        """The writer's connection, opened again when it was lost."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._close_connection()
+            self._conn = psycopg.connect(self.url, autocommit=True, **self._kwargs)
+        return self._conn
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        self._stop_writer()
+        self._close_connection()
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+
+    def _migrate(self, conn: psycopg.Connection) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            version = self._schema_version(conn)
+            for number, body in storage.migrations(SCHEMA_FILE):
+                if number <= version:
+                    continue
+                for statement in storage.statements(body):
+                    conn.execute(statement)
+                conn.execute("UPDATE tally_schema SET version = %s", (number,))
+
+    def _schema_version(self, conn: psycopg.Connection) -> int:
+        tables = {name for (name,) in conn.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_name IN "
+            "('tally_schema', 'pages', 'daily')")}
+        if "tally_schema" not in tables:
+            if tables:
+                raise UnusableDatabase(f"{storage.masked(self.url)}: not a Tally database "
+                                       f"(it has a table {sorted(tables)[0]} of its own)")
+            return 0
+        version = conn.execute("SELECT version FROM tally_schema").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UnusableDatabase(f"{storage.masked(self.url)}: schema version {version} is "
+                                   f"newer than this Tally ({SCHEMA_VERSION}); upgrade Tally")
+        return version
+
+    # The writer thread (storage.GroupCommitStore runs the loop) ------------
+
+    def _write_views(self, batch: list[View]) -> None:
+        # In page_id order: two processes then lock rows in the same order
+        # and never deadlock each other.
+        ordered = sorted(batch, key=lambda view: view.page_id)
+        try:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(_COUNT, [self._values(view) for view in ordered],
+                                   returning=True)
+                rows = []
+                while True:
+                    rows.append(cursor.fetchone())
+                    if not cursor.nextset():
+                        break
+            for view, (total, today, existed) in zip(ordered, rows):
+                if total is not None:
+                    view.result = Counts(total, today)
+                else:
+                    view.error = (TotalLimitReached if existed else PageLimitReached)(view.page_id)
+        except Exception as e:  # nothing of this batch is stored: every caller gets the error
+            error = _classify(e) if isinstance(e, (psycopg.Error, psycopg_pool.PoolTimeout)) else e
+            for view in batch:
+                view.result, view.error = None, error
+        finally:
+            for view in batch:
+                view.done.set()
+
+    def _values(self, view: View) -> dict:
+        return {"page_id": view.page_id, "stamp": storage.stamp(view.now),
+                "day": storage.day(view.now), "max_pages": self.max_pages,
+                "max_total": TOTAL_MAX}
+
+    def _run_task(self, task: Task) -> None:
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                task.result = task.fn(conn)
+        except psycopg.Error as e:
+            if isinstance(e, errors.UniqueViolation) and not task.write:
+                # "Key (page_id)=(alice.repo) already exists."
+                detail = e.diag.message_detail or ""
+                task.error = Duplicate(detail[detail.find("=(") + 2:detail.rfind(") already")])
+            else:
+                task.error = _classify(e)
+        except Exception as e:  # a refusal raised by the task itself (rolled back)
+            task.error = e
+        finally:
+            task.done.set()
+
+    # Reading ------------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            with self._pool.connection() as conn:
+                return conn.execute(sql, params).fetchall()
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
+            raise _classify(e) from None
+
+    def counts(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
+        """The page's total and today's views, 0 and 0 for an unknown page."""
+        rows = self._read(
+            "SELECT p.total, coalesce(d.views, 0) FROM pages p "
+            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = %s "
+            "WHERE p.page_id = %s", (storage.day(now or utc_now()), page_id))
+        return Counts(*rows[0]) if rows else Counts(0, 0)
+
+    def ping(self) -> None:
+        """Raise StorageError unless the database answers and the writer runs."""
+        self._read("SELECT 1")
+        if not self._writer_alive():
+            raise StorageError("database writer has stopped")
+
+    def page_count(self) -> int:
+        return self._read("SELECT count(*) FROM pages")[0][0]
+
+    def history(self, page_id: str, days: int,
+                now: datetime.datetime | None = None) -> list[tuple[str, int]]:
+        """Views per day for the last `days` UTC days, oldest first, zeros included."""
+        end = (now or utc_now()).astimezone(datetime.timezone.utc).date()
+        start = end - datetime.timedelta(days=days - 1)
+        rows = dict(self._read(
+            "SELECT day, views FROM daily WHERE page_id = %s AND day >= %s AND day <= %s",
+            (page_id, start.isoformat(), end.isoformat())))
+        return [((start + datetime.timedelta(days=i)).isoformat(),
+                 rows.get((start + datetime.timedelta(days=i)).isoformat(), 0))
+                for i in range(days)]
+
+    def best_day(self, page_id: str) -> tuple[str, int] | None:
+        rows = self._read("SELECT day, views FROM daily WHERE page_id = %s "
+                          "ORDER BY views DESC, day DESC LIMIT 1", (page_id,))
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    def top(self, limit: int) -> list[tuple[str, int]]:
+        # COLLATE "C": the same order as SQLite's, whatever the database's locale.
+        return [tuple(r) for r in self._read(  # type: ignore[misc]
+            'SELECT page_id, total FROM pages ORDER BY total DESC, page_id COLLATE "C" LIMIT %s',
+            (limit,))]
+
+    def page(self, page_id: str) -> Page | None:
+        rows = self._read("SELECT page_id, total, created_at, last_seen FROM pages "
+                          "WHERE page_id = %s", (page_id,))
+        if not rows:
+            return None
+        days = dict(self._read("SELECT day, views FROM daily WHERE page_id = %s ORDER BY day",
+                               (page_id,)))
+        return Page(*rows[0], days=days)
+
+    def pages(self) -> Iterator[Page]:
+        """Every page with its history, ordered by page_id, from one snapshot."""
+        try:
+            with self._pool.connection() as conn:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                try:
+                    days: dict[str, dict[str, int]] = {}
+                    for page_id, day, views in conn.execute(
+                            'SELECT page_id, day, views FROM daily ORDER BY page_id COLLATE "C", day'):
+                        days.setdefault(page_id, {})[day] = views
+                    rows = conn.execute('SELECT page_id, total, created_at, last_seen FROM pages '
+                                        'ORDER BY page_id COLLATE "C"').fetchall()
+                finally:
+                    conn.execute("COMMIT")
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
+            raise _classify(e) from None
+        for row in rows:
+            yield Page(*row, days=days.get(row[0], {}))
+
+    # Owner controls -------------------------------------------------------------
+
+    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None) -> None:
+        stamp = storage.stamp(now or utc_now())
+
+        def run(conn: psycopg.Connection) -> None:
+            conn.execute("INSERT INTO pages (page_id, total, created_at, last_seen) "
+                         "VALUES (%s, %s, %s, %s) ON CONFLICT (page_id) DO UPDATE SET "
+                         "total = excluded.total", (page_id, total, stamp, stamp))
+        self._wait(Task(run))
+
+    def rename(self, old: str, new: str, merge: bool = False) -> None:
+        def run(conn: psycopg.Connection) -> None:
+            if not conn.execute("SELECT 1 FROM pages WHERE page_id = %s FOR UPDATE",
+                                (old,)).fetchone():
+                raise NotFound(old)
+            exists = conn.execute("SELECT 1 FROM pages WHERE page_id = %s FOR UPDATE",
+                                  (new,)).fetchone()
+            if exists and not merge:
+                raise AlreadyExists(new)
+            if exists:
+                conn.execute(
+                    "UPDATE pages SET total = pages.total + o.total, "
+                    "created_at = LEAST(pages.created_at, o.created_at), "
+                    "last_seen = GREATEST(pages.last_seen, o.last_seen) "
+                    "FROM pages o WHERE o.page_id = %s AND pages.page_id = %s", (old, new))
+                conn.execute(
+                    "INSERT INTO daily (page_id, day, views) SELECT %s, day, views FROM daily "
+                    "WHERE page_id = %s "
+                    "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views",
+                    (new, old))
+                conn.execute("DELETE FROM daily WHERE page_id = %s", (old,))
+                conn.execute("DELETE FROM pages WHERE page_id = %s", (old,))
+            else:
+                conn.execute("UPDATE pages SET page_id = %s WHERE page_id = %s", (new, old))
+                conn.execute("UPDATE daily SET page_id = %s WHERE page_id = %s", (new, old))
+        self._wait(Task(run))
+
+    def delete(self, page_id: str) -> None:
+        def run(conn: psycopg.Connection) -> None:
+            if conn.execute("DELETE FROM pages WHERE page_id = %s", (page_id,)).rowcount == 0:
+                raise NotFound(page_id)
+            conn.execute("DELETE FROM daily WHERE page_id = %s", (page_id,))
+        self._wait(Task(run))
+
+    # Import staging: temporary tables of the writer's connection
+    # (storage.GroupCommitStore.import_pages runs the steps) -----------------
+
+    @staticmethod
+    def _stage(conn: psycopg.Connection, pages: Iterable[Page]) -> None:
+        conn.execute("DROP TABLE IF EXISTS pg_temp.staged_days, pg_temp.staged_pages")
+        # The CHECKs repeat schema_postgres.sql's (and TOTAL_MAX), so that a
+        # value the database would refuse stops the import here.
+        conn.execute("CREATE TEMP TABLE staged_pages (number BIGINT PRIMARY KEY, "
+                     "page_id TEXT NOT NULL UNIQUE, "
+                     f"total BIGINT NOT NULL CHECK (total BETWEEN 0 AND {TOTAL_MAX}), "
+                     "created_at TEXT NOT NULL, last_seen TEXT NOT NULL)")
+        conn.execute("CREATE TEMP TABLE staged_days (number BIGINT NOT NULL, day TEXT NOT NULL, "
+                     f"views BIGINT NOT NULL CHECK (views BETWEEN 0 AND {TOTAL_MAX}), "
+                     "PRIMARY KEY (number, day))")
+        # COPY: one stream, not one round trip per line.
+        with conn.cursor() as cursor:
+            with cursor.copy("COPY staged_pages FROM STDIN") as pages_copy:
+                days: list[tuple[int, str, int]] = []
+                for number, page in enumerate(pages):
+                    pages_copy.write_row((number, page.page_id, page.total, page.created_at,
+                                          page.last_seen))
+                    days.extend((number, day, views) for day, views in page.days.items())
+            with cursor.copy("COPY staged_days FROM STDIN") as days_copy:
+                for row in days:
+                    days_copy.write_row(row)
+
+    @staticmethod
+    def _staged_report(conn: psycopg.Connection, mode: str) -> dict[str, int]:
+        """Created, changed and days of the staged import; refuses (before any
+        write) a sum past TOTAL_MAX in add mode."""
+        add = mode == "add"
+        changed, created, over = conn.execute(
+            "SELECT count(p.page_id), count(*) - count(p.page_id), "
+            "count(*) FILTER (WHERE %s AND coalesce(p.total, 0) + s.total > %s) "
+            "FROM staged_pages s LEFT JOIN pages p ON p.page_id = s.page_id",
+            (add, TOTAL_MAX)).fetchone()
+        days, days_over = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE %s AND coalesce(d.views, 0) + s.views > %s) "
+            "FROM staged_days s JOIN staged_pages p ON p.number = s.number "
+            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = s.day",
+            (add, TOTAL_MAX)).fetchone()
+        if over or days_over:
+            raise TotalLimitReached(f"adding would take a total past {TOTAL_MAX}")
+        return {"created": created, "changed": changed, "days": days}
+
+    @staticmethod
+    def _merge_staged(conn: psycopg.Connection, mode: str, first: int, chunk: int) -> None:
+        numbers = (first, first + chunk - 1)
+        conn.execute(_IMPORT_PAGE[mode].format(
+            source="SELECT page_id, total, created_at, last_seen FROM staged_pages "
+                   "WHERE number BETWEEN %s AND %s ORDER BY page_id"), numbers)
+        conn.execute(_IMPORT_DAY[mode].format(
+            source="SELECT p.page_id, s.day, s.views FROM staged_days s "
+                   "JOIN staged_pages p ON p.number = s.number "
+                   "WHERE s.number BETWEEN %s AND %s ORDER BY p.page_id, s.day"), numbers)
+
+    @staticmethod
+    def _drop_staging(conn: psycopg.Connection) -> None:
+        conn.execute("DROP TABLE IF EXISTS pg_temp.staged_days, pg_temp.staged_pages")

@@ -1,0 +1,30 @@
+-- Tally's PostgreSQL schema: the same tables and columns as schema.sql, so
+-- an export from one store imports into the other with nothing lost. Each
+-- migration below runs once, in order, inside one transaction under an
+-- advisory lock (several servers may start at once), and records its number
+-- in tally_schema (postgres_store.py does this). Migrations only ever add.
+
+-- migration 1
+-- The schema version, one row (PostgreSQL has no PRAGMA user_version).
+CREATE TABLE tally_schema (
+    version INTEGER NOT NULL
+);
+INSERT INTO tally_schema (version) VALUES (0);
+
+-- One row per counter. total is what the badge shows; created_at and
+-- last_seen are UTC ISO-8601 timestamps (seconds), as text like SQLite's.
+CREATE TABLE pages (
+    page_id    TEXT PRIMARY KEY,
+    total      BIGINT NOT NULL DEFAULT 0 CHECK (total >= 0),
+    created_at TEXT NOT NULL,
+    last_seen  TEXT NOT NULL
+);
+
+-- Views per page per UTC day (day is YYYY-MM-DD, computed by Tally, not by
+-- the server's time zone), written in the same transaction as the total.
+CREATE TABLE daily (
+    page_id TEXT NOT NULL,
+    day     TEXT NOT NULL,
+    views   BIGINT NOT NULL CHECK (views >= 0),
+    PRIMARY KEY (page_id, day)
+);

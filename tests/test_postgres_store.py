@@ -1,0 +1,232 @@
+"""postgres_store.py against a real PostgreSQL server, and real Tally server
+processes on one database (the storage tests in test_storage.py run on both
+backends too)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import conftest
+import storage
+from conftest import ROOT, wait_until
+from test_cli import tally
+
+TOTAL_RE = re.compile(rb">(\d+)</text></g>")
+
+
+@pytest.fixture
+def pg() -> str:
+    return conftest.fresh_postgres()
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL with a user password (the test server trusts anyone: it is ignored)."""
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@", 1)
+
+
+def shown(live, page_id: str) -> int:
+    status, _, body = live.get("/badge?page_id=" + urllib.parse.quote(page_id))
+    assert status == 200, body
+    return int(TOTAL_RE.search(body).group(1))
+
+
+def test_two_servers_on_one_database_count_exactly(live_server, pg):
+    first, second = live_server(db=pg), live_server(db=pg)
+    pages = [f"page-{i % 8}" for i in range(4000)]
+
+    def one(item):
+        i, page_id = item
+        return page_id, shown(first if i % 2 else second, page_id)
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, enumerate(pages)))
+    for i in range(8):
+        counts = sorted(n for p, n in results if p == f"page-{i}")
+        assert counts == list(range(1, 501))
+        for live in (first, second):
+            answer = json.loads(live.get(f"/api/count?page_id=page-{i}")[2])
+            assert answer["total"] == 500
+
+
+def test_kill_9_of_one_server_loses_no_answered_count(live_server, pg):
+    victim, survivor = live_server(db=pg), live_server(db=pg)
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def load(live) -> None:
+        while not stop.is_set():
+            try:
+                status, _, body = live.get("/badge?page_id=hot")
+            except OSError:
+                continue  # the killed server's connections
+            if status == 200:
+                answered.append(int(TOTAL_RE.search(body).group(1)))
+    threads = [threading.Thread(target=load, args=(live,)) for live in (victim, survivor) * 4]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(answered) > 300)
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait()
+    before = len(answered)
+    wait_until(lambda: len(answered) > before + 200)  # the other keeps serving
+    stop.set()
+    for t in threads:
+        t.join()
+    stored = json.loads(survivor.get("/api/count?page_id=hot")[2])["total"]
+    assert len(set(answered)) == len(answered)  # no count answered twice
+    assert max(answered) <= stored  # every answered count is stored
+    assert stored - len(answered) <= 4  # at most the views in flight at the kill
+
+
+def test_postgresql_restarted_under_load_answers_503_then_resumes(live_server, pg):
+    if not conftest.POSTGRES_DIR:
+        if os.environ.get("CI"):
+            pytest.fail("TALLY_TEST_POSTGRES_DIR must be set in CI")
+        pytest.skip("needs TALLY_TEST_POSTGRES_DIR to restart the server")
+    live = live_server(db=pg, env={"TALLY_BUSY_TIMEOUT": "2"})
+    answered: list[int] = []
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            status, _, body = live.get("/badge?page_id=restart")
+            statuses.append(status)
+            if status == 200:
+                answered.append(int(TOTAL_RE.search(body).group(1)))
+            else:
+                time.sleep(0.05)
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(answered) > 100)
+    script = str(ROOT / "scripts" / "postgres.sh")
+    subprocess.run([script, "stop", conftest.POSTGRES_DIR], check=True, timeout=60)
+    wait_until(lambda: 503 in statuses)
+    assert live.get("/healthz")[0] == 503
+    subprocess.run([script, "start", conftest.POSTGRES_DIR], check=True, timeout=60,
+                   capture_output=True)
+    resumed = len(answered)
+    wait_until(lambda: len(answered) > resumed + 100, timeout=60)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert live.get("/healthz")[0] == 200
+    stored = json.loads(live.get("/api/count?page_id=restart")[2])["total"]
+    assert sorted(answered) == list(range(1, len(answered) + 1))
+    assert stored == len(answered)
+    log = live.log.read_text()
+    assert "database unavailable" in log and "database recovered" in log
+
+
+def test_export_from_sqlite_imports_into_postgresql_and_back_unchanged(db_path, tmp_path, pg):
+    with storage.open_store(db_path) as s:
+        for i in range(50):
+            s.record_view(f"page-{i % 7}")
+        s.set_total("=formula", 12)
+        s.set_total("ünïcödé 访客", 3)
+    first = tmp_path / "first.json"
+    assert tally("export", "--out", str(first), db=db_path).returncode == 0
+    assert tally("import", str(first), db=pg).returncode == 0
+    again = tally("export", db=pg)
+    back = json.loads(again.stdout)
+    assert back["pages"] == json.loads(first.read_text())["pages"]
+    csv_out = tmp_path / "pg.csv"
+    assert tally("export", "--format", "csv", "--out", str(csv_out), db=pg).returncode == 0
+    fresh = str(tmp_path / "fresh.db")
+    assert tally("import", str(csv_out), db=fresh).returncode == 0
+    assert json.loads(tally("export", db=fresh).stdout)["pages"] == back["pages"]
+
+
+def test_every_owner_command_works_on_postgresql(pg, tmp_path):
+    assert tally("set", "page-1", "5000", db=pg).returncode == 0
+    assert tally("set", "page-2", "7", db=pg).returncode == 0
+    top = tally("top", "--limit", "1", db=pg).stdout.split()
+    assert top == ["page-1", "5,000"]
+    assert tally("rename", "page-2", "page-1", db=pg).returncode == 2
+    assert tally("rename", "page-2", "page-1", "--merge", db=pg).returncode == 0
+    assert "total   5,007" in tally("show", "page-1", db=pg).stdout
+    assert tally("rename", "page-1", "moved", db=pg).returncode == 0
+    plain = tmp_path / "plain.csv"
+    plain.write_text("moved,3\nnew,4\n")
+    assert "would import 2 pages (1 new, 1 changed" in tally(
+        "import", str(plain), "--dry-run", "--mode", "add", db=pg).stdout
+    assert tally("import", str(plain), "--mode", "add", db=pg).returncode == 0
+    assert "total   5,010" in tally("show", "moved", db=pg).stdout
+    assert tally("delete", "moved", "--yes", db=pg).returncode == 0
+    assert tally("show", "moved", db=pg).returncode == 2
+    twice = tmp_path / "twice.csv"
+    twice.write_text("a,1\na,2\n")
+    result = tally("import", str(twice), db=pg)
+    assert result.returncode == 2 and "page_id 'a' appears twice" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["backup", "x.db"], ["restore", "x.db"]])
+def test_backup_and_restore_point_to_pg_dump(pg, command):
+    result = tally(*command, db=pg)
+    assert result.returncode == 2 and "pg_dump" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_the_password_never_shows(live_server, pg):
+    url = with_password(pg, "s3cret-word")
+    live = live_server(db=url, env={"TALLY_QUIET": "0"})
+    live.get("/badge?page_id=p")
+    conftest.stop_server(live)
+    log = live.log.read_text()
+    assert "postgresql://postgres:***@" in log and "s3cret-word" not in log
+    refused = tally("serve", "--port", "0", db=with_password(
+        "postgresql://postgres@127.0.0.1:1/tally", "s3cret-word"))
+    assert refused.returncode == 2 and "s3cret-word" not in refused.stderr + refused.stdout
+    assert "***" in refused.stderr
+
+
+def test_a_server_that_never_answers_stops_start_up_in_bounded_time():
+    # A loopback socket that accepts connections and never speaks.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        started = time.monotonic()
+        result = tally("serve", "--port", "0", db=f"postgresql://u@127.0.0.1:{port}/db",
+                       env={"TALLY_BUSY_TIMEOUT": "2"})
+        assert result.returncode == 2 and result.stderr.count("\n") == 1
+        assert time.monotonic() - started < 30
+    finally:
+        silent.close()
+
+
+def test_a_newer_schema_or_foreign_tables_are_refused(pg):
+    import psycopg
+    storage.open_store(pg).close()
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute("UPDATE tally_schema SET version = 99")
+    result = tally("serve", "--port", "0", db=pg)
+    assert result.returncode == 2 and "newer" in result.stderr
+    conftest.fresh_postgres()
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute("CREATE TABLE pages (id int)")
+    result = tally("serve", "--port", "0", db=pg)
+    assert result.returncode == 2 and "not a Tally database" in result.stderr
+
+
+def test_without_psycopg_a_postgresql_url_is_one_line(tmp_path, pg):
+    # A psycopg that cannot be imported, as on a SQLite-only install.
+    (tmp_path / "psycopg.py").write_text("raise ImportError('no psycopg here')\n")
+    result = subprocess.run([sys.executable, str(ROOT / "server.py"), "top", "--db", pg],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2 and "make setup-postgres" in result.stderr
+    assert result.stderr.count("\n") == 1
