@@ -12,6 +12,9 @@ A benchmark, not a test: it prints figures and ratios and asserts nothing.
 3. The server's resident memory after 100,000 requests and after a second
    100,000 (with a distinct label on every request, so the template cache
    is at its bound).
+4. With --postgres URL (or TALLY_TEST_POSTGRES set): the same GET /badge
+   load on one Tally process on PostgreSQL and on two processes sharing the
+   database (the load split between them), beside SQLite, in the same rounds.
 """
 
 from __future__ import annotations
@@ -123,8 +126,9 @@ end
 """
 
 
-def load_wrk(url: str, seconds: float, distinct_suffix: bool = False) -> dict:
-    args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+def load_wrk(url: str, seconds: float, distinct_suffix: bool = False,
+             connections: int = CONNECTIONS) -> dict:
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
     script = None
     if distinct_suffix:
         script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
@@ -148,8 +152,9 @@ def load_wrk(url: str, seconds: float, distinct_suffix: bool = False) -> dict:
             "errors": int(errors.group(1)) if errors else 0}
 
 
-def load_python(url: str, seconds: float, distinct_suffix: bool = False) -> dict:
-    """A keep-alive load generator: CONNECTIONS threads, each one connection."""
+def load_python(url: str, seconds: float, distinct_suffix: bool = False,
+                connections: int = CONNECTIONS) -> dict:
+    """A keep-alive load generator: one thread per connection."""
     import http.client
     parts = url.split("//", 1)[1]
     host, path = parts.split("/", 1)
@@ -176,7 +181,7 @@ def load_python(url: str, seconds: float, distinct_suffix: bool = False) -> dict
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker) for _ in range(CONNECTIONS)]
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
     started = time.monotonic()
     for t in threads:
         t.start()
@@ -210,6 +215,20 @@ def measure_render(rounds: int) -> tuple[float, float]:
     return ours, plain
 
 
+def load_split(load, urls: list[str], seconds: float) -> dict:
+    """The same total load (CONNECTIONS) split evenly over several servers at once."""
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda u=u: results.append(
+        load(u, seconds, False, CONNECTIONS // len(urls)))) for u in urls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"rps": sum(r["rps"] for r in results), "p50": max(r["p50"] for r in results),
+            "p99": max(r["p99"] for r in results), "requests": sum(r["requests"] for r in results),
+            "errors": sum(r["errors"] for r in results)}
+
+
 def load_until(load, url: str, requests: int, distinct: bool) -> dict:
     done = {"requests": 0, "errors": 0}
     while done["requests"] < requests:
@@ -226,6 +245,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6, help="length of each load run")
     parser.add_argument("--rounds", type=int, default=5, help="load runs per server")
     parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--postgres", default=os.environ.get("TALLY_TEST_POSTGRES"),
+                        help="a PostgreSQL URL: also measure Tally on it, one and two processes")
     args = parser.parse_args()
     if args.trivial_server:
         serve_trivial(args.trivial_server, args.trivial_threads)
@@ -248,29 +269,42 @@ def main() -> None:
           "taking turns, medians shown (this VM's figures vary from run to run)")
     print(f"  {'server':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-200':>9}")
     runs: dict[str, list[dict]] = {"trivial": [], "full": [], "normal": [], "trivial8": []}
+    if args.postgres:
+        runs.update({"pg1": [], "pg2": []})
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for name in runs:
                 if name.startswith("trivial"):
-                    proc, url = start_trivial(8 if name == "trivial8" else THREADS)
-                    url += "/"
+                    procs, urls = zip(start_trivial(8 if name == "trivial8" else THREADS))
+                    urls = [u + "/" for u in urls]
+                elif name.startswith("pg"):
+                    procs, urls = zip(*[start_tally(args.postgres, "full")
+                                        for _ in range(int(name[2:]))])
+                    urls = [u + "/badge?page_id=bench" for u in urls]
                 else:
-                    proc, url = start_tally(os.path.join(tmp, f"bench-{name}.db"), name)
-                    url += "/badge?page_id=bench"
+                    procs, urls = zip(start_tally(os.path.join(tmp, f"bench-{name}.db"), name))
+                    urls = [u + "/badge?page_id=bench" for u in urls]
                 try:
-                    load(url, 1)  # warm-up
-                    runs[name].append(load(url, args.seconds))
+                    load_split(load, urls, 1)  # warm-up
+                    runs[name].append(load_split(load, urls, args.seconds))
                 finally:
-                    stop(proc)
+                    for proc in procs:
+                        stop(proc)
         trivial_rps = median(r["rps"] for r in runs["trivial"])
         for name, label in (("trivial", f"trivial WSGI app, threads={THREADS}"),
                             ("full", f"Tally GET /badge, sync=full"),
                             ("normal", f"Tally GET /badge, sync=normal"),
-                            ("trivial8", "trivial WSGI app, threads=8")):
+                            ("trivial8", "trivial WSGI app, threads=8"),
+                            ("pg1", "Tally on PostgreSQL, 1 process"),
+                            ("pg2", "Tally on PostgreSQL, 2 processes")):
+            if name not in runs:
+                continue
             rps = median(r["rps"] for r in runs[name])
             ratio = "" if name == "trivial" else f"   ratio {rps / trivial_rps:.2f}"
             if name in ("full", "normal"):
                 ratio += " (goal >= 0.6)"
+            if name.startswith("pg"):
+                ratio += f", {rps / median(r['rps'] for r in runs['full']):.2f} of SQLite full"
             print(f"  {label:<34}{rps:>10.0f}{median(r['p50'] for r in runs[name]):>10.2f}"
                   f"{median(r['p99'] for r in runs[name]):>10.2f}"
                   f"{sum(r['errors'] for r in runs[name]):>9}{ratio}")
