@@ -230,3 +230,16 @@ def test_without_psycopg_a_postgresql_url_is_one_line(tmp_path, pg):
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode == 2 and "make setup-postgres" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_libpq_key_value_form_selects_postgresql(pg):
+    parts = urllib.parse.urlsplit(pg)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    keywords = (f"host={query['host']} port={query.get('port', 5432)} "
+                f"dbname={parts.path.lstrip('/')} user={parts.username}")
+    assert storage.is_postgres(keywords)
+    with storage.open_store(keywords) as store:
+        assert store.record_view("kv").total == 1
+        assert store.describe().startswith("PostgreSQL")
+    with storage.open_store(pg) as store:
+        assert store.counts("kv").total == 1
