@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import decimal
 import functools
 import html
 import re
@@ -32,7 +33,7 @@ from badgepy import precalculated_text_measurer
 DEFAULT_LABEL = "visitors"
 DEFAULT_LABEL_COLOR = "#595959"
 DEFAULT_COLOR = "#1283c3"
-ERROR_COLOR = "#e05d44"
+ERROR_COLOR = "#dd4343"  # shields' red (badge-maker 6)
 # The template cache is bounded in bytes through its entry counts: a look
 # without a logo renders to at most a few KB (labels are at most 64
 # characters), one with a logo to at most about 12 KB more (8 KB of logo,
@@ -41,14 +42,18 @@ ERROR_COLOR = "#e05d44"
 TEMPLATE_CACHE_SIZE = 4096
 LOGO_TEMPLATE_CACHE_SIZE = 64
 
-# shields.io's named colours (badge-maker/lib/color.js).
-SHIELDS_COLORS = {
-    "brightgreen": "#4c1", "green": "#97ca00", "yellow": "#dfb317",
-    "yellowgreen": "#a4a61d", "orange": "#fe7d37", "red": "#e05d44",
-    "blue": "#007ec6", "grey": "#555", "gray": "#555", "lightgrey": "#9f9f9f",
-    "lightgray": "#9f9f9f", "success": "#4c1", "important": "#fe7d37",
-    "critical": "#e05d44", "informational": "#007ec6", "inactive": "#9f9f9f",
+# shields.io's named colours and their aliases as badge-maker 6 draws them
+# (badge-maker/lib/color.js: its higher-contrast palette). The old shades
+# (#4c1, #97ca00, #dfb317, #a4a61d, #fe7d37, #e05d44, #9f9f9f) stay
+# available to anyone who writes them as hex.
+_NAMED = {
+    "brightgreen": "#4b0", "green": "#67ac09", "yellow": "#d8b800", "yellowgreen": "#95991a",
+    "orange": "#ea7233", "red": "#dd4343", "blue": "#007ec6", "grey": "#555",
+    "lightgrey": "#939393",
 }
+_ALIASES = {"gray": "grey", "lightgray": "lightgrey", "critical": "red", "important": "orange",
+            "success": "brightgreen", "informational": "blue", "inactive": "lightgrey"}
+SHIELDS_COLORS = _NAMED | {alias: _NAMED[name] for alias, name in _ALIASES.items()}
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 # ASCII digits and spaces only: Python's \d and \s also match other
@@ -80,7 +85,7 @@ def normalize_color(value: str) -> str | None:
     """A colour as the SVG will carry it, or None when it is not one.
 
     >>> normalize_color("1283c3"), normalize_color("brightgreen")
-    ('#1283c3', '#4c1')
+    ('#1283c3', '#4b0')
     >>> normalize_color("rgb(0, 128, 255)"), normalize_color("url(#x)")
     ('rgb(0,128,255)', None)
     """
@@ -126,11 +131,22 @@ def _rgb(color: str) -> tuple[float, float, float]:
                  for n in raw)  # type: ignore
 
 
+def brightness(color: str) -> float:
+    """shields.io's brightness of a colour, rounded as it rounds it
+    (badge-maker's color.js: 0-255 channels, then toFixed(2), which rounds
+    the exact binary value half up).
+
+    >>> brightness("#fff"), brightness("#007ec6"), brightness("#d8b800")
+    (1.0, 0.38, 0.68)
+    """
+    r, g, b = (round(channel * 255) for channel in _rgb(color))
+    exact = decimal.Decimal((r * 299 + g * 587 + b * 114) / 255000)
+    return float(exact.quantize(decimal.Decimal("0.01"), rounding=decimal.ROUND_HALF_UP))
+
+
 def _text_colors(background: str) -> tuple[str, str]:
     """shields.io's choice: dark text on light backgrounds. (text, shadow)"""
-    r, g, b = _rgb(background)
-    brightness = (r * 299 + g * 587 + b * 114) / 1000
-    return ("#fff", "#010101") if brightness <= 0.69 else ("#333", "#ccc")
+    return ("#fff", "#010101") if brightness(background) <= 0.69 else ("#333", "#ccc")
 
 
 # Numbers ###################################################################
@@ -452,10 +468,16 @@ def render(look: Look, total: int, today: int) -> str:
     return shown.join(fragments)
 
 
-def render_error(label: str, problem: str) -> str:
-    """An error badge: the label and a few words saying what is wrong."""
-    return badgepy.badge(left_text=label, right_text=problem, left_color=DEFAULT_LABEL_COLOR,
-                         right_color=ERROR_COLOR, measurer=MEASURER)
+def render_error(label: str, problem: str, style: str = "flat") -> str:
+    """An error badge: the label and a few words saying what is wrong, in
+    the style the request asked for when that style itself was valid."""
+    if style in ("flat", "flat-square", "pixel"):
+        # A pixel would hide the error: it is drawn flat.
+        return badgepy.badge(left_text=label, right_text=problem, left_color=DEFAULT_LABEL_COLOR,
+                             right_color=ERROR_COLOR, measurer=MEASURER,
+                             style="flat-square" if style == "flat-square" else "flat")
+    return render_fresh(Look(label=label, label_color=DEFAULT_LABEL_COLOR, color=ERROR_COLOR,
+                             style=style), _esc(problem))
 
 
 def plain_badge(label: str, value: str) -> str:

@@ -257,6 +257,12 @@ def label_for_error(values: dict[str, str]) -> str:
     return badge.DEFAULT_LABEL
 
 
+def style_for_error(values: dict[str, str]) -> str:
+    """The style an error badge is drawn in: the request's, when it is valid."""
+    picked = _pick(values, "style")
+    return picked[1] if picked is not None and picked[1] in STYLES else "flat"
+
+
 def parse_days(value: str | None, default: int = 30) -> int:
     if value is None:
         return default

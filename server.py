@@ -179,9 +179,9 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle
         if allow is not None and not allow.fullmatch(page_id):
             raise ParamError("page_id not allowed")
 
-    def error_badge(label: str, problem: str, status: int) -> bottle.HTTPResponse:
+    def error_badge(label: str, problem: str, status: int, style: str = "flat") -> bottle.HTTPResponse:
         metrics.errors.labels(problem).inc()
-        return _svg(badge.render_error(label, problem), status=status, error=problem)
+        return _svg(badge.render_error(label, problem, style), status=status, error=problem)
 
     def view(request: params.BadgeQuery) -> storage.Counts:
         """Count the view (or only read, as the request says) and return the
@@ -200,15 +200,16 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle
 
     def badge_answer(request: params.BadgeQuery, label: str) -> bottle.HTTPResponse:
         """The badge for a valid request (native or an old service's URL)."""
+        style = request.look.style
         try:
             result = view(request)
         except storage.PageLimitReached:
-            return error_badge(label, "page limit reached", 200)
+            return error_badge(label, "page limit reached", 200, style)
         except storage.TotalLimitReached:
-            return error_badge(label, "count at its maximum", 200)
+            return error_badge(label, "count at its maximum", 200, style)
         except storage.StorageError as e:
             outage.failed(e)
-            return error_badge(label, "database unavailable", 503)
+            return error_badge(label, "database unavailable", 503, style)
         outage.succeeded()
         return _svg(badge.render(request.look, result.total, result.today))
 
@@ -234,7 +235,8 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle
             request = params.parse_badge_query(values)
             check_allowed(request.page_id)
         except ParamError as e:
-            return error_badge(params.label_for_error(values), str(e), 200)
+            return error_badge(params.label_for_error(values), str(e), 200,
+                               params.style_for_error(values))
         return badge_answer(request, params.label_for_error(values))
 
     def json_page_id(values: dict[str, str]) -> str:

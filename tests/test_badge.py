@@ -52,8 +52,8 @@ def test_show_and_base(show, base, expected):
 
 
 @pytest.mark.parametrize("value, normalized", [
-    ("abc", "#abc"), ("#AABBCC", "#aabbcc"), ("brightgreen", "#4c1"), ("informational", "#007ec6"),
-    ("inactive", "#9f9f9f"), ("rgb(1, 2, 3)", "rgb(1,2,3)"), ("rgba(1,2,3,0.5)", "rgba(1,2,3,0.5)"),
+    ("abc", "#abc"), ("#AABBCC", "#aabbcc"), ("brightgreen", "#4b0"), ("informational", "#007ec6"),
+    ("inactive", "#939393"), ("rgb(1, 2, 3)", "rgb(1,2,3)"), ("rgba(1,2,3,0.5)", "rgba(1,2,3,0.5)"),
     ("hsl(120, 50%, 50%)", "hsl(120,50%,50%)"), ("hsla(120,50%,50%,.2)", "hsla(120,50%,50%,.2)"),
     ("aliceblue", "#f0f8ff"), ("Tomato", "#ff6347"),
 ])
@@ -195,3 +195,49 @@ def test_logo_badges_have_their_own_small_cache():
         badge.render(Look(logo=logo), 1, 1)
     assert badge._logo_templates.cache_info().currsize == badge.LOGO_TEMPLATE_CACHE_SIZE
     assert badge._templates.cache_info().currsize == plain_before
+
+
+# shields' palette and text colour rule (badge-maker 6.0.0) ###################
+
+# brightness() as badge-maker 6.0.0's color.js computed it for these colours
+# (run with node on this machine), boundary cases near its 0.69 threshold
+# included: a reference, not this code's output.
+BADGE_MAKER_BRIGHTNESS = {
+    "#fff": 1.0, "#007ec6": 0.38, "#d8b800": 0.68, "#4b0": 0.51, "#67ac09": 0.52,
+    "#95991a": 0.54, "#ea7233": 0.56, "#dd4343": 0.44, "#939393": 0.58, "#eee": 0.93,
+    "#aaa": 0.67, "#b0b0b0": 0.69, "#c0c0c0": 0.75, "#a0a0a0": 0.63, "#bdbdbd": 0.74,
+    "#afafaf": 0.69, "rgb(200,180,100)": 0.69, "hsl(120,50%,50%)": 0.54, "#7f7f7f": 0.5,
+    "#b1b1b1": 0.69, "#b2b2b2": 0.7, "#b3b3b3": 0.7,
+}
+
+
+@pytest.mark.parametrize("color, expected", BADGE_MAKER_BRIGHTNESS.items())
+def test_brightness_is_rounded_as_shields_rounds_it(color, expected):
+    assert badge.brightness(color) == expected
+
+
+@pytest.mark.parametrize("name, hex_value", [
+    ("brightgreen", "#4b0"), ("green", "#67ac09"), ("yellow", "#d8b800"), ("yellowgreen", "#95991a"),
+    ("orange", "#ea7233"), ("red", "#dd4343"), ("blue", "#007ec6"), ("grey", "#555"),
+    ("lightgrey", "#939393"), ("gray", "#555"), ("lightgray", "#939393"), ("critical", "#dd4343"),
+    ("important", "#ea7233"), ("success", "#4b0"), ("informational", "#007ec6"),
+    ("inactive", "#939393"),
+])
+def test_named_colours_are_badge_maker_6s(name, hex_value):
+    assert badge.normalize_color(name) == hex_value
+
+
+def test_the_old_shades_stay_available_as_hex():
+    assert badge.normalize_color("4c1") == "#4c1" and badge.normalize_color("#e05d44") == "#e05d44"
+
+
+@pytest.mark.parametrize("style, height, rounded", [("flat-square", "20", False), ("plastic", "18", True),
+                                                  ("for-the-badge", "28", False), ("social", "20", True)])
+def test_error_badges_are_drawn_in_the_requested_style(style, height, rounded):
+    root = ET.fromstring(badge.render_error("visitors", "invalid left_color", style))
+    assert root.get("height") == height
+    assert any(r.get("rx") for r in root.iter(SVG + "rect")) is rounded
+    shown = [t.text for t in root.iter(SVG + "text")]
+    assert "invalid left_color" in shown or "INVALID LEFT_COLOR" in shown
+    if style != "social":  # social draws every badge in its own greys
+        assert badge.ERROR_COLOR in [r.get("fill") for r in root.iter(SVG + "rect")]

@@ -22,7 +22,7 @@ def parse(query: str) -> params.BadgeQuery:
 def test_original_visitor_badge_parameters():
     q = parse("page_id=alice.repo&left_text=views&left_color=%23000&right_color=green")
     assert q.page_id == "alice.repo" and q.count
-    assert (q.look.label, q.look.label_color, q.look.color) == ("views", "#000", "#97ca00")
+    assert (q.look.label, q.look.label_color, q.look.color) == ("views", "#000", "#67ac09")
 
 
 def test_defaults_are_those_of_the_original_service():
@@ -113,7 +113,7 @@ def test_laobi_icu_format_flag_is_understood(value, fmt):
 def test_shields_names_are_accepted():
     look = parse("page_id=x&label=hits&labelColor=red&color=blue&style=for-the-badge").look
     assert (look.label, look.label_color, look.color, look.style) == (
-        "hits", "#e05d44", "#007ec6", "for-the-badge")
+        "hits", "#dd4343", "#007ec6", "for-the-badge")
 
 
 def test_logo_data_uri_is_decoded_and_reencoded():

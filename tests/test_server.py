@@ -14,6 +14,7 @@ from wsgiref.validate import validator
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import badge
 import server
 import sqlite_store
 import storage
@@ -125,7 +126,7 @@ def test_shields_endpoint_matches_the_schema(make_client):
         client.get("/badge", "page_id=p")
     body = json.loads(client.get("/api/shields", "page_id=p&label=hits&color=green&format=comma&base=1000").body)
     assert body == {"schemaVersion": 1, "label": "hits", "message": "1,003",
-                    "color": "#97ca00", "labelColor": "#595959"}
+                    "color": "#67ac09", "labelColor": "#595959"}
     assert all(isinstance(v, str) for k, v in body.items() if k != "schemaVersion")
     assert count(store) == 3
 
@@ -349,3 +350,15 @@ def test_a_database_file_gone_under_the_server_answers_503_and_logs_once(
         assert r.status == 503 and r.headers["x-tally-error"] == "database unavailable"
     assert client.get("/healthz").status == 503
     assert caplog.text.count("database file removed or replaced") == 1
+
+
+@pytest.mark.parametrize("style", ["plastic", "for-the-badge", "social"])
+def test_an_error_badge_keeps_the_requested_style(client, style):
+    r = client.get("/badge", f"page_id=p&style={style}&left_color=nope")
+    assert r.headers["x-tally-error"] == "invalid left_color"
+    assert r.body.decode() == badge.render_error("visitors", "invalid left_color", style)
+
+
+def test_an_error_badge_of_an_invalid_style_is_flat(client):
+    r = client.get("/badge", "page_id=p&style=round")
+    assert r.body.decode() == badge.render_error("visitors", "invalid style")
