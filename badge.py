@@ -18,13 +18,17 @@ fragments and the digits are put between them (see _fragments).
 
 from __future__ import annotations
 
+import bisect
 import colorsys
 import dataclasses
 import decimal
+import gzip
+import json
 import functools
 import html
 import re
 import unicodedata
+from pathlib import Path
 
 import badgepy
 import webcolors
@@ -252,9 +256,59 @@ class _Measurer:
 MEASURER = _Measurer()
 
 
-def _width(text: str, scale: float = 1.0) -> float:
-    """Width in px at 11px (the measurer's unit is 1/10 px)."""
-    return MEASURER.text_width(text) / 10.0 * scale
+class WidthTable:
+    """One of the width tables shields.io measures with (fonts/, made by
+    scripts/width_tables.py from the npm package anafanafo), read as
+    anafanafo reads it: ranges of code points with a width in px, controls
+    0, any character the table lacks as wide as "m".
+
+    >>> round(VERDANA_11.width("visitors"), 2)
+    39.71
+    """
+
+    def __init__(self, name: str):
+        ranges = json.loads(gzip.decompress((FONTS / f"{name}.json.gz").read_bytes()))
+        self._starts = [first for first, _, _ in ranges]
+        self._ranges = ranges
+        self._em = self.width("m")
+
+    @functools.lru_cache(maxsize=4096)
+    def _char(self, code: int) -> float | None:
+        if code <= 31 or code == 127:
+            return 0.0
+        i = bisect.bisect_right(self._starts, code) - 1
+        if i >= 0 and code <= self._ranges[i][1]:
+            return self._ranges[i][2]
+        return None
+
+    def width(self, text: str) -> float:
+        total = 0.0
+        for char in text:
+            w = self._char(ord(char))
+            total += self._em if w is None else w
+        return total
+
+
+FONTS = Path(__file__).with_name("fonts")
+VERDANA_11 = WidthTable("verdana-11px-normal")
+VERDANA_10 = WidthTable("verdana-10px-normal")
+VERDANA_10_BOLD = WidthTable("verdana-10px-bold")
+HELVETICA_11_BOLD = WidthTable("helvetica-11px-bold")
+
+
+def _preferred(table: WidthTable, text: str) -> int:
+    """shields' preferredWidthOf: whole pixels, rounded up to odd."""
+    return _odd(table.width(text))
+
+
+def _utf16_length(text: str) -> int:
+    # shields counts letter spacing by JavaScript's string length.
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _num(x: float) -> str:
+    """A number as JavaScript prints it (126.75, 280), never float noise."""
+    return str(int(x)) if x == int(x) else repr(round(x, 6))
 
 
 def _odd(width: float) -> int:
@@ -273,10 +327,23 @@ _SLOT = "\x00"
 # Styles ####################################################################
 
 
-def _flat(look: Look, label: str, value: str, style: str) -> str:
-    return badgepy.badge(left_text=label, right_text=value, left_color=look.label_color,
-                         right_color=look.color, logo=look.logo, measurer=MEASURER,
-                         style=style)
+def _flat(look: Look, label: str, value: str) -> str:
+    """badgepy's badge() with its <title>, made accessible like shields'
+    badges (role and aria-label), and with shields' dark text on a light side."""
+    svg = badgepy.badge(left_text=label, right_text=value, left_color=look.label_color,
+                        right_color=look.color, logo=look.logo, measurer=MEASURER,
+                        whole_title=f"{label}: {value}")
+    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{_esc(label)}: {value}" ', 1)
+    # badgepy draws four texts, each side's shadow then its text, in white:
+    # a light side gets shields' #333 text and #ccc shadow instead.
+    parts = svg.split("<text")
+    for side, background in enumerate((look.label_color, look.color)):
+        fill, shadow = _text_colors(background)
+        if fill != "#fff":
+            shadow_part, text_part = 1 + 2 * side, 2 + 2 * side
+            parts[shadow_part] = parts[shadow_part].replace('fill="#010101"', f'fill="{shadow}"', 1)
+            parts[text_part] = f' fill="{fill}"' + parts[text_part]
+    return "<text".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,44 +352,53 @@ class _Classic:
 
     height: int
     text_dy: int          # vertical offset of the text baseline
-    radius: int
+    radius: int           # 0: square corners, no gradient, no shadow (flat-square)
     stops: tuple[tuple[str, str, str], ...]  # gradient: offset, colour, opacity
 
 
 _PLASTIC = _Classic(height=18, text_dy=-10, radius=4, stops=(
     ("0", "#fff", ".7"), (".1", "#aaa", ".1"), (".9", "#000", ".3"), ("1", "#000", ".5")))
+_FLAT_SQUARE = _Classic(height=20, text_dy=0, radius=0, stops=())
 
 
 def _classic(spec: _Classic, look: Look, label: str, value: str) -> str:
     logo_width = 14 + (3 if label else 0) if look.logo else 0
-    label_width = _odd(_width(label)) if label else 0
-    value_width = _odd(_width(value))
+    label_width = _preferred(VERDANA_11, label) if label else 0
+    value_width = _preferred(VERDANA_11, value)
     left = label_width + 10 + logo_width
     right = value_width + 10
     width = left + right
     h = spec.height
+    square = spec.radius == 0
 
     def text(x_margin: float, text_width: int, content: str, background: str) -> str:
         fill, shadow = _text_colors(background)
         x = 10 * (x_margin + 0.5 * text_width + 5)
-        common = f'x="{x:g}" transform="scale(.1)" textLength="{text_width * 10}"'
+        common = f'x="{_num(x)}" transform="scale(.1)" textLength="{text_width * 10}"'
+        main = f'<text {common} y="{140 + spec.text_dy}" fill="{fill}">{content}</text>'
+        if square:  # shields' flat-square has no text shadow
+            return main
         return (f'<text aria-hidden="true" {common} y="{150 + spec.text_dy}" fill="{shadow}" '
-                f'fill-opacity=".3">{content}</text>'
-                f'<text {common} y="{140 + spec.text_dy}" fill="{fill}">{content}</text>')
+                f'fill-opacity=".3">{content}</text>' + main)
 
     stops = "".join(f'<stop offset="{o}" stop-color="{c}" stop-opacity="{a}"/>'
                     for o, c, a in spec.stops)
-    logo = (f'<image x="5" y="{(h - 14) / 2:g}" width="14" height="14" '
+    logo = (f'<image x="5" y="{_num((h - 14) / 2)}" width="14" height="14" '
             f'xlink:href="{_esc(look.logo)}"/>' if look.logo else "")
+    rects = (f'<rect width="{left}" height="{h}" fill="{_esc(look.label_color)}"/>'
+             f'<rect x="{left}" width="{right}" height="{h}" fill="{_esc(look.color)}"/>')
+    if square:
+        background = f'<g shape-rendering="crispEdges">{rects}</g>'
+    else:
+        background = (
+            f'<linearGradient id="s" x2="0" y2="100%">{stops}</linearGradient>'
+            f'<clipPath id="r"><rect width="{width}" height="{h}" rx="{spec.radius}" '
+            f'fill="#fff"/></clipPath>'
+            f'<g clip-path="url(#r)">{rects}<rect width="{width}" height="{h}" fill="url(#s)"/></g>')
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
         f'width="{width}" height="{h}" role="img" aria-label="{_esc(label)}: {value}">'
-        f'<title>{_esc(label)}: {value}</title>'
-        f'<linearGradient id="s" x2="0" y2="100%">{stops}</linearGradient>'
-        f'<clipPath id="r"><rect width="{width}" height="{h}" rx="{spec.radius}" fill="#fff"/></clipPath>'
-        f'<g clip-path="url(#r)"><rect width="{left}" height="{h}" fill="{_esc(look.label_color)}"/>'
-        f'<rect x="{left}" width="{right}" height="{h}" fill="{_esc(look.color)}"/>'
-        f'<rect width="{width}" height="{h}" fill="url(#s)"/></g>'
+        f'<title>{_esc(label)}: {value}</title>{background}'
         f'<g text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" '
         f'text-rendering="geometricPrecision" font-size="110">{logo}'
         + (text(logo_width + 1, label_width, _esc(label), look.label_color) if label else "")
@@ -332,11 +408,10 @@ def _classic(spec: _Classic, look: Look, label: str, value: str) -> str:
 
 def _for_the_badge(look: Look, label: str, value: str) -> str:
     # shields.io: 28px high, 10px Verdana in capitals with 1.25px letter
-    # spacing, the value in bold (bold measured as 10% wider).
+    # spacing, the value in bold Verdana (measured with its own table).
     label, value = label.upper(), value.upper()
-    scale = 10 / 11
-    label_width = (int(_width(label, scale)) + 1.25 * len(label)) if label else 0
-    value_width = int(_width(value, scale * 1.1)) + 1.25 * len(value)
+    label_width = (int(VERDANA_10.width(label)) + 1.25 * _utf16_length(label)) if label else 0
+    value_width = int(VERDANA_10_BOLD.width(value)) + 1.25 * _utf16_length(value)
     label_x = 9 + 14 + 6 if look.logo else 12
     left = label_x + label_width + 12 if label else (2 * 9 + 14 if look.logo else 0)
     right = 24 + value_width
@@ -345,29 +420,29 @@ def _for_the_badge(look: Look, label: str, value: str) -> str:
     value_fill, _ = _text_colors(look.color)
     logo = (f'<image x="9" y="7" width="14" height="14" xlink:href="{_esc(look.logo)}"/>'
             if look.logo else "")
-    label_text = (f'<text transform="scale(.1)" x="{10 * (label_x + label_width / 2):g}" y="175" '
-                  f'textLength="{10 * label_width:g}" fill="{label_fill}">{_esc(label)}</text>'
+    label_text = (f'<text transform="scale(.1)" x="{_num(10 * (label_x + label_width / 2))}" y="175" '
+                  f'textLength="{_num(10 * label_width)}" fill="{label_fill}">{_esc(label)}</text>'
                   if label else "")
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-        f'width="{width:g}" height="28" role="img" aria-label="{_esc(label)}: {value}">'
+        f'width="{_num(width)}" height="28" role="img" aria-label="{_esc(label)}: {value}">'
         f'<title>{_esc(label)}: {value}</title>'
-        f'<g shape-rendering="crispEdges"><rect width="{left:g}" height="28" fill="{_esc(look.label_color)}"/>'
-        f'<rect x="{left:g}" width="{right:g}" height="28" fill="{_esc(look.color)}"/></g>'
+        f'<g shape-rendering="crispEdges"><rect width="{_num(left)}" height="28" fill="{_esc(look.label_color)}"/>'
+        f'<rect x="{_num(left)}" width="{_num(right)}" height="28" fill="{_esc(look.color)}"/></g>'
         f'<g text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" '
         f'text-rendering="geometricPrecision" font-size="100">{logo}{label_text}'
-        f'<text transform="scale(.1)" x="{10 * (left + 12 + value_width / 2):g}" y="175" '
-        f'textLength="{10 * value_width:g}" fill="{value_fill}" font-weight="bold">{value}</text>'
+        f'<text transform="scale(.1)" x="{_num(10 * (left + 12 + value_width / 2))}" y="175" '
+        f'textLength="{_num(10 * value_width)}" fill="{value_fill}" font-weight="bold">{value}</text>'
         f'</g></svg>')
 
 
 def _social(look: Look, label: str, value: str) -> str:
     # shields.io: a light button with the capitalised label and a speech
-    # bubble with the value, bold Helvetica (measured as DejaVu, 10% wider).
+    # bubble with the value, bold 11px Helvetica (measured with its table).
     label = label[:1].upper() + label[1:]
-    logo_width = 14 if look.logo else 0
-    label_width = _odd(_width(label, 1.1))
-    value_width = _odd(_width(value, 1.1))
+    logo_width = 14 + (3 if label else 0) if look.logo else 0
+    label_width = _preferred(HELVETICA_11_BOLD, label)
+    value_width = _preferred(HELVETICA_11_BOLD, value)
     label_rect = label_width + logo_width + 10
     value_rect = value_width + 8
     width = label_rect + 1 + 6 + value_rect
@@ -378,25 +453,25 @@ def _social(look: Look, label: str, value: str) -> str:
     value_x = 10 * (label_rect + 6 + value_rect / 2)
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-        f'width="{width:g}" height="20" role="img" aria-label="{_esc(label)}: {value}">'
+        f'width="{_num(width)}" height="20" role="img" aria-label="{_esc(label)}: {value}">'
         f'<title>{_esc(label)}: {value}</title>'
         f'<linearGradient id="a" x2="0" y2="100%"><stop offset="0" stop-color="#fcfcfc" '
         f'stop-opacity="0"/><stop offset="1" stop-opacity=".1"/></linearGradient>'
         f'<g stroke="#d5d5d5"><rect stroke="none" fill="#fcfcfc" x="0.5" y="0.5" '
         f'width="{label_rect}" height="19" rx="2"/>'
-        f'<rect x="{bubble_x:g}" y="0.5" width="{value_rect}" height="19" rx="2" fill="#fafafa"/>'
+        f'<rect x="{_num(bubble_x)}" y="0.5" width="{value_rect}" height="19" rx="2" fill="#fafafa"/>'
         f'<rect x="{label_rect + 6}" y="7.5" width="0.5" height="5" stroke="#fafafa"/>'
-        f'<path d="M{bubble_x:g} 6.5 l-3 3v1 l3 3" stroke="#d5d5d5" fill="#fafafa"/></g>{logo}'
+        f'<path d="M{_num(bubble_x)} 6.5 l-3 3v1 l3 3" stroke="#d5d5d5" fill="#fafafa"/></g>{logo}'
         f'<g fill="#333" text-anchor="middle" font-family="Helvetica Neue,Helvetica,Arial,sans-serif" '
         f'text-rendering="geometricPrecision" font-weight="700" font-size="110px">'
         f'<rect stroke="#d5d5d5" fill="url(#a)" x=".5" y=".5" width="{label_rect}" height="19" rx="2"/>'
-        f'<text aria-hidden="true" x="{label_x:g}" y="150" fill="#fff" transform="scale(.1)" '
+        f'<text aria-hidden="true" x="{_num(label_x)}" y="150" fill="#fff" transform="scale(.1)" '
         f'textLength="{label_width * 10}">{_esc(label)}</text>'
-        f'<text x="{label_x:g}" y="140" transform="scale(.1)" textLength="{label_width * 10}">'
+        f'<text x="{_num(label_x)}" y="140" transform="scale(.1)" textLength="{label_width * 10}">'
         f'{_esc(label)}</text>'
-        f'<text aria-hidden="true" x="{value_x:g}" y="150" fill="#fff" transform="scale(.1)" '
+        f'<text aria-hidden="true" x="{_num(value_x)}" y="150" fill="#fff" transform="scale(.1)" '
         f'textLength="{value_width * 10}">{value}</text>'
-        f'<text x="{value_x:g}" y="140" transform="scale(.1)" textLength="{value_width * 10}">'
+        f'<text x="{_num(value_x)}" y="140" transform="scale(.1)" textLength="{value_width * 10}">'
         f'{value}</text></g></svg>')
 
 
@@ -404,8 +479,8 @@ PIXEL_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
 
 # style name -> function(look, label, value) -> SVG
 _STYLES = {
-    "flat": lambda look, label, value: _flat(look, label, value, "flat"),
-    "flat-square": lambda look, label, value: _flat(look, label, value, "flat-square"),
+    "flat": _flat,
+    "flat-square": lambda look, label, value: _classic(_FLAT_SQUARE, look, label, value),
     "plastic": lambda look, label, value: _classic(_PLASTIC, look, label, value),
     "for-the-badge": _for_the_badge,
     "social": _social,
@@ -424,7 +499,7 @@ def render_fresh(look: Look, value: str) -> str:
 
 # How many text elements carry the value in each style (a shadow and the
 # text, or the text alone). They come after the label's.
-_VALUE_TEXTS = {"flat": 2, "flat-square": 2, "plastic": 2, "social": 2, "for-the-badge": 1}
+_VALUE_TEXTS = {"flat": 2, "flat-square": 1, "plastic": 2, "social": 2, "for-the-badge": 1}
 
 
 def _fragments(look: Look, shape: str) -> tuple[str, ...]:
@@ -471,11 +546,8 @@ def render(look: Look, total: int, today: int) -> str:
 def render_error(label: str, problem: str, style: str = "flat") -> str:
     """An error badge: the label and a few words saying what is wrong, in
     the style the request asked for when that style itself was valid."""
-    if style in ("flat", "flat-square", "pixel"):
-        # A pixel would hide the error: it is drawn flat.
-        return badgepy.badge(left_text=label, right_text=problem, left_color=DEFAULT_LABEL_COLOR,
-                             right_color=ERROR_COLOR, measurer=MEASURER,
-                             style="flat-square" if style == "flat-square" else "flat")
+    if style == "pixel":  # a pixel would hide the error: it is drawn flat
+        style = "flat"
     return render_fresh(Look(label=label, label_color=DEFAULT_LABEL_COLOR, color=ERROR_COLOR,
                              style=style), _esc(problem))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -21,16 +22,33 @@ def texts(svg: str) -> list[str]:
     return [t.text for t in ET.fromstring(svg).iter(SVG + "text")]
 
 
-def test_flat_badge_is_byte_identical_to_a_plain_badge_call():
-    expected = badgepy.badge(left_text="visitors", right_text="1234",
-                             left_color="#595959", right_color="#1283c3")
+def test_flat_badge_is_the_renderers_badge_with_title_and_aria_label():
+    plain = badgepy.badge(left_text="visitors", right_text="1234", left_color="#595959",
+                          right_color="#1283c3", whole_title="visitors: 1234")
+    expected = plain.replace("<svg ", '<svg role="img" aria-label="visitors: 1234" ', 1)
     assert badge.render(Look(), 1234, 5) == expected
 
 
-def test_flat_square_comes_from_the_renderer():
-    expected = badgepy.badge(left_text="visitors", right_text="7", left_color="#595959",
-                             right_color="#1283c3", style="flat-square")
-    assert badge.render(Look(style="flat-square"), 7, 0) == expected
+@pytest.mark.parametrize("look, dark", [
+    (Look(label_color="#eee"), [True, False]), (Look(color="#eee"), [False, True]),
+    (Look(label_color="#fff", color="#d8b800"), [True, False]), (Look(), [False, False]),
+])
+@pytest.mark.parametrize("style", ["flat", "flat-square", "plastic", "for-the-badge"])
+def test_light_backgrounds_get_dark_text_in_every_style(look, dark, style):
+    root = ET.fromstring(badge.render(dataclasses.replace(look, style=style), 1234, 5))
+    drawn = [t for t in root.iter(SVG + "text") if t.get("aria-hidden") is None
+             and t.get("fill-opacity") is None]
+    group_fill = next(root.iter(SVG + "g")).get("fill") if style == "flat" else None
+    fills = [t.get("fill") or group_fill or "#fff" for t in drawn]
+    assert fills == ["#333" if d else "#fff" for d in dark]
+
+
+def test_flat_square_is_shields_square_badge_without_shadow():
+    root = ET.fromstring(badge.render(Look(style="flat-square"), 7, 0))
+    assert not [r for r in root.iter(SVG + "rect") if r.get("rx")]
+    assert [g.get("shape-rendering") for g in root.iter(SVG + "g")][0] == "crispEdges"
+    assert len(list(root.iter(SVG + "text"))) == 2  # label and number, no shadows
+    assert root.find(SVG + "title").text == "visitors: 7" and root.get("role") == "img"
 
 
 @pytest.mark.parametrize("n, plain, comma, short", [

@@ -563,14 +563,17 @@ def test_a_large_import_streams_and_never_holds_badges_up(db_path, tmp_path, liv
     assert totals(db_path)[f"imported-{lines - 1:07d}"] == lines - 1
 
 
-# Runs `import` in a child and prints its peak resident memory (KB).
+# Runs `import` in a child and prints its peak resident memory (KB): VmHWM,
+# not getrusage's ru_maxrss, which Linux carries over from the forking
+# parent (pytest, often larger than the import itself).
 MEASURED_IMPORT = """
-import resource, sys
+import sys
 sys.path.insert(0, sys.argv[1])
 sys.argv = ["server.py", "import", sys.argv[2], "--db", sys.argv[3]]
 import server
 code = server.main()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 sys.exit(code)
 """
 
