@@ -462,7 +462,9 @@ def _social(look: Look, label: str, value: str) -> str:
         f'<rect x="{_num(bubble_x)}" y="0.5" width="{value_rect}" height="19" rx="2" fill="#fafafa"/>'
         f'<rect x="{label_rect + 6}" y="7.5" width="0.5" height="5" stroke="#fafafa"/>'
         f'<path d="M{_num(bubble_x)} 6.5 l-3 3v1 l3 3" stroke="#d5d5d5" fill="#fafafa"/></g>{logo}'
-        f'<g fill="#333" text-anchor="middle" font-family="Helvetica Neue,Helvetica,Arial,sans-serif" '
+        # aria-hidden: the root's aria-label already says it all (as shields does).
+        f'<g aria-hidden="true" fill="#333" text-anchor="middle" '
+        f'font-family="Helvetica Neue,Helvetica,Arial,sans-serif" '
         f'text-rendering="geometricPrecision" font-weight="700" font-size="110px">'
         f'<rect stroke="#d5d5d5" fill="url(#a)" x=".5" y=".5" width="{label_rect}" height="19" rx="2"/>'
         f'<text aria-hidden="true" x="{_num(label_x)}" y="150" fill="#fff" transform="scale(.1)" '
