@@ -18,6 +18,7 @@ fragments and the digits are put between them (see _fragments).
 
 from __future__ import annotations
 
+import array
 import bisect
 import colorsys
 import dataclasses
@@ -268,8 +269,11 @@ class WidthTable:
 
     def __init__(self, name: str):
         ranges = json.loads(gzip.decompress((FONTS / f"{name}.json.gz").read_bytes()))
-        self._starts = [first for first, _, _ in ranges]
-        self._ranges = ranges
+        # Three flat arrays, not 11,000 small lists: about 0.2 MB a table
+        # instead of 2 MB (the server's memory goal is 60 MB).
+        self._starts = array.array("l", (first for first, _, _ in ranges))
+        self._ends = array.array("l", (last for _, last, _ in ranges))
+        self._widths = array.array("d", (width for _, _, width in ranges))
         self._em = self.width("m")
 
     @functools.lru_cache(maxsize=4096)
@@ -277,8 +281,8 @@ class WidthTable:
         if code <= 31 or code == 127:
             return 0.0
         i = bisect.bisect_right(self._starts, code) - 1
-        if i >= 0 and code <= self._ranges[i][1]:
-            return self._ranges[i][2]
+        if i >= 0 and code <= self._ends[i]:
+            return self._widths[i]
         return None
 
     def width(self, text: str) -> float:

@@ -15,6 +15,10 @@ A benchmark, not a test: it prints figures and ratios and asserts nothing.
 4. With --postgres URL (or TALLY_TEST_POSTGRES set): the same GET /badge
    load on one Tally process on PostgreSQL and on two processes sharing the
    database (the load split between them), beside SQLite, in the same rounds.
+5. The same trivial app and the same Tally app (SQLite, sync=full) served by
+   granian (a Rust HTTP server, one worker, its defaults) instead of
+   waitress, in the same rounds: the ceiling a faster server would give
+   (issue 12 of the tracker). Tally itself still serves with waitress.
 """
 
 from __future__ import annotations
@@ -56,6 +60,19 @@ def serve_trivial(port: int, threads: int) -> None:
                    asyncore_use_poll=True, _quiet=True)
 
 
+def tally_app():
+    """granian's --factory target: Tally's own app over its own store, built
+    in granian's worker process from the TALLY_* environment."""
+    sys.path.insert(0, str(ROOT))
+    import config
+    import server
+    import storage
+    settings = config.from_env(os.environ)
+    store = storage.open_store(settings.db, sync=settings.sync, max_pages=settings.max_pages,
+                               busy_timeout_s=settings.busy_timeout)
+    return server.create_app(settings, store)
+
+
 # Processes ##################################################################
 
 
@@ -87,6 +104,20 @@ def start_tally(db: str, sync: str) -> tuple[subprocess.Popen, str]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_for(base + "/healthz", proc)
+    return proc, base
+
+
+def start_granian(target: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    environment.update(env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
+                             "--host", "127.0.0.1", "--port", str(port), "--no-ws",
+                             "--log-level", "warning", *(["--factory"] if target.endswith("tally_app") else []),
+                             target], cwd=ROOT, env=environment,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(base + "/", proc) if "trivial" in target else wait_for(base + "/healthz", proc)
     return proc, base
 
 
@@ -238,6 +269,14 @@ def load_until(load, url: str, requests: int, distinct: bool) -> dict:
     return done
 
 
+def has_granian() -> bool:
+    try:
+        import granian  # noqa: F401  (only to know it is there)
+    except ImportError:
+        return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trivial-server", type=int, help=argparse.SUPPRESS)
@@ -269,12 +308,21 @@ def main() -> None:
           "taking turns, medians shown (this VM's figures vary from run to run)")
     print(f"  {'server':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-200':>9}")
     runs: dict[str, list[dict]] = {"trivial": [], "full": [], "normal": [], "trivial8": []}
+    if has_granian():
+        runs.update({"granian-trivial": [], "granian-full": []})
     if args.postgres:
         runs.update({"pg1": [], "pg2": []})
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for name in runs:
-                if name.startswith("trivial"):
+                if name == "granian-trivial":
+                    procs, urls = zip(start_granian("bench:trivial_app"))
+                    urls = [u + "/" for u in urls]
+                elif name == "granian-full":
+                    procs, urls = zip(start_granian("bench:tally_app", {
+                        "TALLY_DB": os.path.join(tmp, "bench-granian.db"), "TALLY_QUIET": "1"}))
+                    urls = [u + "/badge?page_id=bench" for u in urls]
+                elif name.startswith("trivial"):
                     procs, urls = zip(start_trivial(8 if name == "trivial8" else THREADS))
                     urls = [u + "/" for u in urls]
                 elif name.startswith("pg"):
@@ -296,7 +344,9 @@ def main() -> None:
                             ("normal", f"Tally GET /badge, sync=normal"),
                             ("trivial8", "trivial WSGI app, threads=8"),
                             ("pg1", "Tally on PostgreSQL, 1 process"),
-                            ("pg2", "Tally on PostgreSQL, 2 processes")):
+                            ("pg2", "Tally on PostgreSQL, 2 processes"),
+                            ("granian-trivial", "trivial WSGI app on granian"),
+                            ("granian-full", "Tally app on granian, sync=full")):
             if name not in runs:
                 continue
             rps = median(r["rps"] for r in runs[name])
@@ -305,6 +355,11 @@ def main() -> None:
                 ratio += " (goal >= 0.6)"
             if name.startswith("pg"):
                 ratio += f", {rps / median(r['rps'] for r in runs['full']):.2f} of SQLite full"
+            if name == "granian-full":
+                limit = median(r["rps"] for r in runs["granian-trivial"])
+                waitress = median(r["rps"] for r in runs["full"])
+                ratio += (f"; {rps / limit:.3f} of the trivial app on granian (issue 12's goal >= 0.2), "
+                          f"{rps / waitress:.2f}x Tally on waitress (goal >= 5)")
             print(f"  {label:<34}{rps:>10.0f}{median(r['p50'] for r in runs[name]):>10.2f}"
                   f"{median(r['p99'] for r in runs[name]):>10.2f}"
                   f"{sum(r['errors'] for r in runs[name]):>9}{ratio}")
