@@ -340,8 +340,8 @@ def main() -> None:
                         stop(proc)
         trivial_rps = median(r["rps"] for r in runs["trivial"])
         for name, label in (("trivial", f"trivial WSGI app, threads={THREADS}"),
-                            ("full", f"Tally GET /badge, sync=full"),
-                            ("normal", f"Tally GET /badge, sync=normal"),
+                            ("full", "Tally GET /badge, sync=full"),
+                            ("normal", "Tally GET /badge, sync=normal"),
                             ("trivial8", "trivial WSGI app, threads=8"),
                             ("pg1", "Tally on PostgreSQL, 1 process"),
                             ("pg2", "Tally on PostgreSQL, 2 processes"),

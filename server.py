@@ -179,7 +179,8 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle
         if allow is not None and not allow.fullmatch(page_id):
             raise ParamError("page_id not allowed")
 
-    def error_badge(label: str, problem: str, status: int, style: str = "flat") -> bottle.HTTPResponse:
+    def error_badge(label: str, problem: str, status: int,
+                    style: str = "flat") -> bottle.HTTPResponse:
         metrics.errors.labels(problem).inc()
         return _svg(badge.render_error(label, problem, style), status=status, error=problem)
 

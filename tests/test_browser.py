@@ -10,7 +10,6 @@ import re
 import shutil
 import urllib.parse
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 

@@ -15,7 +15,6 @@ import shutil
 import statistics
 import subprocess
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
@@ -156,7 +155,7 @@ def test_the_report_is_written(compared):
                                                  for s in summary.values())
 
 
-def test_a_screenshot_of_every_case_beside_badge_maker(compared, browser):
+def test_a_screenshot_of_every_case_beside_badge_maker(compared, browser):  # noqa: F811
     page = browser.new_page(device_scale_factor=2)
     page.goto((OUTPUT / "looks.html").as_uri())
     rows = page.locator("tr").count()

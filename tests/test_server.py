@@ -15,9 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import badge
-import server
 import sqlite_store
-import storage
 from conftest import SNIPPET_CASES, hostile_text
 
 NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
