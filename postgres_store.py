@@ -152,7 +152,10 @@ class Store(storage.GroupCommitStore):
 
     def _close_connection(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass  # closing a connection the server already dropped
             self._conn = None
 
     def close(self) -> None:
@@ -214,6 +217,10 @@ class Store(storage.GroupCommitStore):
             error = _classify(e) if isinstance(e, (psycopg.Error, psycopg_pool.PoolTimeout)) else e
             for view in batch:
                 view.result, view.error = None, error
+            # A pipeline cut off by the server can leave the connection neither
+            # broken nor usable ("cannot exit pipeline mode while busy"): it is
+            # dropped, and the next batch opens a new one.
+            self._close_connection()
         finally:
             for view in batch:
                 view.done.set()
@@ -229,6 +236,9 @@ class Store(storage.GroupCommitStore):
             with conn.transaction():
                 task.result = task.fn(conn)
         except psycopg.Error as e:
+            if self._conn is not None and (self._conn.broken or self._conn.info.transaction_status
+                                           != psycopg.pq.TransactionStatus.IDLE):
+                self._close_connection()
             if isinstance(e, errors.UniqueViolation) and not task.write:
                 # "Key (page_id)=(alice.repo) already exists."
                 detail = e.diag.message_detail or ""
@@ -244,10 +254,22 @@ class Store(storage.GroupCommitStore):
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
-            with self._pool.connection() as conn:
-                return conn.execute(sql, params).fetchall()
+            return self._read_once(sql, params)
+        except psycopg.OperationalError:
+            # A pooled connection that sat idle through a database restart
+            # fails on first use, and the pool drops it. A read changes
+            # nothing: it is tried once more, on a fresh connection.
+            pass
         except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
             raise _classify(e) from None
+        try:
+            return self._read_once(sql, params)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
+            raise _classify(e) from None
+
+    def _read_once(self, sql: str, params: tuple) -> list[tuple]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def counts(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
         """The page's total and today's views, 0 and 0 for an unknown page."""
