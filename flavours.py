@@ -232,7 +232,9 @@ def match_path(path: str) -> Route | None:
         if not path.endswith(suffix) or len(path) <= len(suffix) + 1:
             continue
         inner = path[1:-len(suffix)]
-        if "." in inner.split("/", 1)[0] and suffix != ".json":
+        # One segment is hits.sh too: its key rule then refuses a name
+        # without a dot with an error badge, as hits.sh did.
+        if ("." in inner.split("/", 1)[0] or "/" not in inner) and suffix != ".json":
             return Route(HITSSH, "badge", counts=counts, key=inner)
         if inner.count("/") == 1 and suffix != ".preview":
             return Route(DWYL, "badge" if suffix == ".svg" else "shields-json", counts=True,

@@ -170,7 +170,7 @@ def test_hitssh_key_keeps_case_and_preview_does_not_count(make_client):
 def test_hitssh_path_without_a_dot_is_refused(make_client):
     client, store = make_client()
     r = client.get("/nodot.svg")
-    assert r.status == 404  # one segment without a dot is neither hits.sh nor dwyl
+    assert r.status == 200 and r.headers["x-tally-error"] == "invalid urn"
     assert store.page_count() == 0
 
 
