@@ -18,6 +18,7 @@ it (on).
 from __future__ import annotations
 
 import datetime
+import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -30,6 +31,11 @@ from params import TOTAL_MAX
 from storage import (AlreadyExists, Counts, Duplicate, NotFound, Page, PageLimitReached,
                      StorageBusy, StorageError, StorageFull, StorageReadOnly,
                      StorageUnreachable, Task, TotalLimitReached, UnusableDatabase, View, utc_now)
+
+# psycopg and its pool log each failed reconnect and each discarded
+# connection: through a long outage that would flood an unattended box's log.
+# Tally logs an outage once, with its cause, and its end (server.OutageLog).
+logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 
 SCHEMA_FILE = Path(__file__).with_name("schema_postgres.sql")
 SCHEMA_VERSION = storage.migrations(SCHEMA_FILE)[-1][0]
