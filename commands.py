@@ -1,11 +1,12 @@
 """The owner's commands: backup, restore, export, import, set, rename,
-delete, top, show. server.py's main() parses the command line and calls run().
+delete, top, show, migrate. server.py's main() parses the command line and
+calls run().
 
-No SQL here (the stores), no HTTP (server.py); the store behind TALLY_DB
-is opened through storage.open_store, whichever backend it is. Every value from the command
-line or a file is validated with the same rules as the HTTP side (params.py)
-before anything is written; on error a command prints one line, exits
-non-zero and has changed nothing.
+No SQL here (the stores) and no HTTP (server.py): the store behind TALLY_DB
+is opened through storage.open_store, whichever backend it is. Every value
+from the command line or a file is validated with the same rules as the HTTP
+side (params.py) before anything is written; on error a command prints one
+line, exits non-zero and has changed nothing.
 """
 
 from __future__ import annotations
@@ -325,9 +326,9 @@ class ImportReader:
     """Reads a Tally JSON or CSV export, or a plain page_id,count CSV, one
     page at a time (pages()), checking each value with params.py as it goes.
 
-    `where` names the line or item being read, for error messages raised
-    later by the store (a page named twice). A UTF-8 byte-order mark is
-    skipped. CSV is read as a stream; JSON has no streaming reader in the
+    `where` names the line or item being read, for an error that surfaces
+    later, inside the store (a byte that is not UTF-8). A UTF-8 byte-order
+    mark is skipped. CSV is read as a stream; JSON has no streaming reader in the
     standard library and is read whole.
     """
 
