@@ -10,24 +10,33 @@ before anything else sees them.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import email.utils
+import functools
 import html
+import ipaddress
 import json
 import logging
 import os
 import re
+import resource
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
+import typing
 import urllib.parse
 from pathlib import Path
 from typing import Callable, Mapping
 
 import bottle
+import granian.constants
+import granian.http
+import granian.log
+import granian.server
 import prometheus_client
-import waitress
 
 import badge
 import commands as commands_module
@@ -59,22 +68,43 @@ PAGE_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self'; script-
 CAMO_AGENT = re.compile(r"^github-camo\b", re.IGNORECASE)
 
 
+class _Expires:
+    """The Expires value, ten minutes in the past: formatted once a second,
+    not once per answer."""
+
+    def __init__(self) -> None:
+        self._cached = (0, "")
+
+    def __call__(self) -> str:
+        second, value = self._cached
+        now = int(time.time())
+        if now != second:
+            value = email.utils.formatdate(now - 600, usegmt=True)
+            self._cached = (now, value)
+        return value
+
+
+_expires = _Expires()
+
+
 def _no_cache_headers(response: bottle.BaseResponse) -> None:
     response.set_header("Cache-Control", NO_CACHE)
     response.set_header("Pragma", "no-cache")
-    response.set_header("Expires", email.utils.formatdate(time.time() - 600, usegmt=True))
+    response.set_header("Expires", _expires())
     response.set_header("X-Content-Type-Options", "nosniff")
 
 
+def svg_headers(error: str | None = None) -> list[tuple[str, str]]:
+    """Every SVG answer's headers: never cached, and nothing in it may run."""
+    return [("Content-Type", SVG_TYPE),
+            ("Cache-Control", NO_CACHE if error is None else "no-store"),
+            ("Pragma", "no-cache"), ("Expires", _expires()),
+            ("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", SVG_CSP),
+            *([("X-Tally-Error", error)] if error is not None else [])]
+
+
 def _svg(body: str, status: int = 200, error: str | None = None) -> bottle.HTTPResponse:
-    response = bottle.HTTPResponse(body=body, status=status)
-    _no_cache_headers(response)
-    response.set_header("Content-Type", SVG_TYPE)
-    response.set_header("Content-Security-Policy", SVG_CSP)
-    if error is not None:
-        response.set_header("Cache-Control", "no-store")
-        response.set_header("X-Tally-Error", error)
-    return response
+    return bottle.HTTPResponse(body=body, status=status, headers=svg_headers(error))
 
 
 _JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "'": "\\u0027"})
@@ -151,16 +181,197 @@ class OutageLog:
                     self._current = None
 
 
+class Answer(typing.NamedTuple):
+    """An answer as plain WSGI sends it."""
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+# Parsed /badge queries kept, by their exact text: a README's badge asks the
+# same URL on every view. Long queries (a logo) are parsed each time, so the
+# cache stays small (at most QUERY_CACHE x 1 KB).
+QUERY_CACHE = 1024
+QUERY_CACHE_TEXT = 1024
+
+
+class Badges:
+    """GET and HEAD /badge, the request every README view makes, as plain
+    WSGI: bottle's routing and response objects cost more than the rest of
+    the request (README, Performance). The same checks, counting and
+    rendering as every other badge answer, which bottle's routes get from
+    answer() and error() here."""
+
+    def __init__(self, config: Config, store: storage.GroupCommitStore,
+                 metrics: "Metrics", outage: "OutageLog") -> None:
+        self.config, self.store, self.metrics, self.outage = config, store, metrics, outage
+        self.allow = re.compile(config.allow) if config.allow else None
+        self._cached_query = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse)
+        self._ok = metrics.requests.labels("/badge", "200")
+        self._record_seconds = metrics.db_seconds.labels("record_view")
+        self._read_seconds = metrics.db_seconds.labels("counts")
+
+    def check_allowed(self, page_id: str) -> None:
+        if self.allow is not None and not self.allow.fullmatch(page_id):
+            raise ParamError("page_id not allowed")
+
+    def _parse(self, query_string: str) -> tuple[params.BadgeQuery | None, str, str, str]:
+        """(the request or None, its error badge's label, style, problem)."""
+        values: dict[str, str] = {}
+        try:
+            values = params.parse_query_string(query_string)
+            request = params.parse_badge_query(values)
+            self.check_allowed(request.page_id)
+            return request, params.label_for_error(values), request.look.style, ""
+        except ParamError as e:
+            return None, params.label_for_error(values), params.style_for_error(values), str(e)
+
+    def parse(self, query_string: str) -> tuple[params.BadgeQuery | None, str, str, str]:
+        if len(query_string) > QUERY_CACHE_TEXT:
+            return self._parse(query_string)
+        return self._cached_query(query_string)
+
+    def counts(self, request: params.BadgeQuery, method: str, user_agent: str) -> storage.Counts:
+        """Count the view (or only read, as the request says) and return the
+        counts. Raises PageLimitReached, TotalLimitReached, StorageError."""
+        # HEAD must not count. With TALLY_CAMO_ONLY (or a flavour that
+        # counted only GitHub's proxy) only GitHub's image proxy counts.
+        counting = (request.count and method == "GET"
+                    and (not (self.config.camo_only or request.camo_only)
+                         or CAMO_AGENT.match(user_agent)))
+        started = time.perf_counter()
+        if counting:
+            result = self.store.record_view(request.page_id)
+            self._record_seconds.observe(time.perf_counter() - started)
+            self.metrics.views.inc()
+            return result
+        result = self.store.counts(request.page_id)
+        self._read_seconds.observe(time.perf_counter() - started)
+        return result
+
+    def error(self, label: str, problem: str, status: int, style: str = "flat") -> Answer:
+        self.metrics.errors.labels(problem).inc()
+        return Answer(status, svg_headers(problem),
+                      badge.render_error(label, problem, style).encode())
+
+    def answer(self, request: params.BadgeQuery, label: str, method: str,
+               user_agent: str) -> Answer:
+        """The badge for a valid request (native or an old service's URL)."""
+        style = request.look.style
+        try:
+            result = self.counts(request, method, user_agent)
+        except storage.PageLimitReached:
+            return self.error(label, "page limit reached", 200, style)
+        except storage.TotalLimitReached:
+            return self.error(label, "count at its maximum", 200, style)
+        except storage.StorageError as e:
+            self.outage.failed(e)
+            return self.error(label, "database unavailable", 503, style)
+        self.outage.succeeded()
+        return Answer(200, svg_headers(), badge.render(request.look, result.total,
+                                                       result.today).encode())
+
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        try:
+            request, label, style, problem = self.parse(environ.get("QUERY_STRING", ""))
+            if request is None:
+                answer = self.error(label, problem, 200, style)
+            else:
+                answer = self.answer(request, label, method, environ.get("HTTP_USER_AGENT", ""))
+        except Exception:
+            # Logged with its traceback; the client sees no detail.
+            log.error("unexpected error on %s /badge\n%s", method, traceback.format_exc())
+            self.metrics.errors.labels("internal").inc()
+            answer = Answer(500, svg_headers("internal error"),
+                            badge.render_error(badge.DEFAULT_LABEL, "internal error").encode())
+        status, headers, body = answer
+        if status == 200:
+            self._ok.inc()
+        else:
+            self.metrics.requests.labels("/badge", str(status)).inc()
+        start_response(f"{status} {HTTP_REASONS[status]}", [*headers, ("Content-Length", str(len(body)))])
+        return [b"" if method == "HEAD" else body]
+
+
+class FrontDoor:
+    """The WSGI app: the request checks no route may skip, then GET and HEAD
+    /badge to Badges and the rest to bottle."""
+
+    def __init__(self, config: Config, badges: Badges, routes: bottle.Bottle) -> None:
+        self.trusted_proxy = config.trusted_proxy
+        self.badges, self.routes = badges, routes
+
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+        self._proxy_headers(environ)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            # No route reads a body; a large one is refused unread.
+            return _plain_json(start_response, 413 if length > 0 else 400,
+                               "request body too large" if length > 0 else "invalid Content-Length")
+        if environ["PATH_INFO"] == "/badge" and environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+            return self.badges(environ, start_response)
+        return self.routes(environ, start_response)
+
+    def _proxy_headers(self, environ: dict) -> None:
+        """X-Forwarded-For, -Proto and -Host are believed from the trusted
+        proxy only (its last hop: the address that connected to it, and
+        only if it is an IP address), and removed from every other request,
+        so nobody else can claim an address or a host name for the builder
+        page's links. (waitress did this before granian, which does not.)"""
+        trusted = self.trusted_proxy is not None and environ.get("REMOTE_ADDR") == self.trusted_proxy
+        forwarded = {name: environ.pop(name) for name in _FORWARDED if name in environ}
+        if not trusted:
+            return
+        client = forwarded.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+        if _is_address(client):
+            environ["REMOTE_ADDR"] = client
+        scheme = forwarded.get("HTTP_X_FORWARDED_PROTO", "").rsplit(",", 1)[-1].strip().lower()
+        if scheme in ("http", "https"):
+            environ["wsgi.url_scheme"] = scheme
+        host = forwarded.get("HTTP_X_FORWARDED_HOST", "").rsplit(",", 1)[-1].strip()
+        if host:
+            environ["HTTP_HOST"] = host
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+_FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+              "HTTP_FORWARDED")
+MAX_BODY_BYTES = 65536
+
+
+def _plain_json(start_response: Callable, status: int, error: str) -> list[bytes]:
+    body = json.dumps({"error": error}).encode()
+    start_response(f"{status} {HTTP_REASONS[status]}",
+                   [("Content-Type", JSON_TYPE), ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
+    return [body]
+
+
+HTTP_REASONS = {200: "OK", 400: "Bad Request", 413: "Content Too Large",
+                500: "Internal Server Error", 503: "Service Unavailable"}
+
+
 # The app ###################################################################
 
 
-def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle:
-    """The WSGI app: the route table and its error handling."""
+def create_app(config: Config, store: storage.GroupCommitStore) -> FrontDoor:
+    """The WSGI app: /badge's fast path in front of bottle's route table."""
     app = bottle.Bottle()
     app.config["json.enable"] = False
     metrics = Metrics(store)
     outage = OutageLog()
-    allow = re.compile(config.allow) if config.allow else None
+    badges = Badges(config, store, metrics, outage)
     pages_view = bottle.SimpleTemplate(source=(VIEWS / "index.tpl").read_text("utf-8"))
     stats_view = bottle.SimpleTemplate(source=(VIEWS / "stats.tpl").read_text("utf-8"))
     static_files = {name: (VIEWS / name).read_bytes() for name in ("tally.css", "tally.js")}
@@ -175,48 +386,22 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle
     def query() -> dict[str, str]:
         return params.parse_query_string(bottle.request.environ.get("QUERY_STRING", ""))
 
-    def check_allowed(page_id: str) -> None:
-        if allow is not None and not allow.fullmatch(page_id):
-            raise ParamError("page_id not allowed")
+    check_allowed = badges.check_allowed
 
-    def error_badge(label: str, problem: str, status: int,
-                    style: str = "flat") -> bottle.HTTPResponse:
-        metrics.errors.labels(problem).inc()
-        return _svg(badge.render_error(label, problem, style), status=status, error=problem)
-
-    def view(request: params.BadgeQuery) -> storage.Counts:
-        """Count the view (or only read, as the request says) and return the
-        counts. Raises PageLimitReached, TotalLimitReached, StorageError."""
-        # bottle routes HEAD to GET handlers: HEAD must not count. With
-        # TALLY_CAMO_ONLY (or a flavour that counted only GitHub's proxy)
-        # only GitHub's image proxy counts.
-        counts = (request.count and bottle.request.method == "GET"
-                  and (not (config.camo_only or request.camo_only)
-                       or CAMO_AGENT.match(bottle.request.get_header("User-Agent", ""))))
-        if counts:
-            result = timed("record_view", lambda: store.record_view(request.page_id))
-            metrics.views.inc()
-            return result  # type: ignore[return-value]
-        return timed("counts", lambda: store.counts(request.page_id))  # type: ignore[return-value]
+    def respond(answer: Answer) -> bottle.HTTPResponse:
+        return bottle.HTTPResponse(body=answer.body, status=answer.status, headers=answer.headers)
 
     def badge_answer(request: params.BadgeQuery, label: str) -> bottle.HTTPResponse:
-        """The badge for a valid request (native or an old service's URL)."""
-        style = request.look.style
-        try:
-            result = view(request)
-        except storage.PageLimitReached:
-            return error_badge(label, "page limit reached", 200, style)
-        except storage.TotalLimitReached:
-            return error_badge(label, "count at its maximum", 200, style)
-        except storage.StorageError as e:
-            outage.failed(e)
-            return error_badge(label, "database unavailable", 503, style)
-        outage.succeeded()
-        return _svg(badge.render(request.look, result.total, result.today))
+        return respond(badges.answer(request, label, bottle.request.method,
+                                     bottle.request.get_header("User-Agent", "")))
+
+    def view(request: params.BadgeQuery) -> storage.Counts:
+        return badges.counts(request, bottle.request.method,
+                             bottle.request.get_header("User-Agent", ""))
 
     # Routes ------------------------------------------------------------------
     # method  path           counts?            caching
-    # GET     /badge         yes (HEAD: no)     never cached
+    # GET     /badge         yes (HEAD: no)     never cached   (Badges, not bottle)
     # GET     /api/count     no                 never cached
     # GET     /api/shields   no                 never cached
     # GET     /api/history   no                 never cached
@@ -227,18 +412,6 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle
     # GET     /static/<f>    no                 a day
     # GET     /<old URL>     as the old service (flavours.py): Hits, komarev,
     #                        hits.sh, dwyl, visitorbadge.io; never cached
-
-    @app.get("/badge")
-    def badge_route() -> bottle.HTTPResponse:
-        values: dict[str, str] = {}
-        try:
-            values = query()
-            request = params.parse_badge_query(values)
-            check_allowed(request.page_id)
-        except ParamError as e:
-            return error_badge(params.label_for_error(values), str(e), 200,
-                               params.style_for_error(values))
-        return badge_answer(request, params.label_for_error(values))
 
     def json_page_id(values: dict[str, str]) -> str:
         page_id = params.validate_page_id(values.get("page_id"))
@@ -362,7 +535,7 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle
             check_allowed(request.page_id)
         except ParamError as e:
             if route.answer in ("badge", "chart"):
-                return error_badge(label, str(e), 200)
+                return respond(badges.error(label, str(e), 200))
             raise
         if route.answer == "badge":
             return badge_answer(request, label)
@@ -415,9 +588,6 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle
                 log.error("unexpected error on %s %s\n%s", bottle.request.method,
                           _loggable(bottle.request.path), traceback.format_exc())
                 metrics.errors.labels("internal").inc()
-                if bottle.request.path == "/badge":
-                    return _svg(badge.render_error(badge.DEFAULT_LABEL, "internal error"),
-                                status=500, error="internal error")
                 return _json({"error": "internal error"}, 500)
         return wrapper
 
@@ -447,7 +617,7 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> bottle.Bottle
         bottle.response.content_type = JSON_TYPE
         return json.dumps({"error": "method not allowed"})
 
-    return app
+    return FrontDoor(config, badges, app)
 
 
 # Markdown's image text ends at "]"; a backslash escapes it (CommonMark).
@@ -532,58 +702,96 @@ def _setup_logging(quiet: bool) -> None:
     access_log.propagate = False
 
 
-def _stop(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _die_with_parent() -> None:
+    """In granian's worker process: end when the serving process ends, even
+    by kill -9, so no orphan keeps the port and the database file (Linux)."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: systemd or the container ends the worker
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def worker_app(config: Config) -> Callable:
+    """granian's worker process builds the store and the app here: a SQLite
+    connection must not cross a fork, so the serving process opens none."""
+    _die_with_parent()
+    store = storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
+                               busy_timeout_s=config.busy_timeout)
+    app = create_app(config, store)
+    return app if config.quiet else AccessLog(app)
+
+
+def _free_port(host: str, port: int) -> int:
+    """Refuse an address in use (granian would fail with a Rust backtrace);
+    port 0 picks a free port, which the start line shows."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family) as probe:
+            probe.bind((host, port))
+            return probe.getsockname()[1]
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def _connection_cap(wanted: int) -> int:
+    """The connection cap this process can hold: each connection is an open
+    file, so the soft limit is raised towards the hard one (systemd's
+    default soft limit is 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FILES_BESIDE_CONNECTIONS
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warning("TALLY_CONNECTION_LIMIT %d lowered to %d: this process may open %d files "
+                    "(ulimit -Hn)", wanted, soft - FILES_BESIDE_CONNECTIONS, soft)
+        return max(1, soft - FILES_BESIDE_CONNECTIONS)
+    return wanted
+
+
+# The database, its -wal and -shm, the lock, logs, granian's pipes.
+FILES_BESIDE_CONNECTIONS = 64
 
 
 def serve(config: Config) -> int:
+    """Serve with granian: this process holds the lock, checks the database
+    and supervises one worker process, which answers the requests."""
     _setup_logging(config.quiet)
-    # waitress warns "Task queue depth is N" for every queued request under
-    # load; on an unattended box that would fill the log. /metrics tells load.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     # The lock first: a restore in progress holds it, and the store must not
     # open (and migrate) a file that is being replaced. (PostgreSQL: none.)
     lock = storage.server_lock(config.db)
     try:
-        store = storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
-                                   busy_timeout_s=config.busy_timeout)
-        try:
-            app = create_app(config, store)
-            try:
-                server = waitress.create_server(
-                    app if config.quiet else AccessLog(app),
-                    host=config.host, port=config.port, threads=config.threads,
-                    # waitress counts its listening socket and its wake-up pipe
-                    # among the connections: the setting means client connections.
-                    connection_limit=config.connection_limit + 2,
-                    channel_timeout=config.channel_timeout,
-                    # waitress closes idle connections only at its clean-up
-                    # pass: run it often enough for the idle timeout to hold.
-                    cleanup_interval=max(1, min(30, config.channel_timeout // 2)),
-                    max_request_header_size=config.max_header_bytes,
-                    max_request_body_size=65536,
-                    trusted_proxy=config.trusted_proxy,
-                    trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto",
-                                           "x-forwarded-host"} if config.trusted_proxy else None,
-                    clear_untrusted_proxy_headers=True,
-                    # poll() has no 1024-descriptor ceiling, unlike select().
-                    asyncore_use_poll=True, ident="tally")
-            except OSError as e:
-                raise ConfigError(f"cannot listen on {config.host}:{config.port}: "
-                                  f"{e.strerror or e}") from None
-            print(f"Tally serving http://{config.host}:{server.effective_port}/ with "
-                  f"{storage.masked(config.db)} ({store.describe()})", flush=True)
-            # SIGTERM (systemd, kill) ends the serve loop like Ctrl-C, so the
-            # store closes cleanly; answered counts are committed either way.
-            signal.signal(signal.SIGTERM, _stop)
-            try:
-                server.run()
-            except KeyboardInterrupt:
-                pass
-            finally:
-                server.close()
-        finally:
-            store.close()
+        # Start-up checks here, so a bad database ends `serve` with its
+        # message and exit code before anything listens.
+        with storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
+                                busy_timeout_s=config.busy_timeout) as store:
+            description = store.describe()
+        port = _free_port(config.host, config.port)
+        server = granian.server.MPServer(
+            "tally", address=config.host, port=port, interface=granian.constants.Interfaces.WSGI,
+            workers=1, blocking_threads=config.threads,
+            # granian holds one permit per open connection: the connection cap.
+            backpressure=_connection_cap(config.connection_limit), backlog=1024,
+            http=granian.constants.HTTPModes.http1, websockets=False,
+            http1_settings=granian.http.HTTP1Settings(
+                # A deadline for a request's line and headers, counted from
+                # the connection's start or its previous answer: trickling
+                # bytes cannot extend it, and idle connections close at it.
+                header_read_timeout=config.channel_timeout * 1000,
+                keep_alive=True, max_buffer_size=config.max_header_bytes),
+            log_level=granian.log.LogLevels.warning)
+        print(f"Tally serving http://{config.host}:{port}/ with "
+              f"{storage.masked(config.db)} ({description})", flush=True)
+        # granian handles SIGTERM and SIGINT: it stops the worker, which
+        # answers what it has in hand; every answered count is committed.
+        server.serve(target_loader=functools.partial(worker_app, config), wrap_loader=False)
     finally:
         lock.release()
     return 0

@@ -119,13 +119,19 @@ class LiveServer:
         self.db, self.port, self.proc, self.log = db, port, proc, log
         self.url = f"http://127.0.0.1:{port}"
 
+    def worker_pid(self) -> int:
+        """granian's worker process, which answers the requests."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
     def get(self, path: str, headers: dict | None = None, method: str = "GET"):
         request = urllib.request.Request(self.url + path, headers=headers or {}, method=method)
         try:
             with urllib.request.urlopen(request, timeout=30) as r:
-                return r.status, dict(r.headers), r.read()
+                return r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+            return e.code, e.headers, e.read()
 
 
 def start_server(db: str, tmp_path: Path, env: dict | None = None, args: list[str] = (),
@@ -149,6 +155,11 @@ def start_server(db: str, tmp_path: Path, env: dict | None = None, args: list[st
             return False
     wait_until(answers)
     return live
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
 
 
 def stop_server(live: LiveServer) -> None:

@@ -21,11 +21,11 @@ def test_environment_sets_every_field():
                          "TALLY_ALLOW": "a.*", "TALLY_MAX_PAGES": "10", "TALLY_CAMO_ONLY": "yes",
                          "TALLY_QUIET": "true", "TALLY_TRUSTED_PROXY": "",
                          "TALLY_CONNECTION_LIMIT": "50", "TALLY_IDLE_TIMEOUT": "10",
-                         "TALLY_MAX_HEADER_BYTES": "4096", "TALLY_BUSY_TIMEOUT": "1.5"})
+                         "TALLY_MAX_HEADER_BYTES": "16384", "TALLY_BUSY_TIMEOUT": "1.5"})
     assert c == config.Config(host="0.0.0.0", port=9000, db="/x.db", threads=4, sync="normal",
                               metrics=True, allow="a.*", max_pages=10, camo_only=True, quiet=True,
                               trusted_proxy=None, connection_limit=50, channel_timeout=10,
-                              max_header_bytes=4096, busy_timeout=1.5)
+                              max_header_bytes=16384, busy_timeout=1.5)
 
 
 def test_flags_override_the_environment():
@@ -41,9 +41,9 @@ def test_flags_override_the_environment():
     ("TALLY_METRICS", "maybe", "TALLY_METRICS must be 1 or 0"),
     ("TALLY_ALLOW", "(", "TALLY_ALLOW is not a regular expression"),
     ("TALLY_MAX_PAGES", "0", "TALLY_MAX_PAGES must be a positive number"),
-    ("TALLY_MAX_HEADER_BYTES", "10", "TALLY_MAX_HEADER_BYTES must be 1024..1048576"),
+    ("TALLY_MAX_HEADER_BYTES", "8191", "TALLY_MAX_HEADER_BYTES must be 8192..1048576"),
     ("TALLY_CONNECTION_LIMIT", "0", "TALLY_CONNECTION_LIMIT must be 1..100000"),
-    ("TALLY_IDLE_TIMEOUT", "3601", "TALLY_IDLE_TIMEOUT must be 1..3600 seconds"),
+    ("TALLY_IDLE_TIMEOUT", "61", "TALLY_IDLE_TIMEOUT must be 1..60 seconds"),
     ("TALLY_BUSY_TIMEOUT", "-1", "TALLY_BUSY_TIMEOUT must be 0..600 seconds"),
 ])
 def test_bad_values_name_the_variable(name, value, message):

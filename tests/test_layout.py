@@ -22,7 +22,7 @@ def imported(path) -> set[str]:
 
 
 @pytest.mark.parametrize("library, owner", [("sqlite3", "sqlite_store.py"), ("bottle", "server.py"),
-                                            ("badgepy", "badge.py"), ("waitress", "server.py"),
+                                            ("badgepy", "badge.py"), ("granian", "server.py"),
                                             ("psycopg", "postgres_store.py"),
                                             ("psycopg_pool", "postgres_store.py")])
 def test_each_library_is_imported_in_one_module(library, owner):
