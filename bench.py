@@ -4,21 +4,22 @@ A benchmark, not a test: it prints figures and ratios and asserts nothing.
 
 1. Render time per badge: Tally's renderer (template cache) against a plain
    badge() call (the renderer's own API, via badge.plain_badge).
-2. Requests per second and p50/p99 latency of GET /badge (every request a new
-   count) against a trivial WSGI app returning a short text, both served by
-   waitress with the same settings, loaded by the same generator (wrk where
-   installed, else the Python generator below), with TALLY_SYNC full and
-   normal.
-3. The server's resident memory after 100,000 requests and after a second
-   100,000 (with a distinct label on every request, so the template cache
-   is at its bound).
-4. With --postgres URL (or TALLY_TEST_POSTGRES set): the same GET /badge
-   load on one Tally process on PostgreSQL and on two processes sharing the
-   database (the load split between them), beside SQLite, in the same rounds.
-5. The same trivial app and the same Tally app (SQLite, sync=full) served by
-   granian (a Rust HTTP server, one worker, its defaults) instead of
-   waitress, in the same rounds: the ceiling a faster server would give
-   (issue 12 of the tracker). Tally itself still serves with waitress.
+2. Requests per second and p50/p99 latency, loaded by the same generator
+   (wrk where installed, else the Python generator below), servers taking
+   turns in rounds:
+   - Tally as `server.py serve` runs it (granian, one worker process, the
+     default settings, sync=full): GET /badge counting (every request a new
+     count), GET /badge?query_only=true, GET /api/count;
+   - the limit: a trivial WSGI app returning "ok", served by granian with
+     exactly Tally's settings (server.http_server);
+   - for comparison, what Tally served with before: the same Tally app on
+     waitress (2 threads, as shipped then), and the trivial app on it;
+   - with --postgres URL (or TALLY_TEST_POSTGRES set): Tally counting into
+     PostgreSQL, one process and two processes sharing the database (the
+     load split between them).
+3. Resident memory of Tally's worker and of its serving process after
+   100,000 requests and after a second 100,000 (a distinct label on every
+   request, so the template cache is at its bound).
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
 CONNECTIONS = 32
-THREADS = 2  # Tally's default (config.py)
+WAITRESS_THREADS = 2  # what Tally shipped with on waitress
 
 
-# The trivial app ###########################################################
+# The servers this process starts as itself (python bench.py --serve ...) ####
 
 
 def trivial_app(environ, start_response):
@@ -50,27 +52,32 @@ def trivial_app(environ, start_response):
     return [b"ok"]
 
 
-def serve_trivial(port: int, threads: int) -> None:
-    import logging
-    import waitress
-    # The same waitress settings server.serve() uses, its queue warnings off too.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    waitress.serve(trivial_app, host="127.0.0.1", port=port, threads=threads,
-                   connection_limit=1000, channel_timeout=30, max_request_header_size=8192,
-                   asyncore_use_poll=True, _quiet=True)
-
-
-def tally_app():
-    """granian's --factory target: Tally's own app over its own store, built
-    in granian's worker process from the TALLY_* environment."""
-    sys.path.insert(0, str(ROOT))
+def serve_trivial_granian(port: int) -> None:
+    """The trivial app on granian with exactly Tally's settings."""
     import config
     import server
-    import storage
     settings = config.from_env(os.environ)
-    store = storage.open_store(settings.db, sync=settings.sync, max_pages=settings.max_pages,
-                               busy_timeout_s=settings.busy_timeout)
-    return server.create_app(settings, store)
+    server.http_server(settings, port).serve(target_loader=lambda: trivial_app, wrap_loader=False)
+
+
+def serve_waitress(port: int, app_name: str) -> None:
+    """Tally's app (or the trivial one) on waitress, as Tally served before
+    granian: 2 threads, poll, the same limits."""
+    import logging
+    import waitress
+    app = trivial_app
+    if app_name == "tally":
+        import config
+        import server
+        import storage
+        settings = config.from_env(os.environ)
+        store = storage.open_store(settings.db, sync=settings.sync, max_pages=settings.max_pages,
+                                   busy_timeout_s=settings.busy_timeout)
+        app = server.create_app(settings, store)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    waitress.serve(app, host="127.0.0.1", port=port, threads=WAITRESS_THREADS,
+                   connection_limit=1000, channel_timeout=30, max_request_header_size=8192,
+                   asyncore_use_poll=True, _quiet=True)
 
 
 # Processes ##################################################################
@@ -95,40 +102,27 @@ def wait_for(url: str, proc: subprocess.Popen) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
-def start_tally(db: str, sync: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
-    env.update(TALLY_SYNC=sync, TALLY_THREADS=str(THREADS))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "serve", "--db", db,
-                             "--port", str(port), "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    wait_for(base + "/healthz", proc)
-    return proc, base
-
-
-def start_granian(target: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def start(args: list[str], env: dict, health: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
-    environment.update(env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
-                             "--host", "127.0.0.1", "--port", str(port), "--no-ws",
-                             "--log-level", "warning", *(["--factory"] if target.endswith("tally_app") else []),
-                             target], cwd=ROOT, env=environment,
+    environment.update(env)
+    command = [a.replace("{port}", str(port)) for a in args]
+    proc = subprocess.Popen(command, env=environment, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    wait_for(base + "/", proc) if "trivial" in target else wait_for(base + "/healthz", proc)
+    wait_for(base + health, proc)
     return proc, base
 
 
-def start_trivial(threads: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--trivial-server", str(port),
-                             "--trivial-threads", str(threads)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    wait_for(base + "/", proc)
-    return proc, base
+def start_tally(db: str, threads: int | None) -> tuple[subprocess.Popen, str]:
+    env = {"TALLY_THREADS": str(threads)} if threads else {}
+    return start([sys.executable, str(ROOT / "server.py"), "serve", "--db", db, "--port", "{port}",
+                  "--quiet"], env, "/healthz")
+
+
+def start_self(kind: str, env: dict) -> tuple[subprocess.Popen, str]:
+    return start([sys.executable, __file__, "--serve", kind, "--port", "{port}"], env,
+                 "/healthz" if kind == "waitress-tally" else "/")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -144,6 +138,11 @@ def memory_mb(pid: int) -> tuple[float, float]:
     """(resident now, peak resident) in MB, from /proc."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+def worker_of(pid: int) -> int:
+    """granian's worker process under `server.py serve`."""
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
 
 
 # Load generators ############################################################
@@ -269,34 +268,38 @@ def load_until(load, url: str, requests: int, distinct: bool) -> dict:
     return done
 
 
-def has_granian() -> bool:
-    try:
-        import granian  # noqa: F401  (only to know it is there)
-    except ImportError:
-        return False
-    return True
+def ratio_line(name: str, value: float, limit: float, goal: float) -> str:
+    verdict = "met" if value / limit >= goal else "NOT met"
+    return f"  {name:<44}{value / limit:8.3f}   goal >= {goal:g}: {verdict}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trivial-server", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--trivial-threads", type=int, default=THREADS, help=argparse.SUPPRESS)
-    parser.add_argument("--seconds", type=float, default=6, help="length of each load run")
-    parser.add_argument("--rounds", type=int, default=5, help="load runs per server")
+    parser.add_argument("--serve", choices=("granian-trivial", "waitress-trivial", "waitress-tally"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=5, help="length of each load run")
+    parser.add_argument("--rounds", type=int, default=3, help="load runs per server")
+    parser.add_argument("--threads", type=int,
+                        help="TALLY_THREADS for Tally and its trivial app (default: Tally's)")
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--postgres", default=os.environ.get("TALLY_TEST_POSTGRES"),
                         help="a PostgreSQL URL: also measure Tally on it, one and two processes")
     args = parser.parse_args()
-    if args.trivial_server:
-        serve_trivial(args.trivial_server, args.trivial_threads)
+    if args.serve == "granian-trivial":
+        serve_trivial_granian(args.port)
+        return
+    if args.serve:
+        serve_waitress(args.port, args.serve.split("-")[1])
         return
 
-    sys.path.insert(0, str(ROOT))
+    import config
+    threads = args.threads or config.Config().threads
     load = load_wrk if shutil.which("wrk") else load_python
     print(f"Tally benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"load by {'wrk' if load is load_wrk else 'the bundled Python generator'}, "
-          f"{CONNECTIONS} connections, waitress threads={THREADS} (Tally's default) for Tally and "
-          f"the trivial app alike; the trivial app with 8 threads is shown for reference")
+          f"{CONNECTIONS} connections; granian: one worker, {threads} threads (TALLY_THREADS), "
+          f"Tally's settings for Tally and the trivial app alike; waitress: {WAITRESS_THREADS} threads")
 
     ours, plain = measure_render(20_000)
     print("\n== Render time per badge (flat, a new number each time)")
@@ -306,81 +309,88 @@ def main() -> None:
 
     print(f"\n== Throughput and latency: {args.rounds} rounds of {args.seconds:g} s, servers "
           "taking turns, medians shown (this VM's figures vary from run to run)")
-    print(f"  {'server':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-200':>9}")
-    runs: dict[str, list[dict]] = {"trivial": [], "full": [], "normal": [], "trivial8": []}
-    if has_granian():
-        runs.update({"granian-trivial": [], "granian-full": []})
+    threads_env = {"TALLY_THREADS": str(threads)}
+    # name -> (label, how to start it, the paths loaded on it in turn)
+    servers = {
+        "hello": ("trivial WSGI app on granian", lambda tmp: start_self("granian-trivial", threads_env),
+                  {"hello": "/"}),
+        "tally": ("Tally (server.py serve), sync=full",
+                  lambda tmp: start_tally(os.path.join(tmp, "bench.db"), threads),
+                  {"count": "/badge?page_id=bench", "query_only": "/badge?page_id=bench&query_only=true",
+                   "api": "/api/count?page_id=bench"}),
+        "waitress": ("Tally app on waitress (as before)", lambda tmp: start_self(
+            "waitress-tally", {"TALLY_DB": os.path.join(tmp, "bench-waitress.db")}),
+                     {"waitress": "/badge?page_id=bench"}),
+        "waitress-hello": ("trivial WSGI app on waitress", lambda tmp: start_self(
+            "waitress-trivial", {}), {"waitress-hello": "/"}),
+    }
+    labels = {"hello": "trivial app on granian (the limit)",
+              "count": "Tally GET /badge (counts)",
+              "query_only": "Tally GET /badge?query_only=true",
+              "api": "Tally GET /api/count",
+              "waitress": "Tally GET /badge on waitress (before)",
+              "waitress-hello": "trivial app on waitress",
+              "pg1": "Tally GET /badge, PostgreSQL, 1 process",
+              "pg2": "Tally GET /badge, PostgreSQL, 2 processes"}
+    runs: dict[str, list[dict]] = {name: [] for name in labels if not name.startswith("pg")}
     if args.postgres:
         runs.update({"pg1": [], "pg2": []})
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
-            for name in runs:
-                if name == "granian-trivial":
-                    procs, urls = zip(start_granian("bench:trivial_app"))
-                    urls = [u + "/" for u in urls]
-                elif name == "granian-full":
-                    procs, urls = zip(start_granian("bench:tally_app", {
-                        "TALLY_DB": os.path.join(tmp, "bench-granian.db"), "TALLY_QUIET": "1"}))
-                    urls = [u + "/badge?page_id=bench" for u in urls]
-                elif name.startswith("trivial"):
-                    procs, urls = zip(start_trivial(8 if name == "trivial8" else THREADS))
-                    urls = [u + "/" for u in urls]
-                elif name.startswith("pg"):
-                    procs, urls = zip(*[start_tally(args.postgres, "full")
-                                        for _ in range(int(name[2:]))])
-                    urls = [u + "/badge?page_id=bench" for u in urls]
-                else:
-                    procs, urls = zip(start_tally(os.path.join(tmp, f"bench-{name}.db"), name))
-                    urls = [u + "/badge?page_id=bench" for u in urls]
+            for name, (_, starter, paths) in servers.items():
+                proc, base = starter(tmp)
                 try:
-                    load_split(load, urls, 1)  # warm-up
+                    for measured, path in paths.items():
+                        load_split(load, [base + path], 1)  # warm-up
+                        runs[measured].append(load_split(load, [base + path], args.seconds))
+                finally:
+                    stop(proc)
+            for name in ("pg1", "pg2") if args.postgres else ():
+                procs, urls = zip(*[start_tally(args.postgres, threads) for _ in range(int(name[2:]))])
+                try:
+                    urls = [u + "/badge?page_id=bench" for u in urls]
+                    load_split(load, urls, 1)
                     runs[name].append(load_split(load, urls, args.seconds))
                 finally:
                     for proc in procs:
                         stop(proc)
-        trivial_rps = median(r["rps"] for r in runs["trivial"])
-        for name, label in (("trivial", f"trivial WSGI app, threads={THREADS}"),
-                            ("full", "Tally GET /badge, sync=full"),
-                            ("normal", "Tally GET /badge, sync=normal"),
-                            ("trivial8", "trivial WSGI app, threads=8"),
-                            ("pg1", "Tally on PostgreSQL, 1 process"),
-                            ("pg2", "Tally on PostgreSQL, 2 processes"),
-                            ("granian-trivial", "trivial WSGI app on granian"),
-                            ("granian-full", "Tally app on granian, sync=full")):
-            if name not in runs:
-                continue
-            rps = median(r["rps"] for r in runs[name])
-            ratio = "" if name == "trivial" else f"   ratio {rps / trivial_rps:.2f}"
-            if name in ("full", "normal"):
-                ratio += " (goal >= 0.6)"
-            if name.startswith("pg"):
-                ratio += f", {rps / median(r['rps'] for r in runs['full']):.2f} of SQLite full"
-            if name == "granian-full":
-                limit = median(r["rps"] for r in runs["granian-trivial"])
-                waitress = median(r["rps"] for r in runs["full"])
-                ratio += (f"; {rps / limit:.3f} of the trivial app on granian (issue 12's goal >= 0.2), "
-                          f"{rps / waitress:.2f}x Tally on waitress (goal >= 5)")
-            print(f"  {label:<34}{rps:>10.0f}{median(r['p50'] for r in runs[name]):>10.2f}"
-                  f"{median(r['p99'] for r in runs[name]):>10.2f}"
-                  f"{sum(r['errors'] for r in runs[name]):>9}{ratio}")
+        rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
+        p99 = {name: median(r["p99"] for r in results) for name, results in runs.items()}
+        print(f"  {'server and request':<44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}")
+        for name, results in runs.items():
+            print(f"  {labels[name]:<44}{rps[name]:>9.0f}{median(r['p50'] for r in results):>9.2f}"
+                  f"{p99[name]:>9.2f}{sum(r['errors'] for r in results):>9}")
         print("  each round (req/s): " + "; ".join(
-            f"{name} " + " ".join(f"{r['rps']:.0f}" for r in runs[name]) for name in runs))
+            f"{name} " + " ".join(f"{r['rps']:.0f}" for r in results) for name, results in runs.items()))
+        print("\n== Ratios (issue 12's goals)")
+        print(ratio_line("/badge counting / trivial app on granian", rps["count"], rps["hello"], 0.2))
+        print(ratio_line("/badge counting / Tally on waitress", rps["count"], rps["waitress"], 5))
+        print(f"  {'/badge counting p99 at 32 connections':<44}{p99['count']:8.2f}   goal <= 20 ms: "
+              f"{'met' if p99['count'] <= 20 else 'NOT met'}")
+        print(ratio_line("/badge?query_only=true / trivial app", rps["query_only"], rps["hello"], 0.3))
+        print(ratio_line("/api/count / trivial app", rps["api"], rps["hello"], 0.3))
+        if args.postgres:
+            print(f"  PostgreSQL 1 process / SQLite: {rps['pg1'] / rps['count']:.2f}; "
+                  f"2 processes / 1: {rps['pg2'] / rps['pg1']:.2f}")
 
         print(f"\n== Memory: {args.memory_requests:,} requests, then {args.memory_requests:,} more"
               " (a distinct label on each, sync=full)")
-        proc, url = start_tally(os.path.join(tmp, "bench-memory.db"), "full")
+        proc, url = start_tally(os.path.join(tmp, "bench-memory.db"), threads)
         try:
             target = url + "/badge?page_id=memory&left_text=l"
+            worker = worker_of(proc.pid)
             first = load_until(load, target, args.memory_requests, True)
-            rss1, peak1 = memory_mb(proc.pid)
+            rss1, peak1 = memory_mb(worker)
             second = load_until(load, target, args.memory_requests, True)
-            rss2, peak2 = memory_mb(proc.pid)
+            rss2, peak2 = memory_mb(worker)
+            serving, _ = memory_mb(proc.pid)
             counted = urllib.request.urlopen(url + "/api/count?page_id=memory").read().decode()
         finally:
             stop(proc)
-        print(f"  after {first['requests']:>7,} requests: resident {rss1:6.1f} MB, peak {peak1:6.1f} MB")
-        print(f"  after {first['requests'] + second['requests']:>7,} requests: resident {rss2:6.1f} MB, "
+        print(f"  worker after {first['requests']:>7,} requests: resident {rss1:6.1f} MB, peak {peak1:6.1f} MB")
+        print(f"  worker after {first['requests'] + second['requests']:>7,} requests: resident {rss2:6.1f} MB, "
               f"peak {peak2:6.1f} MB  (growth {rss2 - rss1:+.1f} MB; goal <= 60 MB, no growth)")
+        print(f"  the serving process (lock, start-up checks, granian's supervisor): {serving:.1f} MB")
         print(f"  server's count afterwards: {counted}; non-200 answers: "
               f"{first['errors'] + second['errors']}")
 
