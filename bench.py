@@ -52,12 +52,20 @@ def trivial_app(environ, start_response):
     return [b"ok"]
 
 
-def serve_trivial_granian(port: int) -> None:
-    """The trivial app on granian with exactly Tally's settings."""
+async def trivial_asgi(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def serve_trivial_granian(port: int, wsgi: bool) -> None:
+    """The trivial app on granian with exactly Tally's settings (ASGI), or
+    the WSGI one with the same settings but WSGI's threads."""
     import config
     import server
     settings = config.from_env(os.environ)
-    server.http_server(settings, port).serve(target_loader=lambda: trivial_app, wrap_loader=False)
+    app = trivial_app if wsgi else trivial_asgi
+    server.http_server(settings, port, wsgi=wsgi).serve(target_loader=lambda: app, wrap_loader=False)
 
 
 def serve_waitress(port: int, app_name: str) -> None:
@@ -275,7 +283,8 @@ def ratio_line(name: str, value: float, limit: float, goal: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--serve", choices=("granian-trivial", "waitress-trivial", "waitress-tally"),
+    parser.add_argument("--serve", choices=("granian-trivial", "granian-trivial-wsgi", "waitress-trivial",
+                                            "waitress-tally"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=5, help="length of each load run")
@@ -286,8 +295,8 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("TALLY_TEST_POSTGRES"),
                         help="a PostgreSQL URL: also measure Tally on it, one and two processes")
     args = parser.parse_args()
-    if args.serve == "granian-trivial":
-        serve_trivial_granian(args.port)
+    if args.serve and args.serve.startswith("granian"):
+        serve_trivial_granian(args.port, args.serve.endswith("wsgi"))
         return
     if args.serve:
         serve_waitress(args.port, args.serve.split("-")[1])
@@ -312,8 +321,10 @@ def main() -> None:
     threads_env = {"TALLY_THREADS": str(threads)}
     # name -> (label, how to start it, the paths loaded on it in turn)
     servers = {
-        "hello": ("trivial WSGI app on granian", lambda tmp: start_self("granian-trivial", threads_env),
+        "hello": ("trivial ASGI app on granian", lambda tmp: start_self("granian-trivial", threads_env),
                   {"hello": "/"}),
+        "hello-wsgi": ("trivial WSGI app on granian", lambda tmp: start_self(
+            "granian-trivial-wsgi", threads_env), {"hello-wsgi": "/"}),
         "tally": ("Tally (server.py serve), sync=full",
                   lambda tmp: start_tally(os.path.join(tmp, "bench.db"), threads),
                   {"count": "/badge?page_id=bench", "query_only": "/badge?page_id=bench&query_only=true",
@@ -324,7 +335,8 @@ def main() -> None:
         "waitress-hello": ("trivial WSGI app on waitress", lambda tmp: start_self(
             "waitress-trivial", {}), {"waitress-hello": "/"}),
     }
-    labels = {"hello": "trivial app on granian (the limit)",
+    labels = {"hello": "trivial ASGI app, Tally's settings (limit)",
+              "hello-wsgi": "trivial WSGI app, granian, Tally's settings",
               "count": "Tally GET /badge (counts)",
               "query_only": "Tally GET /badge?query_only=true",
               "api": "Tally GET /api/count",
@@ -363,12 +375,16 @@ def main() -> None:
         print("  each round (req/s): " + "; ".join(
             f"{name} " + " ".join(f"{r['rps']:.0f}" for r in results) for name, results in runs.items()))
         print("\n== Ratios (issue 12's goals)")
-        print(ratio_line("/badge counting / trivial app on granian", rps["count"], rps["hello"], 0.2))
+        print(ratio_line("/badge counting / trivial ASGI app", rps["count"], rps["hello"], 0.2))
+        print(ratio_line("/badge counting / trivial WSGI app", rps["count"], rps["hello-wsgi"], 0.2))
         print(ratio_line("/badge counting / Tally on waitress", rps["count"], rps["waitress"], 5))
         print(f"  {'/badge counting p99 at 32 connections':<44}{p99['count']:8.2f}   goal <= 20 ms: "
               f"{'met' if p99['count'] <= 20 else 'NOT met'}")
-        print(ratio_line("/badge?query_only=true / trivial app", rps["query_only"], rps["hello"], 0.3))
-        print(ratio_line("/api/count / trivial app", rps["api"], rps["hello"], 0.3))
+        print(ratio_line("/badge?query_only=true / trivial ASGI app", rps["query_only"], rps["hello"], 0.3))
+        print(ratio_line("/badge?query_only=true / trivial WSGI app", rps["query_only"],
+                         rps["hello-wsgi"], 0.3))
+        print(ratio_line("/api/count / trivial ASGI app", rps["api"], rps["hello"], 0.3))
+        print(ratio_line("/api/count / trivial WSGI app", rps["api"], rps["hello-wsgi"], 0.3))
         if args.postgres:
             print(f"  PostgreSQL 1 process / SQLite: {rps['pg1'] / rps['count']:.2f}; "
                   f"2 processes / 1: {rps['pg2'] / rps['pg1']:.2f}")

@@ -10,6 +10,7 @@ before anything else sees them.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import email.utils
 import functools
@@ -31,6 +32,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Callable, Mapping
 
+import a2wsgi
 import bottle
 import granian.constants
 import granian.http
@@ -193,6 +195,13 @@ QUERY_CACHE = 1024
 QUERY_CACHE_TEXT = 1024
 
 
+FAST_ROUTES = ("/badge", "/api/count")
+# What a count or a read may end with besides counts: each has its answer.
+OUTCOMES = (storage.StorageError, storage.PageLimitReached, storage.TotalLimitReached)
+Outcome = typing.Union[storage.Counts, storage.StorageError, storage.PageLimitReached,
+                       storage.TotalLimitReached]
+
+
 class FastPath:
     """GET and HEAD /badge (the request every README view makes) and
     /api/count as plain WSGI: bottle's routing and response objects cost
@@ -229,21 +238,43 @@ class FastPath:
             return self._parse(query_string)
         return self._cached_query(query_string)
 
-    def counts(self, request: params.BadgeQuery, method: str, user_agent: str) -> storage.Counts:
-        """Count the view (or only read, as the request says) and return the
-        counts. Raises PageLimitReached, TotalLimitReached, StorageError."""
+    def counting(self, request: params.BadgeQuery, method: str, user_agent: str) -> bool:
         # HEAD must not count. With TALLY_CAMO_ONLY (or a flavour that
         # counted only GitHub's proxy) only GitHub's image proxy counts.
-        counting = (request.count and method == "GET"
+        return bool(request.count and method == "GET"
                     and (not (self.config.camo_only or request.camo_only)
                          or CAMO_AGENT.match(user_agent)))
+
+    # Each request in three steps: what to do (or an error answer at once),
+    # the database (sync for WSGI, awaited for ASGI), the answer.
+
+    def fetch(self, page_id: str, counting: bool) -> storage.Counts:
+        """Count the view, or only read. Raises PageLimitReached,
+        TotalLimitReached, StorageError."""
         started = time.perf_counter()
         if counting:
-            result = self.store.record_view(request.page_id)
+            result = self.store.record_view(page_id)
             self._record_seconds.observe(time.perf_counter() - started)
             self.metrics.views.inc()
             return result
-        result = self.store.counts(request.page_id)
+        result = self.store.counts(page_id)
+        self._read_seconds.observe(time.perf_counter() - started)
+        return result
+
+    async def fetch_async(self, page_id: str, counting: bool) -> storage.Counts:
+        """fetch() on an event loop: a count awaits its commit, a read runs
+        inline when the store's reads are that fast, else in a thread."""
+        started = time.perf_counter()
+        if counting:
+            result = await self.store.record_view_async(page_id)
+            self._record_seconds.observe(time.perf_counter() - started)
+            self.metrics.views.inc()
+            return result
+        if self.store.inline_reads:
+            result = self.store.counts(page_id)
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.counts, page_id)
         self._read_seconds.observe(time.perf_counter() - started)
         return result
 
@@ -252,121 +283,249 @@ class FastPath:
         return Answer(status, svg_headers(problem),
                       badge.render_error(label, problem, style).encode())
 
-    def answer(self, request: params.BadgeQuery, label: str, method: str,
-               user_agent: str) -> Answer:
+    def badge_request(self, query_string: str, method: str,
+                      user_agent: str) -> Answer | tuple[params.BadgeQuery, str, bool]:
+        """(the request, its label, whether it counts), or the error badge."""
+        request, label, style, problem = self.parse(query_string)
+        if request is None:
+            return self.error(label, problem, 200, style)
+        return request, label, self.counting(request, method, user_agent)
+
+    def badge_answer(self, request: params.BadgeQuery, label: str,
+                     outcome: Outcome) -> Answer:
         """The badge for a valid request (native or an old service's URL)."""
         style = request.look.style
-        try:
-            result = self.counts(request, method, user_agent)
-        except storage.PageLimitReached:
+        if isinstance(outcome, storage.PageLimitReached):
             return self.error(label, "page limit reached", 200, style)
-        except storage.TotalLimitReached:
+        if isinstance(outcome, storage.TotalLimitReached):
             return self.error(label, "count at its maximum", 200, style)
-        except storage.StorageError as e:
-            self.outage.failed(e)
+        if isinstance(outcome, storage.StorageError):
+            self.outage.failed(outcome)
             return self.error(label, "database unavailable", 503, style)
         self.outage.succeeded()
-        return Answer(200, svg_headers(), badge.render(request.look, result.total,
-                                                       result.today).encode())
+        return Answer(200, svg_headers(), badge.render(request.look, outcome.total,
+                                                       outcome.today).encode())
 
-    def count_json(self, environ: dict, start_response: Callable) -> list[bytes]:
-        """GET /api/count: a page's counts, never counting."""
-        status, payload = 200, None
+    def answer(self, request: params.BadgeQuery, label: str, method: str,
+               user_agent: str) -> Answer:
+        """All three steps for a request bottle routed (an old service's URL)."""
         try:
-            values = params.parse_query_string(environ.get("QUERY_STRING", ""))
-            page_id = params.validate_page_id(values.get("page_id"))
+            outcome = self.fetch(request.page_id, self.counting(request, method, user_agent))
+        except OUTCOMES as e:
+            outcome = e
+        return self.badge_answer(request, label, outcome)
+
+    def count_request(self, query_string: str) -> Answer | str:
+        """/api/count: the page id, or the error answer."""
+        try:
+            page_id = params.validate_page_id(params.parse_query_string(query_string).get("page_id"))
             self.check_allowed(page_id)
-            started = time.perf_counter()
-            counts = self.store.counts(page_id)
-            self._read_seconds.observe(time.perf_counter() - started)
-            self.outage.succeeded()
-            payload = {"page_id": page_id, "total": counts.total, "today": counts.today}
         except ParamError as e:
             self.metrics.errors.labels(str(e)).inc()
-            status, payload = 400, {"error": str(e)}
-        except storage.StorageError as e:
-            self.metrics.errors.labels(e.kind).inc()
-            self.outage.failed(e)
-            status, payload = 503, {"error": "database unavailable"}
-        except Exception:
-            log.error("unexpected error on GET /api/count\n%s", traceback.format_exc())
-            self.metrics.errors.labels("internal").inc()
-            status, payload = 500, {"error": "internal error"}
-        return self._send(start_response, "/api/count", environ["REQUEST_METHOD"],
-                          Answer(status, json_headers(), json_body(payload)))
+            return Answer(400, json_headers(), json_body({"error": str(e)}))
+        return page_id
 
-    def _send(self, start_response: Callable, route: str, method: str,
-              answer: Answer) -> list[bytes]:
-        status, headers, body = answer
+    def count_answer(self, page_id: str, outcome: Outcome) -> Answer:
+        if isinstance(outcome, storage.StorageError):
+            self.metrics.errors.labels(outcome.kind).inc()
+            self.outage.failed(outcome)
+            return Answer(503, json_headers(), json_body({"error": "database unavailable"}))
+        self.outage.succeeded()
+        return Answer(200, json_headers(), json_body(
+            {"page_id": page_id, "total": outcome.total, "today": outcome.today}))
+
+    def internal_error(self, route: str, method: str) -> Answer:
+        # Logged with its traceback; the client sees no detail.
+        log.error("unexpected error on %s %s\n%s", method, route, traceback.format_exc())
+        self.metrics.errors.labels("internal").inc()
+        if route == "/badge":
+            return Answer(500, svg_headers("internal error"),
+                          badge.render_error(badge.DEFAULT_LABEL, "internal error").encode())
+        return Answer(500, json_headers(), json_body({"error": "internal error"}))
+
+    def counted(self, route: str, status: int) -> None:
+        """The request counter of /metrics, for the routes bottle never sees."""
         if status == 200 and route == "/badge":
             self._ok.inc()
         else:
             self.metrics.requests.labels(route, str(status)).inc()
-        start_response(f"{status} {HTTP_REASONS[status]}",
-                       [*headers, ("Content-Length", str(len(body)))])
-        return [b"" if method == "HEAD" else body]
 
-    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        method = environ["REQUEST_METHOD"]
+    # As WSGI (the tests, and any WSGI server) ----------------------------------
+
+    def wsgi(self, environ: dict, start_response: Callable) -> list[bytes]:
+        route, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
+        query_string = environ.get("QUERY_STRING", "")
         try:
-            request, label, style, problem = self.parse(environ.get("QUERY_STRING", ""))
-            if request is None:
-                answer = self.error(label, problem, 200, style)
+            if route == "/badge":
+                step = self.badge_request(query_string, method, environ.get("HTTP_USER_AGENT", ""))
+                if not isinstance(step, Answer):
+                    request, label, counting = step
+                    try:
+                        outcome = self.fetch(request.page_id, counting)
+                    except OUTCOMES as e:
+                        outcome = e
+                    step = self.badge_answer(request, label, outcome)
             else:
-                answer = self.answer(request, label, method, environ.get("HTTP_USER_AGENT", ""))
+                step = self.count_request(query_string)
+                if not isinstance(step, Answer):
+                    try:
+                        outcome = self.fetch(step, False)
+                    except OUTCOMES as e:
+                        outcome = e
+                    step = self.count_answer(step, outcome)
+            answer = step
         except Exception:
-            # Logged with its traceback; the client sees no detail.
-            log.error("unexpected error on %s /badge\n%s", method, traceback.format_exc())
-            self.metrics.errors.labels("internal").inc()
-            answer = Answer(500, svg_headers("internal error"),
-                            badge.render_error(badge.DEFAULT_LABEL, "internal error").encode())
-        return self._send(start_response, "/badge", method, answer)
+            answer = self.internal_error(route, method)
+        self.counted(route, answer.status)
+        start_response(f"{answer.status} {HTTP_REASONS[answer.status]}",
+                       [*answer.headers, ("Content-Length", str(len(answer.body)))])
+        return [b"" if method == "HEAD" else answer.body]
+
+    # As ASGI (granian, as `serve` runs it) ----------------------------------
+
+    async def asgi(self, route: str, method: str, query_string: str, user_agent: str) -> Answer:
+        try:
+            if route == "/badge":
+                step = self.badge_request(query_string, method, user_agent)
+                if isinstance(step, Answer):
+                    return step
+                request, label, counting = step
+                try:
+                    outcome = await self.fetch_async(request.page_id, counting)
+                except OUTCOMES as e:
+                    outcome = e
+                return self.badge_answer(request, label, outcome)
+            page_id = self.count_request(query_string)
+            if isinstance(page_id, Answer):
+                return page_id
+            try:
+                outcome = await self.fetch_async(page_id, False)
+            except OUTCOMES as e:
+                outcome = e
+            return self.count_answer(page_id, outcome)
+        except Exception:
+            return self.internal_error(route, method)
 
 
 class FrontDoor:
-    """The WSGI app: the request checks no route may skip, then GET and HEAD
-    /badge and /api/count to FastPath and the rest to bottle."""
+    """The WSGI app: GET and HEAD /badge and /api/count to FastPath, the
+    rest to bottle. (The tests call it as WSGI; `serve` runs it behind
+    AsgiFront.)"""
 
-    def __init__(self, config: Config, fast: FastPath, routes: bottle.Bottle) -> None:
-        self.trusted_proxy = config.trusted_proxy
+    def __init__(self, fast: FastPath, routes: bottle.Bottle) -> None:
         self.fast, self.routes = fast, routes
 
     def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        self._proxy_headers(environ)
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY_BYTES:
-            # No route reads a body; a large one is refused unread.
-            return _plain_json(start_response, 413 if length > 0 else 400,
-                               "request body too large" if length > 0 else "invalid Content-Length")
-        if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
-            if environ["PATH_INFO"] == "/badge":
-                return self.fast(environ, start_response)
-            if environ["PATH_INFO"] == "/api/count":
-                return self.fast.count_json(environ, start_response)
+        if environ["REQUEST_METHOD"] in ("GET", "HEAD") and environ["PATH_INFO"] in FAST_ROUTES:
+            return self.fast.wsgi(environ, start_response)
         return self.routes(environ, start_response)
 
-    def _proxy_headers(self, environ: dict) -> None:
+
+class AsgiFront:
+    """The app granian serves (ASGI, README "Performance" says why not
+    WSGI): the checks every request passes, the access log, then /badge and
+    /api/count answered on the event loop (a count awaits its group commit
+    without holding a thread), every other route by the WSGI app in a pool
+    of config.threads threads (a2wsgi)."""
+
+    def __init__(self, config: Config, app: FrontDoor) -> None:
+        self.fast = app.fast
+        self.routes = a2wsgi.WSGIMiddleware(app, workers=config.threads)
+        self.trusted_proxy = config.trusted_proxy
+        self.logging = not config.quiet
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        scope = self._proxied(scope)
+        method, route = scope["method"], scope["path"]
+        query = scope["query_string"].decode("latin-1")
+        length, agent = b"0", b""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"user-agent":
+                agent = value
+        if not _utf8_path(scope):
+            # The path was decoded with replacement characters: refused
+            # rather than routed by a guess (bottle's routes refuse it too).
+            status = await self._send(send, Answer(400, json_headers(), json_body(
+                {"error": "path is not UTF-8"})), method)
+        elif not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            # No route reads a body; a large one is refused unread.
+            too_large = length.isdigit()
+            answer = Answer(413 if too_large else 400, json_headers(), json_body(
+                {"error": "request body too large" if too_large else "invalid Content-Length"}))
+            status = await self._send(send, answer, method)
+        elif method in ("GET", "HEAD") and route in FAST_ROUTES:
+            answer = await self.fast.asgi(route, method, query, agent.decode("latin-1"))
+            self.fast.counted(route, answer.status)
+            status = await self._send(send, answer, method)
+        else:
+            status = await self._wsgi(scope, receive, send)
+        if self.logging:
+            client = scope.get("client") or ("-",)
+            access_log.info("%s %s %s%s %s %.1fms", _loggable(client[0]), method, _loggable(route),
+                            "?" + _loggable(urllib.parse.unquote(query)) if query else "",
+                            status, (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    async def _send(send: Callable, answer: Answer, method: str) -> int:
+        headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                   for name, value in answer.headers]
+        headers.append((b"content-length", str(len(answer.body)).encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else answer.body})
+        return answer.status
+
+    async def _wsgi(self, scope: dict, receive: Callable, send: Callable) -> int:
+        seen = {"status": 500}
+
+        async def watched(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            await send(message)
+        await self.routes(scope, receive, watched)
+        return seen["status"]
+
+    def _proxied(self, scope: dict) -> dict:
         """X-Forwarded-For, -Proto and -Host are believed from the trusted
         proxy only (its last hop: the address that connected to it, and
         only if it is an IP address), and removed from every other request,
         so nobody else can claim an address or a host name for the builder
-        page's links. (waitress did this before granian, which does not.)"""
-        trusted = self.trusted_proxy is not None and environ.get("REMOTE_ADDR") == self.trusted_proxy
-        forwarded = {name: environ.pop(name) for name in _FORWARDED if name in environ}
-        if not trusted:
-            return
-        client = forwarded.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+        page's links."""
+        headers = scope["headers"]
+        if not any(name in _FORWARDED for name, _ in headers):
+            return scope
+        forwarded = {name: value.decode("latin-1").rsplit(",", 1)[-1].strip()
+                     for name, value in headers if name in _FORWARDED}
+        scope = dict(scope, headers=[(n, v) for n, v in headers if n not in _FORWARDED])
+        peer = (scope.get("client") or ("",))[0]
+        if self.trusted_proxy is None or peer != self.trusted_proxy:
+            return scope
+        client = forwarded.get(b"x-forwarded-for", "")
         if _is_address(client):
-            environ["REMOTE_ADDR"] = client
-        scheme = forwarded.get("HTTP_X_FORWARDED_PROTO", "").rsplit(",", 1)[-1].strip().lower()
+            scope["client"] = (client, 0)
+        scheme = forwarded.get(b"x-forwarded-proto", "").lower()
         if scheme in ("http", "https"):
-            environ["wsgi.url_scheme"] = scheme
-        host = forwarded.get("HTTP_X_FORWARDED_HOST", "").rsplit(",", 1)[-1].strip()
+            scope["scheme"] = scheme
+        host = forwarded.get(b"x-forwarded-host", "")
         if host:
-            environ["HTTP_HOST"] = host
+            scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"host"]
+            scope["headers"].append((b"host", host.encode("latin-1")))
+        return scope
+
+
+def _utf8_path(scope: dict) -> bool:
+    raw = scope.get("raw_path")
+    if raw is None or b"%" not in raw and raw.isascii():
+        return True
+    try:
+        urllib.parse.unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _is_address(text: str) -> bool:
@@ -377,19 +536,8 @@ def _is_address(text: str) -> bool:
     return True
 
 
-_FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
-              "HTTP_FORWARDED")
+_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded")
 MAX_BODY_BYTES = 65536
-
-
-def _plain_json(start_response: Callable, status: int, error: str) -> list[bytes]:
-    body = json.dumps({"error": error}).encode()
-    start_response(f"{status} {HTTP_REASONS[status]}",
-                   [("Content-Type", JSON_TYPE), ("Content-Length", str(len(body))),
-                    ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
-    return [body]
-
-
 HTTP_REASONS = {200: "OK", 400: "Bad Request", 413: "Content Too Large",
                 500: "Internal Server Error", 503: "Service Unavailable"}
 
@@ -403,7 +551,7 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> FrontDoor:
     app.config["json.enable"] = False
     metrics = Metrics(store)
     outage = OutageLog()
-    badges = FastPath(config, store, metrics, outage)
+    badges = FastPath(config, store, metrics, outage)  # also bottle's badge answers
     pages_view = bottle.SimpleTemplate(source=(VIEWS / "index.tpl").read_text("utf-8"))
     stats_view = bottle.SimpleTemplate(source=(VIEWS / "stats.tpl").read_text("utf-8"))
     static_files = {name: (VIEWS / name).read_bytes() for name in ("tally.css", "tally.js")}
@@ -428,8 +576,8 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> FrontDoor:
                                      bottle.request.get_header("User-Agent", "")))
 
     def view(request: params.BadgeQuery) -> storage.Counts:
-        return badges.counts(request, bottle.request.method,
-                             bottle.request.get_header("User-Agent", ""))
+        return badges.fetch(request.page_id, badges.counting(
+            request, bottle.request.method, bottle.request.get_header("User-Agent", "")))
 
     # Routes ------------------------------------------------------------------
     # method  path           counts?            caching
@@ -642,7 +790,7 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> FrontDoor:
         bottle.response.content_type = JSON_TYPE
         return json.dumps({"error": "method not allowed"})
 
-    return FrontDoor(config, badges, app)
+    return FrontDoor(badges, app)
 
 
 # Markdown's image text ends at "]"; a backslash escapes it (CommonMark).
@@ -682,32 +830,6 @@ def badge_params(page_id: str, look: badge.Look) -> dict[str, str]:
 def _loggable(text: str) -> str:
     """Query text made safe for a log line: printable ASCII only."""
     return urllib.parse.quote(text, safe="/?&=:,.-_~%+")
-
-
-class AccessLog:
-    """WSGI middleware: one line per request on stdout (off with --quiet)."""
-
-    def __init__(self, app: Callable) -> None:
-        self.app = app
-
-    def __call__(self, environ: dict, start_response: Callable) -> object:
-        started = time.perf_counter()
-        seen: dict[str, str] = {}
-
-        def record(status: str, headers: list, exc_info: object = None) -> Callable:
-            seen["status"] = status.split(" ", 1)[0]
-            return start_response(status, headers, exc_info) if exc_info else \
-                start_response(status, headers)
-
-        result = self.app(environ, record)
-        path = environ.get("PATH_INFO", "")
-        query = environ.get("QUERY_STRING", "")
-        # REMOTE_ADDR may come from a trusted proxy's X-Forwarded-For: escaped too.
-        access_log.info("%s %s %s%s %s %.1fms", _loggable(environ.get("REMOTE_ADDR", "-")),
-                        environ.get("REQUEST_METHOD", "-"), _loggable(path),
-                        "?" + _loggable(urllib.parse.unquote(query)) if query else "",
-                        seen.get("status", "-"), (time.perf_counter() - started) * 1000)
-        return result
 
 
 # Command line ##############################################################
@@ -764,8 +886,7 @@ def worker_app(config: Config) -> Callable:
     _few_malloc_arenas()
     store = storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
                                busy_timeout_s=config.busy_timeout)
-    app = create_app(config, store)
-    return app if config.quiet else AccessLog(app)
+    return AsgiFront(config, create_app(config, store))
 
 
 def _free_port(host: str, port: int) -> int:
@@ -800,12 +921,14 @@ def _connection_cap(wanted: int) -> int:
 FILES_BESIDE_CONNECTIONS = 64
 
 
-def http_server(config: Config, port: int) -> granian.server.MPServer:
-    """granian with Tally's settings: one worker process (bench.py serves its
-    trivial app with the same)."""
+def http_server(config: Config, port: int, wsgi: bool = False) -> granian.server.MPServer:
+    """granian with Tally's settings: one worker process, ASGI (without
+    lifespan events: Tally needs none). bench.py serves its trivial apps
+    with the same, and with wsgi=True a WSGI one (config.threads threads)."""
     return granian.server.MPServer(
-        "tally", address=config.host, port=port, interface=granian.constants.Interfaces.WSGI,
-        workers=1, blocking_threads=config.threads,
+        "tally", address=config.host, port=port,
+        interface=granian.constants.Interfaces.WSGI if wsgi else granian.constants.Interfaces.ASGINL,
+        workers=1, blocking_threads=config.threads if wsgi else 1,
         # granian holds one permit per open connection: the connection cap.
         backpressure=_connection_cap(config.connection_limit), backlog=1024,
         http=granian.constants.HTTPModes.http1, websockets=False,

@@ -227,6 +227,8 @@ class Store(storage.GroupCommitStore):
     one fsync serves many views.
     """
 
+    inline_reads = True
+
     def __init__(self, path: str, *, sync: str = "full", max_pages: int | None = None,
                  busy_timeout_s: float = 5.0, use_returning: bool | None = None,
                  max_page_count: int | None = None, readonly: bool = False):

@@ -8,6 +8,7 @@ imports neither database library, never imports bottle and never builds SVG.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import queue
@@ -252,17 +253,31 @@ class Done:
         self._lock.acquire()
 
 
+class LoopDone:
+    """The writer's signal to a caller awaiting on an asyncio loop: it wakes
+    the loop, and no thread waits."""
+
+    __slots__ = ("_loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.future = loop.create_future()
+
+    def set(self) -> None:
+        self._loop.call_soon_threadsafe(self.future.set_result, None)
+
+
 class View:
     """One view waiting for the writer thread."""
 
     __slots__ = ("page_id", "now", "result", "error", "done")
 
-    def __init__(self, page_id: str, now: datetime.datetime):
+    def __init__(self, page_id: str, now: datetime.datetime, done: Done | LoopDone | None = None):
         self.page_id = page_id
         self.now = now
         self.result: Counts | None = None
         self.error: Exception | None = None
-        self.done = Done()
+        self.done = done or Done()
 
 
 def by_page_and_day(batch: list["View"]) -> list[list["View"]]:
@@ -300,6 +315,9 @@ class GroupCommitStore:
     """
 
     readonly = False
+    # Reads fast enough to run on an event loop's own thread (a local file,
+    # WAL: a reader never waits for the writer). PostgreSQL's go to threads.
+    inline_reads = False
 
     def _start_writer(self) -> None:
         self._queue: queue.SimpleQueue[View | Task | None] = queue.SimpleQueue()
@@ -353,6 +371,11 @@ class GroupCommitStore:
                 batch.append(nxt)
             self._write_views(batch)
 
+    def _submit(self, job: View | Task) -> None:
+        if not self._thread.is_alive():
+            raise StorageError("database writer has stopped")
+        self._queue.put(job)
+
     def _wait(self, job: View | Task) -> object:
         if getattr(self, "_thread", None) is None:
             # A read-only store has no writer: tasks that write only
@@ -361,9 +384,7 @@ class GroupCommitStore:
                 raise StorageReadOnly(f"{StorageReadOnly.kind}: the database was opened read-only")
             self._run_task(job)
         else:
-            if not self._thread.is_alive():
-                raise StorageError("database writer has stopped")
-            self._queue.put(job)
+            self._submit(job)
             job.done.wait()
         if job.error is not None:
             raise job.error
@@ -377,6 +398,16 @@ class GroupCommitStore:
         (nothing was counted then).
         """
         return self._wait(View(page_id, now or utc_now()))  # type: ignore[return-value]
+
+    async def record_view_async(self, page_id: str) -> Counts:
+        """record_view for a caller on an asyncio loop: the same group
+        commit, awaited instead of holding a thread until it is written."""
+        view = View(page_id, utc_now(), LoopDone(asyncio.get_running_loop()))
+        self._submit(view)
+        await view.done.future  # type: ignore[union-attr]
+        if view.error is not None:
+            raise view.error
+        return view.result  # type: ignore[return-value]
 
     # Import, the same steps on both backends ---------------------------------
 
