@@ -214,7 +214,8 @@ class FastPath:
         self.config, self.store, self.metrics, self.outage = config, store, metrics, outage
         self.allow = re.compile(config.allow) if config.allow else None
         self._cached_query = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse)
-        self._ok = metrics.requests.labels("/badge", "200")
+        self._cached_count = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse_count)
+        self._ok = {route: metrics.requests.labels(route, "200") for route in FAST_ROUTES}
         self._record_seconds = metrics.db_seconds.labels("record_view")
         self._read_seconds = metrics.db_seconds.labels("counts")
 
@@ -315,14 +316,22 @@ class FastPath:
             outcome = e
         return self.badge_answer(request, label, outcome)
 
-    def count_request(self, query_string: str) -> Answer | str:
-        """/api/count: the page id, or the error answer."""
+    def _parse_count(self, query_string: str) -> tuple[str, str]:
+        """(page id, "") or ("", the problem)."""
         try:
             page_id = params.validate_page_id(params.parse_query_string(query_string).get("page_id"))
             self.check_allowed(page_id)
         except ParamError as e:
-            self.metrics.errors.labels(str(e)).inc()
-            return Answer(400, json_headers(), json_body({"error": str(e)}))
+            return "", str(e)
+        return page_id, ""
+
+    def count_request(self, query_string: str) -> Answer | str:
+        """/api/count: the page id, or the error answer."""
+        page_id, problem = (self._parse_count(query_string) if len(query_string) > QUERY_CACHE_TEXT
+                            else self._cached_count(query_string))
+        if problem:
+            self.metrics.errors.labels(problem).inc()
+            return Answer(400, json_headers(), json_body({"error": problem}))
         return page_id
 
     def count_answer(self, page_id: str, outcome: Outcome) -> Answer:
@@ -345,8 +354,8 @@ class FastPath:
 
     def counted(self, route: str, status: int) -> None:
         """The request counter of /metrics, for the routes bottle never sees."""
-        if status == 200 and route == "/badge":
-            self._ok.inc()
+        if status == 200:
+            self._ok[route].inc()
         else:
             self.metrics.requests.labels(route, str(status)).inc()
 
@@ -472,9 +481,7 @@ class AsgiFront:
 
     @staticmethod
     async def _send(send: Callable, answer: Answer, method: str) -> int:
-        headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
-                   for name, value in answer.headers]
-        headers.append((b"content-length", str(len(answer.body)).encode()))
+        headers = [*_encoded(tuple(answer.headers)), (b"content-length", b"%d" % len(answer.body))]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else answer.body})
         return answer.status
@@ -515,6 +522,13 @@ class AsgiFront:
             scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"host"]
             scope["headers"].append((b"host", host.encode("latin-1")))
         return scope
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes], ...]:
+    """Headers as ASGI sends them. The same few sets repeat (Expires moves
+    once a second), so each is encoded once."""
+    return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
 
 
 def _utf8_path(scope: dict) -> bool:
