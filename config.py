@@ -21,11 +21,10 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     db: str = "data/counts.db"
-    # Python threads running requests in granian's worker (README,
-    # Performance: measured on a 2-core box). A counting request holds its
-    # thread until its commit: more threads, larger group commits, but more
-    # GIL contention for everything else.
-    threads: int = 8
+    # Threads for the routes bottle answers (the builder page, stats, JSON
+    # of old services): /badge, /api/count and old badge URLs run on the
+    # event loop and need none (README, Performance).
+    threads: int = 4
     # "full": an answered count survives a power cut; "normal": the last
     # few counts may be lost on power loss (not on a crash), but it is faster.
     sync: str = "full"

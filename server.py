@@ -196,6 +196,7 @@ QUERY_CACHE_TEXT = 1024
 
 
 FAST_ROUTES = ("/badge", "/api/count")
+OLD_URLS_ROUTE = "/<path:path>"  # bottle's rule for them, the label in /metrics
 # What a count or a read may end with besides counts: each has its answer.
 OUTCOMES = (storage.StorageError, storage.PageLimitReached, storage.TotalLimitReached)
 Outcome = typing.Union[storage.Counts, storage.StorageError, storage.PageLimitReached,
@@ -292,6 +293,21 @@ class FastPath:
             return self.error(label, problem, 200, style)
         return request, label, self.counting(request, method, user_agent)
 
+    def old_badge_request(self, path: str, query_string: str, method: str, user_agent: str
+                          ) -> Answer | tuple[params.BadgeQuery, str, bool] | None:
+        """As badge_request, for another counter's badge URL (flavours.py);
+        None when the path is not one (bottle answers the other old URLs)."""
+        route = flavours.match_path(path)
+        if route is None or route.answer != "badge":
+            return None
+        label = flavours.label_for_error(route, query_string)
+        try:
+            request = flavours.badge_query(route, query_string)
+            self.check_allowed(request.page_id)
+        except ParamError as e:
+            return self.error(label, str(e), 200)
+        return request, label, self.counting(request, method, user_agent)
+
     def badge_answer(self, request: params.BadgeQuery, label: str,
                      outcome: Outcome) -> Answer:
         """The badge for a valid request (native or an old service's URL)."""
@@ -354,7 +370,7 @@ class FastPath:
 
     def counted(self, route: str, status: int) -> None:
         """The request counter of /metrics, for the routes bottle never sees."""
-        if status == 200:
+        if status == 200 and route in self._ok:
             self._ok[route].inc()
         else:
             self.metrics.requests.labels(route, str(status)).inc()
@@ -392,10 +408,14 @@ class FastPath:
 
     # As ASGI (granian, as `serve` runs it) ----------------------------------
 
-    async def asgi(self, route: str, method: str, query_string: str, user_agent: str) -> Answer:
+    async def asgi(self, route: str, method: str, query_string: str, user_agent: str,
+                   step: Answer | tuple | None = None) -> Answer:
+        """The answer to /badge, /api/count, or (with step) an old service's
+        badge URL whose old_badge_request() step was taken."""
         try:
-            if route == "/badge":
-                step = self.badge_request(query_string, method, user_agent)
+            if route == "/badge" or step is not None:
+                if step is None:
+                    step = self.badge_request(query_string, method, user_agent)
                 if isinstance(step, Answer):
                     return step
                 request, label, counting = step
@@ -470,6 +490,13 @@ class AsgiFront:
         elif method in ("GET", "HEAD") and route in FAST_ROUTES:
             answer = await self.fast.asgi(route, method, query, agent.decode("latin-1"))
             self.fast.counted(route, answer.status)
+            status = await self._send(send, answer, method)
+        elif method in ("GET", "HEAD") and (old := self.fast.old_badge_request(
+                route, query, method, agent.decode("latin-1"))) is not None:
+            # Another counter's badge URL: counted on the loop like /badge
+            # (Tally's own routes never match one: tests/test_flavours.py).
+            answer = await self.fast.asgi(route, method, query, "", step=old)
+            self.fast.counted(OLD_URLS_ROUTE, answer.status)
             status = await self._send(send, answer, method)
         else:
             status = await self._wsgi(scope, receive, send)
@@ -712,20 +739,24 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> FrontDoor:
     # Other counters' URLs come last: Tally's own routes always win.
     @app.get("/<path:path>")
     def old_service_route(path: str) -> bottle.HTTPResponse:
+        query_string = bottle.request.environ.get("QUERY_STRING", "")
+        step = badges.old_badge_request("/" + path, query_string, bottle.request.method,
+                                        bottle.request.get_header("User-Agent", ""))
+        if isinstance(step, Answer):
+            return respond(step)
+        if step is not None:
+            return badge_answer(*step[:2])
         route = flavours.match_path("/" + path)
         if route is None:
             raise bottle.HTTPError(404)
-        query_string = bottle.request.environ.get("QUERY_STRING", "")
         label = flavours.label_for_error(route, query_string)
         try:
             request = flavours.badge_query(route, query_string)
             check_allowed(request.page_id)
         except ParamError as e:
-            if route.answer in ("badge", "chart"):
+            if route.answer == "chart":
                 return respond(badges.error(label, str(e), 200))
             raise
-        if route.answer == "badge":
-            return badge_answer(request, label)
         if route.answer == "chart":  # Hits' 60-day chart
             history = timed("history", lambda: store.history(request.page_id, 60))
             return _svg(badge.history_chart(history))
@@ -987,7 +1018,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to listen on (TALLY_HOST, default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (TALLY_PORT, default 8080)")
     run.add_argument("--db", help="SQLite file (TALLY_DB, default data/counts.db)")
-    run.add_argument("--threads", type=int, help="worker threads (TALLY_THREADS, default 2)")
+    run.add_argument("--threads", type=int,
+                     help="threads for the routes bottle answers (TALLY_THREADS, default 4)")
     run.add_argument("--sync", choices=("full", "normal"), help="durability (TALLY_SYNC)")
     run.add_argument("--quiet", action="store_const", const=True,
                      help="no access log (TALLY_QUIET)")

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import flavours
+import server
 from params import ParamError
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -304,3 +305,14 @@ def test_the_builder_shows_the_tally_url_for_an_old_one(client):
     page = client.get("/", "old_url=https%3A%2F%2Fhits.dwyl.com%2Falice%2Frepo.svg").text
     assert '<code id="moved-url">http://127.0.0.1/alice/repo.svg</code>' in page
     assert '<code id="moved-page-id">dwyl:alice/repo</code>' in page
+
+
+def test_tallys_own_routes_are_never_an_old_services_url(make_client):
+    # The ASGI front tries old badge URLs before bottle's routes: none of
+    # Tally's own paths (bottle's table, and the fast ones) may match one.
+    client, _ = make_client()
+    rules = [route.rule for route in client.app.routes.routes if route.rule != server.OLD_URLS_ROUTE]
+    paths = [re.sub(r"<[^>]+>", "tally.css", rule) for rule in rules] + list(server.FAST_ROUTES)
+    assert "/stats" in paths and "/static/tally.css" in paths
+    for path in paths:
+        assert flavours.match_path(path) is None, path
