@@ -894,20 +894,6 @@ def _setup_logging(quiet: bool) -> None:
     access_log.propagate = False
 
 
-def _few_malloc_arenas() -> None:
-    """glibc gives each thread that allocates its own malloc arena, and
-    granian's request threads each keep one partly used: measured 5 MB more
-    resident after the memory benchmark (README, Performance). Linux/glibc
-    only; elsewhere nothing changes."""
-    try:
-        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 2)
-    except (OSError, AttributeError):
-        pass
-
-
-M_ARENA_MAX = -8
-
-
 def _die_with_parent() -> None:
     """In granian's worker process: end when the serving process ends, even
     by kill -9, so no orphan keeps the port and the database file (Linux)."""
@@ -928,7 +914,6 @@ def worker_app(config: Config) -> Callable:
     """granian's worker process builds the store and the app here: a SQLite
     connection must not cross a fork, so the serving process opens none."""
     _die_with_parent()
-    _few_malloc_arenas()
     store = storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
                                busy_timeout_s=config.busy_timeout)
     return AsgiFront(config, create_app(config, store))
