@@ -148,6 +148,15 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
+def proportional_mb(pid: int) -> float:
+    """Proportional set size: pages shared with another process (the worker
+    is forked from the serving process) counted by share, in MB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError("no Pss line")
+
+
 def worker_of(pid: int) -> int:
     """granian's worker process under `server.py serve`."""
     return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
@@ -400,13 +409,15 @@ def main() -> None:
             second = load_until(load, target, args.memory_requests, True)
             rss2, peak2 = memory_mb(worker)
             serving, _ = memory_mb(proc.pid)
+            together = proportional_mb(proc.pid) + proportional_mb(worker)
             counted = urllib.request.urlopen(url + "/api/count?page_id=memory").read().decode()
         finally:
             stop(proc)
         print(f"  worker after {first['requests']:>7,} requests: resident {rss1:6.1f} MB, peak {peak1:6.1f} MB")
         print(f"  worker after {first['requests'] + second['requests']:>7,} requests: resident {rss2:6.1f} MB, "
               f"peak {peak2:6.1f} MB  (growth {rss2 - rss1:+.1f} MB; goal <= 60 MB, no growth)")
-        print(f"  the serving process (lock, start-up checks, granian's supervisor): {serving:.1f} MB")
+        print(f"  the serving process (lock, start-up checks, granian's supervisor): resident {serving:.1f} MB;"
+              f" both processes together (PSS: pages they share counted once): {together:.1f} MB")
         print(f"  server's count afterwards: {counted}; non-200 answers: "
               f"{first['errors'] + second['errors']}")
 

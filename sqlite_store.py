@@ -221,10 +221,13 @@ class Store(storage.GroupCommitStore):
     after each SQLite call while the other threads wait for the lock.
 
     The writer does group commit: the views that queued up while the previous
-    commit was being written are written in one transaction, each with its
-    own UPSERT and RETURNING, and every caller is answered only after that
-    COMMIT returned, so an answered count is on disk (synchronous=FULL) and
-    one fsync serves many views.
+    commit was being written are written in one transaction, the views of
+    one page and day with one UPSERT per table that adds their number and
+    returns the new values (each view is answered its own number of that
+    range), and every caller is answered only after that COMMIT returned, so
+    an answered count is on disk (synchronous=FULL) and one fsync serves
+    many views. Since the server answers /badge on an event loop, every
+    request in flight can join a batch (README, Performance).
     """
 
     inline_reads = True

@@ -309,9 +309,11 @@ class GroupCommitStore:
     supply how a batch of views and a task are written.
 
     The views that queued up while the previous commit was being written go
-    into one transaction, each with its own UPSERT and RETURNING, and every
-    caller is answered only after that COMMIT returned: an answered count is
-    durable, and one commit (one fsync) serves many views.
+    into one transaction (SQLite: one UPSERT per page and day, PostgreSQL:
+    one per view, in one pipeline), and every caller is answered only after
+    that COMMIT returned: an answered count is durable, and one commit (one
+    fsync) serves many views. A caller waits on a thread (record_view) or
+    awaits on an event loop (record_view_async).
     """
 
     readonly = False

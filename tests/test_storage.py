@@ -401,3 +401,51 @@ def test_copy_gives_up_when_the_target_stays_locked(db_path, tmp_path):
         sqlite_store.copy_database(db_path, target, timeout_s=0.2)
     assert time.monotonic() - started < 30
     holder.close()
+
+
+def one_batch(s, views: list[tuple[str, datetime.datetime]]) -> list[object]:
+    """Count views that are certainly written in one batch: the writer is
+    held by a task until all of them have queued."""
+    release = threading.Event()
+    holder = threading.Thread(target=lambda: s._wait(storage.Task(lambda conn: release.wait(5),
+                                                                  write=False)))
+    holder.start()
+    outcomes: list[object] = [None] * len(views)
+
+    def count(n: int, page_id: str, when: datetime.datetime) -> None:
+        try:
+            outcomes[n] = s.record_view(page_id, when)
+        except storage.TotalLimitReached as e:
+            outcomes[n] = e
+    threads = [threading.Thread(target=count, args=(n, *view)) for n, view in enumerate(views)]
+    for t in threads:
+        t.start()
+    conftest.wait_until(lambda: s._queue.qsize() == len(views))
+    release.set()
+    for t in threads + [holder]:
+        t.join()
+    return outcomes
+
+
+def test_views_of_one_page_in_one_batch_get_each_number_once(counting):
+    with counting() as s:
+        s.record_view("p", DAY1)
+        views = [("p", DAY1)] * 6 + [("q", DAY1)] * 3 + [("p", DAY2)] * 2
+        outcomes = one_batch(s, views)
+        assert sorted(o.total for o in outcomes[:6]) == [2, 3, 4, 5, 6, 7]
+        assert sorted(o.today for o in outcomes[:6]) == [2, 3, 4, 5, 6, 7]
+        assert sorted(o.total for o in outcomes[6:9]) == [1, 2, 3]
+        assert sorted(o.total for o in outcomes[9:]) == [8, 9]
+        assert sorted(o.today for o in outcomes[9:]) == [1, 2]
+        assert s.counts("p", DAY2) == storage.Counts(9, 2)
+        assert s.history("p", 2, DAY2) == [("2026-11-01", 7), ("2026-11-02", 2)]
+
+
+def test_a_batch_reaching_the_total_cap_counts_the_views_below_it(counting):
+    with counting() as s:
+        s.set_total("full", params.TOTAL_MAX - 2)
+        outcomes = one_batch(s, [("full", DAY1)] * 5)
+        counted = sorted(o.total for o in outcomes if isinstance(o, storage.Counts))
+        assert counted == [params.TOTAL_MAX - 1, params.TOTAL_MAX]
+        assert sum(isinstance(o, storage.TotalLimitReached) for o in outcomes) == 3
+        assert s.counts("full", DAY1) == storage.Counts(params.TOTAL_MAX, 2)
