@@ -8,6 +8,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import sqlite3
@@ -101,8 +102,40 @@ def test_kill_9_under_load_loses_no_answered_count(live_server, db_path):
 def test_sigterm_stops_the_server_cleanly(live_server):
     live = live_server()
     live.get("/badge?page_id=p")
+    worker = live.worker_pid()
     live.proc.send_signal(signal.SIGTERM)
     assert live.proc.wait(timeout=10) == 0
+    assert not os.path.exists(f"/proc/{worker}")
+
+
+def test_a_dead_worker_ends_the_server_with_an_error_for_systemd_to_restart(live_server, db_path):
+    live = live_server()
+    assert live.get("/badge?page_id=p")[0] == 200
+    os.kill(live.worker_pid(), signal.SIGKILL)
+    assert live.proc.wait(timeout=30) != 0
+    # The lock went with it: a new server starts on the same file.
+    assert live_server().get("/api/count?page_id=p")[2].startswith(b'{"page_id": "p", "total": 1')
+
+
+def test_the_connection_cap_is_lowered_to_the_open_files_limit(live_server):
+    if not shutil.which("prlimit"):
+        pytest.skip("prlimit (util-linux) is not installed")
+    live = live_server(env={"TALLY_QUIET": "0"}, prefix=["prlimit", "--nofile=300:300"])
+    assert "TALLY_CONNECTION_LIMIT 10000 lowered to 236" in live.log.read_text()
+    held = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(236)]
+    waiting = socket.create_connection(("127.0.0.1", live.port))  # queued in the backlog
+    try:
+        waiting.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        waiting.settimeout(1.5)
+        with pytest.raises(socket.timeout):
+            waiting.recv(100)
+        held.pop().close()
+        waiting.settimeout(10)
+        assert waiting.recv(100).startswith(b"HTTP/1.0 200")
+    finally:
+        waiting.close()
+        for s in held:
+            s.close()
 
 
 def test_200_idle_connections_do_not_stop_other_clients(live_server):
