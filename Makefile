@@ -62,6 +62,14 @@ backup: $(VENV)/.installed ## write backups/counts-<UTC time>.db, keep the newes
 	mkdir -p backups
 	$(BIN)/python server.py backup backups --keep $(KEEP)
 
+# docker where its daemon answers, else podman (in docker format, which
+# keeps the image's HEALTHCHECK). IMAGE_FLAGS: more build flags (README).
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+
+.PHONY: image
+image: ## build the container image "tally" (ENGINE=docker or podman)
+	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) $(IMAGE_FLAGS) -t tally .
+
 .PHONY: clean
 clean: ## remove the virtual environments (never ./data)
 	rm -rf .venv .venv-* .pytest_cache

@@ -168,6 +168,12 @@ def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     files = storage.file_database(config.db, "backup")
     source = _existing_db(config)
     dest = args.dest
+    if dest.endswith(os.sep) and not os.path.isdir(dest):
+        # "backups/" names a folder: made when missing (a fresh volume).
+        try:
+            os.makedirs(dest)
+        except OSError as e:
+            raise CommandError(f"{dest}: cannot create the folder: {e.strerror}") from None
     if os.path.isdir(dest):
         dest = os.path.join(dest, f"counts-{_utc_stamp()}.db")
     elif args.keep is not None:

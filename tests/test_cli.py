@@ -85,6 +85,18 @@ def test_backup_into_a_folder_keeps_the_newest(filled, tmp_path):
     assert totals(str(folder / names[1])) == totals(filled)
 
 
+def test_backup_into_a_missing_folder_named_with_a_slash_makes_it(filled, tmp_path):
+    folder = tmp_path / "fresh-volume" / "backups"
+    result = tally("backup", str(folder) + "/", db=filled)
+    assert result.returncode == 0, result.stderr
+    names = os.listdir(folder)
+    assert len(names) == 1 and names[0].startswith("counts-")
+    assert totals(str(folder / names[0])) == totals(filled)
+    # Without the slash the name is a file, as before.
+    assert tally("backup", str(tmp_path / "plain.db"), db=filled).returncode == 0
+    assert (tmp_path / "plain.db").is_file()
+
+
 def test_backup_with_a_bad_keep_writes_nothing(filled, tmp_path):
     folder = tmp_path / "backups"
     folder.mkdir()
