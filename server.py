@@ -1,10 +1,15 @@
 """Tally's HTTP side and command line.
 
-HTTP only: the route table, headers, error answers and the CLI entry point.
-The only module importing bottle. It never runs SQL (the stores do, behind
-storage.open_store) and
-never builds SVG (badge.py does); request values are validated by params.py
-before anything else sees them.
+HTTP only: the route table, headers, error answers, the server and the CLI
+entry point. The only module importing bottle, granian and a2wsgi. It never
+runs SQL (the stores do, behind storage.open_store) and never builds SVG
+(badge.py does); request values are validated by params.py before anything
+else sees them.
+
+How a request travels (`serve`): granian (Rust) -> AsgiFront, which checks
+it and logs it -> /badge, /api/count and old services' badge URLs: FastPath,
+on the event loop; everything else: a2wsgi -> FrontDoor -> bottle's routes
+in create_app, in a thread pool. Tests call FrontDoor as plain WSGI.
 """
 
 from __future__ import annotations
@@ -179,6 +184,9 @@ class OutageLog:
                 if self._current is not None:
                     log.error("database recovered after: %s", self._current)
                     self._current = None
+
+
+# The fast path: the requests every view makes ###############################
 
 
 class Answer(typing.NamedTuple):
@@ -434,6 +442,9 @@ class FastPath:
             return self.count_answer(page_id, outcome)
         except Exception:
             return self.internal_error(route, method)
+
+
+# In front: the WSGI app and the ASGI app granian serves ###################
 
 
 class FrontDoor:
@@ -892,6 +903,9 @@ def _setup_logging(quiet: bool) -> None:
     access_log.handlers[:] = [access]
     access_log.setLevel(logging.WARNING if quiet else logging.INFO)
     access_log.propagate = False
+
+
+# Serving with granian ######################################################
 
 
 def _die_with_parent() -> None:
