@@ -16,10 +16,12 @@ import sqlite3
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+import conftest
 from conftest import ROOT, free_port, wait_until
 
 IMAGE = "tally-test"
@@ -210,3 +212,32 @@ def test_counts_survive_a_stop_and_start_and_the_owner_commands_work(podman, con
     wait_until(lambda: answers(url + "/healthz"), timeout=60)
     assert json.loads(get(url + "/api/count?page_id=ctr"))["total"] == 3
     assert json.loads(get(url + "/api/count?page_id=imported"))["total"] == 0
+
+
+def test_two_containers_count_into_one_postgresql(podman, image):
+    # compose.postgres.yaml's shape: two servers of the image, one database
+    # (the tests' own PostgreSQL, reached through its socket folder).
+    url = conftest.fresh_postgres()
+    folder = os.environ["TALLY_TEST_POSTGRES_DIR"]
+    names, bases = [], []
+    try:
+        for n in (1, 2):
+            name, port = f"tally-test-pg{n}-{os.getpid()}", free_port()
+            podman("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+                   "-v", f"{folder}:{folder}", "-e", f"TALLY_DB={url}", image)
+            names.append(name)
+            bases.append(f"http://127.0.0.1:{port}")
+        for base in bases:
+            wait_until(lambda: answers(base + "/healthz"), timeout=60)
+
+        def view(n: int) -> int:
+            body = get(bases[n % 2] + "/badge?page_id=shared").decode()
+            return int(body.rsplit("</text>", 2)[-2].rsplit(">", 1)[-1])
+        with ThreadPoolExecutor(16) as pool:
+            totals = sorted(pool.map(view, range(400)))
+        assert totals == list(range(1, 401))
+        for base in bases:
+            assert json.loads(get(base + "/api/count?page_id=shared"))["total"] == 400
+    finally:
+        for name in names:
+            podman("rm", "-f", name, check=False)
