@@ -20,8 +20,11 @@ RUN if [ -z "$PIP_CERT" ]; then unset PIP_CERT; fi \
 
 # Final stage: Debian's Python and the environment; no compilers, no pip.
 FROM debian:bookworm-slim
+# libpq5 only on 32-bit ARM, where psycopg has no binary wheel
+# (requirements-postgres.txt).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
+        $([ "$(dpkg --print-architecture)" = armhf ] && echo libpq5) \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --user-group --uid 10001 --home-dir /data --no-create-home tally \
  && mkdir /data && chown tally:tally /data
