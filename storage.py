@@ -264,7 +264,14 @@ class LoopDone:
         self.future = loop.create_future()
 
     def set(self) -> None:
-        self._loop.call_soon_threadsafe(self.future.set_result, None)
+        try:
+            self._loop.call_soon_threadsafe(self._resolve)
+        except RuntimeError:
+            pass  # the loop has closed (shutdown): nobody awaits any more
+
+    def _resolve(self) -> None:
+        if not self.future.done():  # cancelled when the client went away
+            self.future.set_result(None)
 
 
 class View:

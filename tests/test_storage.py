@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import sqlite3
@@ -449,3 +450,24 @@ def test_a_batch_reaching_the_total_cap_counts_the_views_below_it(counting):
         assert counted == [params.TOTAL_MAX - 1, params.TOTAL_MAX]
         assert sum(isinstance(o, storage.TotalLimitReached) for o in outcomes) == 3
         assert s.counts("full", DAY1) == storage.Counts(params.TOTAL_MAX, 2)
+
+
+def test_a_view_awaited_on_a_closed_loop_leaves_the_writer_running(any_store):
+    # A server shutting down closes its loop while views may be in flight:
+    # the writer's signal to it must not raise (it would end the writer).
+    loop = asyncio.new_event_loop()
+    done = storage.LoopDone(loop)
+    loop.close()
+    done.set()
+    view = storage.View("gone", storage.utc_now(), storage.LoopDone(asyncio.new_event_loop()))
+    view.done._loop.close()
+    any_store._submit(view)
+    conftest.wait_until(lambda: view.result is not None)
+    assert any_store.record_view("gone").total == 2
+
+
+def test_record_view_async_counts_on_an_event_loop(any_store):
+    async def many() -> list[int]:
+        views = await asyncio.gather(*(any_store.record_view_async("loop") for _ in range(50)))
+        return sorted(v.total for v in views)
+    assert asyncio.run(many()) == list(range(1, 51))
