@@ -305,16 +305,19 @@ class FastPath:
                           ) -> Answer | tuple[params.BadgeQuery, str, bool] | None:
         """As badge_request, for another counter's badge URL (flavours.py);
         None when the path is not one (bottle answers the other old URLs)."""
-        route = flavours.match_path(path)
-        if route is None or route.answer != "badge":
-            return None
-        label = flavours.label_for_error(route, query_string)
         try:
-            request = flavours.badge_query(route, query_string)
-            self.check_allowed(request.page_id)
-        except ParamError as e:
-            return self.error(label, str(e), 200)
-        return request, label, self.counting(request, method, user_agent)
+            route = flavours.match_path(path)
+            if route is None or route.answer != "badge":
+                return None
+            label = flavours.label_for_error(route, query_string)
+            try:
+                request = flavours.badge_query(route, query_string)
+                self.check_allowed(request.page_id)
+            except ParamError as e:
+                return self.error(label, str(e), 200)
+            return request, label, self.counting(request, method, user_agent)
+        except Exception:
+            return self.internal_error(path, method, svg=True)
 
     def badge_answer(self, request: params.BadgeQuery, label: str,
                      outcome: Outcome) -> Answer:
@@ -367,11 +370,11 @@ class FastPath:
         return Answer(200, json_headers(), json_body(
             {"page_id": page_id, "total": outcome.total, "today": outcome.today}))
 
-    def internal_error(self, route: str, method: str) -> Answer:
+    def internal_error(self, route: str, method: str, svg: bool = False) -> Answer:
         # Logged with its traceback; the client sees no detail.
-        log.error("unexpected error on %s %s\n%s", method, route, traceback.format_exc())
+        log.error("unexpected error on %s %s\n%s", method, _loggable(route), traceback.format_exc())
         self.metrics.errors.labels("internal").inc()
-        if route == "/badge":
+        if svg or route == "/badge":
             return Answer(500, svg_headers("internal error"),
                           badge.render_error(badge.DEFAULT_LABEL, "internal error").encode())
         return Answer(500, json_headers(), json_body({"error": "internal error"}))

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import badge
+import flavours
 import sqlite_store
 from conftest import SNIPPET_CASES, hostile_text
 
@@ -181,6 +182,19 @@ def test_unexpected_error_answers_500_without_a_traceback(make_client, monkeypat
     r = client.get("/badge", "page_id=p")
     assert r.status == 500 and r.headers["x-tally-error"] == "internal error"
     assert b"secret detail" not in r.body
+    assert "secret detail" in caplog.text and "Traceback" in caplog.text
+
+
+def test_an_unexpected_error_on_an_old_badge_url_answers_a_500_badge(make_client, monkeypatch,
+                                                                     caplog):
+    client, _ = make_client()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail")
+    monkeypatch.setattr(flavours, "badge_query", broken)
+    r = client.get("/github.com/alice/repo.svg")
+    assert r.status == 500 and r.headers["x-tally-error"] == "internal error"
+    assert r.body.startswith(b"<svg") and b"secret detail" not in r.body
     assert "secret detail" in caplog.text and "Traceback" in caplog.text
 
 
