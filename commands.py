@@ -202,7 +202,7 @@ def cmd_restore(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         raise CommandError(f"{args.src}: that is the database {config.db} itself; "
                            f"restore reads a backup file")
     version, pages, total = files.inspect_file(args.src)
-    lock = None if args.force else files.ServerLock(config.db)
+    lock = None if args.force else files.ServerLock(config.db, create=False)
     try:
         stamp = _utc_stamp()
         problem = None

@@ -99,30 +99,45 @@ def sqlite_version() -> str:
 
 
 class ServerLock:
-    """An exclusive lock on <db>.lock, held by a serving process.
+    """The lock a serving process holds on a database file: an exclusive
+    flock on <db>.lock beside the resolved path, and one on the database
+    file itself.
 
     restore takes it too, so it never replaces counts under a live server,
-    and two servers never share one file by mistake. The lock sits beside
-    the resolved path: a symlink to a served file finds the same lock.
+    and two servers never share one file by mistake. The lock beside the
+    resolved path covers symlinks and a file replaced by restore; the lock
+    on the file itself covers a hard link (another name of the same inode,
+    in any folder), which would otherwise start a second server with its
+    own -wal and lose one server's counts at the next checkpoint. flock is
+    not SQLite's kind of lock (POSIX fcntl), so the two never meet; the file
+    is opened before SQLite opens it and closed after, as SQLite needs.
     """
 
-    def __init__(self, db_path: str):
+    def __init__(self, db_path: str, create: bool = True):
         _make_folder(db_path)
         self.path = os.path.realpath(db_path) + ".lock"
+        self._files: list[int] = []
+        # A server creates a new database's file first (empty, as SQLite
+        # would), so that it is locked before anyone can link to it; restore
+        # locks only a file that exists.
+        names = [self.path, os.path.realpath(db_path)]
+        if not create and not os.path.exists(names[1]):
+            names.pop()
         try:
-            self._file = open(self.path, "a")
-        except OSError as e:
-            raise UnusableDatabase(f"{db_path}: cannot create {self.path}: {e.strerror}") from None
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for name in names:
+                fd = os.open(name, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._files.append(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._file.close()
+            self.release()
             raise ServerRunning(f"{db_path} is in use by a running Tally server") from None
+        except OSError as e:
+            self.release()
+            raise UnusableDatabase(f"{db_path}: cannot lock {name}: {e.strerror}") from None
 
     def release(self) -> None:
-        if not self._file.closed:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
+        while self._files:
+            os.close(self._files.pop())  # closing ends the flock
 
 
 def _make_folder(db_path: str) -> None:

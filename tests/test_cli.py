@@ -407,6 +407,43 @@ def test_a_symlink_to_a_served_database_finds_its_lock(filled, tmp_path, live_se
     assert second.returncode == 3 and "running" in second.stderr
 
 
+@pytest.mark.parametrize("folder", ["same", "other"])
+def test_a_hard_link_to_a_served_database_finds_its_lock(filled, tmp_path, live_server, folder):
+    # Two servers on two names of one inode would each keep a -wal and lose
+    # one server's counts at the next checkpoint.
+    live = live_server(db=filled)
+    (tmp_path / "elsewhere").mkdir()
+    link = os.path.join(os.path.dirname(filled) if folder == "same" else str(tmp_path / "elsewhere"),
+                        "link.db")
+    os.link(filled, link)
+    second = tally("serve", "--port", "0", db=link)
+    assert second.returncode == 3 and "running" in second.stderr
+    copy = str(tmp_path / "copy.db")
+    assert tally("backup", copy, db=filled).returncode == 0
+    before = totals(filled)
+    result = tally("restore", copy, db=link)
+    assert result.returncode == 3 and "running" in result.stderr
+    assert totals(filled) == before
+    assert live.get("/badge?page_id=page-0")[0] == 200
+
+
+def test_serve_locks_a_new_database_file_before_anyone_can_link_it(tmp_path, live_server):
+    db = str(tmp_path / "new" / "counts.db")
+    live_server(db=db)
+    link = str(tmp_path / "link.db")
+    os.link(db, link)
+    second = tally("serve", "--port", "0", db=link)
+    assert second.returncode == 3 and "running" in second.stderr
+
+
+def test_restore_into_a_missing_database_creates_no_empty_file_first(filled, tmp_path):
+    target = str(tmp_path / "fresh" / "counts.db")
+    result = tally("restore", filled, db=target)
+    assert result.returncode == 0, result.stderr
+    assert "moved the unreadable" not in result.stdout
+    assert totals(target) == totals(filled)
+
+
 # Hardening: reading commands never change a file ##########################
 
 
