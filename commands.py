@@ -15,11 +15,13 @@ import argparse
 import csv
 import datetime
 import glob
+import hashlib
 import io
 import itertools
 import json
 import os
 import sys
+import typing
 from typing import Callable, Iterator, TextIO
 
 import flavours
@@ -59,6 +61,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("set", "add"), default="set",
                    help="set: replace totals (default); add: add to them")
     p.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    p.add_argument("--again", action="store_true",
+                   help="add a file that was already imported with --mode add once more")
     p = command("set", "set a page's total")
     p.add_argument("page_id")
     p.add_argument("total")
@@ -434,46 +438,75 @@ def parse_import(text: str) -> list[storage.Page]:
     return list(ImportReader(io.StringIO(text.removeprefix("\ufeff"))).pages())
 
 
-def _import_stream(name: str) -> TextIO:
+class _Hashed(io.RawIOBase):
+    """A binary stream that hashes what is read through it: the SHA-256
+    that names an import once the file has been read (standard input too)."""
+
+    def __init__(self, raw: typing.BinaryIO):
+        self.raw, self.sha256 = raw, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.raw.read(len(buffer))
+        buffer[:len(data)] = data
+        self.sha256.update(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _import_stream(name: str) -> tuple[TextIO, _Hashed]:
     # utf-8-sig: a byte-order mark (Excel writes one) is not part of the
     # first page id. newline="": the csv module reads line ends itself.
     try:
-        if name == "-":
-            return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
-        return open(name, encoding="utf-8-sig", newline="")
+        raw = sys.stdin.buffer if name == "-" else open(name, "rb")
     except OSError as e:
         raise CommandError(f"cannot read {name}: {e.strerror or e}") from None
+    hashed = _Hashed(raw)
+    return io.TextIOWrapper(io.BufferedReader(hashed), encoding="utf-8-sig", newline=""), hashed
 
 
 def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    stream = _import_stream(args.file)
+    stream, hashed = _import_stream(args.file)
     reader = ImportReader(stream)
     store = (_open_readonly(config) if args.dry_run else
              storage.open_store(config.db, sync=config.sync, busy_timeout_s=config.busy_timeout))
     try:
         with store:
-            report = store.import_pages(reader.pages(), args.mode, dry_run=args.dry_run)
+            report = store.import_pages(reader.pages(), args.mode, dry_run=args.dry_run,
+                                        source=lambda: hashed.sha256.hexdigest(),
+                                        again=args.again)
     except storage.Duplicate as e:
         raise CommandError(f"{args.file}: page_id {str(e)!r} appears twice; "
                            f"nothing imported") from None
     except storage.TotalLimitReached as e:
         raise CommandError(f"{args.file}: {e}; nothing imported") from None
+    except storage.AlreadyImported as e:
+        raise CommandError(f"{args.file}: this file was already imported with --mode add "
+                           f"(finished {e.finished}); nothing imported (--again adds it "
+                           f"once more)") from None
     except UnicodeDecodeError:
         raise CommandError(f"{args.file}: {reader.where}: not UTF-8 text; nothing imported") from None
     except OSError as e:
         raise CommandError(f"cannot read {args.file}: {e.strerror or e}") from None
     except storage.ImportInterrupted as e:
         raise CommandError(f"{args.file}: the database failed after {e.written} of {e.total} "
-                           f"pages were written ({e.error}); those stay written. Running the "
-                           f"same import again with --mode set finishes it") from None
+                           f"pages were written ({e.error}); they are recorded: running the "
+                           f"same command again writes the rest") from None
     except CommandError as e:
         raise CommandError(f"{args.file}: {e}; nothing imported") from None
     finally:
         stream.close()
     pages = report["created"] + report["changed"]
+    resumed = (f"; {report['resumed']} of them were written by an earlier, interrupted run"
+               if report["resumed"] else "")
     print(f"{'would import' if args.dry_run else 'imported'} {pages} pages "
           f"({report['created']} new, {report['changed']} changed, {report['days']} days, "
-          f"mode {args.mode})", file=out)
+          f"mode {args.mode}){resumed}", file=out)
     return 0
 
 
@@ -498,6 +531,9 @@ def cmd_rename(args: argparse.Namespace, config: Config, out: TextIO) -> int:
             raise CommandError(f"no page {old!r}") from None
         except storage.AlreadyExists:
             raise CommandError(f"{new!r} exists; --merge adds {old!r} into it") from None
+        except storage.TotalLimitReached:
+            raise CommandError(f"merging {old!r} into {new!r} would take a total past "
+                               f"{params.TOTAL_MAX}; nothing changed") from None
         total = store.counts(new).total
     print(f"renamed {old} to {new} (total {total})", file=out)
     return 0

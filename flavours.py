@@ -86,6 +86,9 @@ def hits_key(url: str | None) -> str:
     >>> hits_key("javascript:alert(1)")
     Traceback (most recent call last):
     params.ParamError: invalid url
+    >>> hits_key("http://[x")
+    Traceback (most recent call last):
+    params.ParamError: invalid url
     """
     if not url:
         raise ParamError("missing url")
@@ -95,10 +98,14 @@ def hits_key(url: str | None) -> str:
     # without a scheme as http).
     if not _SCHEME.match(text):
         text = "http://" + text
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        hostname = parts.hostname
+    except ValueError:  # "http://[x": urllib refuses a bracket it cannot read
+        raise ParamError("invalid url") from None
+    if parts.scheme.lower() not in ("http", "https") or not hostname:
         raise ParamError("invalid url")
-    return parts.hostname.lower() + parts.path
+    return hostname.lower() + parts.path
 
 
 def komarev_key(username: str | None) -> str:
@@ -198,6 +205,13 @@ VISITORBADGE = Flavour(
     key_names=("path", "user", "repo"), extra=("labelStyle", "readonly"))
 
 FLAVOURS = (HITS, KOMAREV, HITSSH, DWYL, VISITORBADGE)
+# params.py names the prefixes (it validates ids without importing this).
+assert {f.name for f in FLAVOURS} == params.SERVICE_PREFIXES
+
+# The first path segments of Tally's own routes (server.py's route table;
+# tests/test_flavours.py checks the two agree). A path under one of them is
+# never another service's: /stats/x.svg is not dwyl's user "stats".
+OWN_SEGMENTS = frozenset({"", "badge", "api", "healthz", "metrics", "stats", "static"})
 
 # Fixed paths; hits.sh and dwyl carry their key in the path (match_path).
 _FIXED = {
@@ -228,6 +242,8 @@ def match_path(path: str) -> Route | None:
         return _FIXED[path]
     if path.startswith("/api/urns/"):
         return Route(HITSSH, "urn-json", counts=False, key=path[len("/api/urns/"):])
+    if path[1:].split("/", 1)[0] in OWN_SEGMENTS:
+        return None
     for suffix, counts in ((".svg", True), (".preview", False), (".json", True)):
         if not path.endswith(suffix) or len(path) <= len(suffix) + 1:
             continue

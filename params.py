@@ -20,6 +20,11 @@ import urllib.parse
 import badge
 
 PAGE_ID_MAX = 256
+# The page id prefixes of the old services' URLs (flavours.py: each
+# flavour's name). An id "<prefix>:<key>" belongs to that service's URL
+# alone: its key may be PAGE_ID_MAX long, and Tally's own /badge never
+# counts into it.
+SERVICE_PREFIXES = frozenset({"hits", "ghpvc", "hitssh", "dwyl", "visitorbadge"})
 LABEL_MAX = 64
 BASE_MAX = 10**12
 # The largest total a page may hold. total + base then stays below 2**53:
@@ -139,11 +144,22 @@ def validate_page_id(page_id: str | None, name: str = "page_id") -> str:
         raise ParamError(f"invalid {name}")
     if page_id == "" or page_id.isspace():
         raise ParamError(f"empty {name}")
-    if len(page_id) > PAGE_ID_MAX:
+    if len(page_id) > PAGE_ID_MAX and (
+            len(page_id.partition(":")[2]) > PAGE_ID_MAX or not is_service_id(page_id)):
         raise ParamError(f"{name} too long")
     if has_refused_char(page_id):
         raise ParamError(f"invalid {name}")
     return page_id
+
+
+def is_service_id(page_id: str) -> bool:
+    """True for an old service's page id ("hits:github.com/a/b").
+
+    >>> is_service_id("ghpvc:alice"), is_service_id("alice:repo")
+    (True, False)
+    """
+    prefix, colon, _ = page_id.partition(":")
+    return bool(colon) and prefix in SERVICE_PREFIXES
 
 
 def _text(name: str, value: str) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import psycopg
+import psycopg.conninfo
 import psycopg_pool
 from psycopg import errors
 
@@ -130,12 +131,33 @@ class Store(storage.GroupCommitStore):
         self._conn: psycopg.Connection | None = None
         self._thread = None
         try:
+            psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.Error:
+            # libpq's message quotes the piece it could not read, which may
+            # be (part of) the password: none of it is shown.
+            raise UnusableDatabase(
+                f"{storage.masked(url)}: not a valid PostgreSQL URL or key=value string "
+                f"(check its quoting and percent-encoding)") from None
+        try:
             conn = self._connection()
-            self._migrate(conn)
+            self._check_encoding(conn)
+            if readonly:
+                # A reading command never creates or migrates anything:
+                # pointed at another application's database it only reads.
+                with conn.transaction():
+                    if self._schema_version(conn) == 0:
+                        raise UnusableDatabase(f"{storage.masked(url)}: no Tally tables in it "
+                                               f"(`serve` creates them)")
+            else:
+                self._migrate(conn)
             self._server_version = conn.info.server_version
         except psycopg.Error as e:
             self._close_connection()
-            raise UnusableDatabase(f"{storage.masked(url)}: {_classify(e)}") from None
+            raise UnusableDatabase(f"{storage.masked(url)}: "
+                                   f"{storage.scrubbed(str(_classify(e)), url)}") from None
+        except UnusableDatabase:
+            self._close_connection()
+            raise
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=READER_POOL_SIZE, kwargs=self._kwargs | {"autocommit": True},
             timeout=timeout_s, name="tally-readers", open=True)
@@ -171,6 +193,17 @@ class Store(storage.GroupCommitStore):
         if pool is not None:
             pool.close()
 
+    def _check_encoding(self, conn: psycopg.Connection) -> None:
+        """Refuse, before anything is created, a database that is not UTF-8:
+        on LATIN1 one emoji page id failed a whole group commit, and on
+        SQL_ASCII names come back as bytes."""
+        encoding = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                "WHERE datname = current_database()").fetchone()[0]
+        if encoding != "UTF8":
+            raise UnusableDatabase(
+                f"{storage.masked(self.url)}: the database's encoding is {encoding}; Tally needs "
+                f"UTF8 (createdb --encoding=UTF8 --template=template0 ...)")
+
     def _migrate(self, conn: psycopg.Connection) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
@@ -202,7 +235,9 @@ class Store(storage.GroupCommitStore):
 
     def _write_views(self, batch: list[View]) -> None:
         # In page_id order: two processes then lock rows in the same order
-        # and never deadlock each other.
+        # and never deadlock each other. Python orders str by code point,
+        # which is UTF-8's byte order: COLLATE "C", as import and rename
+        # sort, whatever the database's own collation ("B" < "a" in both).
         ordered = sorted(batch, key=lambda view: view.page_id)
         try:
             conn = self._connection()
@@ -358,14 +393,25 @@ class Store(storage.GroupCommitStore):
 
     def rename(self, old: str, new: str, merge: bool = False) -> None:
         def run(conn: psycopg.Connection) -> None:
-            if not conn.execute("SELECT 1 FROM pages WHERE page_id = %s FOR UPDATE",
-                                (old,)).fetchone():
+            # Both rows locked in one statement, in the order every writer
+            # takes page rows (byte order, COLLATE "C"): no deadlock with a batch.
+            found = {page_id for (page_id,) in conn.execute(
+                'SELECT page_id FROM pages WHERE page_id IN (%s, %s) '
+                'ORDER BY page_id COLLATE "C" FOR UPDATE', (old, new))}
+            if old not in found:
                 raise NotFound(old)
-            exists = conn.execute("SELECT 1 FROM pages WHERE page_id = %s FOR UPDATE",
-                                  (new,)).fetchone()
+            exists = new in found
             if exists and not merge:
                 raise AlreadyExists(new)
             if exists:
+                # The sum must stay within TOTAL_MAX, as a view's would.
+                over = conn.execute(
+                    "SELECT (SELECT sum(total) FROM pages WHERE page_id IN (%s, %s)) > %s "
+                    "OR EXISTS (SELECT 1 FROM daily WHERE page_id IN (%s, %s) "
+                    "GROUP BY day HAVING sum(views) > %s)",
+                    (old, new, TOTAL_MAX, old, new, TOTAL_MAX)).fetchone()[0]
+                if over:
+                    raise TotalLimitReached(new)
                 conn.execute(
                     "UPDATE pages SET total = pages.total + o.total, "
                     "created_at = LEAST(pages.created_at, o.created_at), "
@@ -438,14 +484,35 @@ class Store(storage.GroupCommitStore):
 
     @staticmethod
     def _merge_staged(conn: psycopg.Connection, mode: str, first: int, chunk: int) -> None:
+        # Rows in COLLATE "C" order, the order a group commit locks them in
+        # (_write_views): a database collation such as ICU's en-US sorts
+        # "a" before "B" and deadlocked imports with served views.
         numbers = (first, first + chunk - 1)
         conn.execute(_IMPORT_PAGE[mode].format(
             source="SELECT page_id, total, created_at, last_seen FROM staged_pages "
-                   "WHERE number BETWEEN %s AND %s ORDER BY page_id"), numbers)
+                   'WHERE number BETWEEN %s AND %s ORDER BY page_id COLLATE "C"'), numbers)
         conn.execute(_IMPORT_DAY[mode].format(
             source="SELECT p.page_id, s.day, s.views FROM staged_days s "
                    "JOIN staged_pages p ON p.number = s.number "
-                   "WHERE s.number BETWEEN %s AND %s ORDER BY p.page_id, s.day"), numbers)
+                   'WHERE s.number BETWEEN %s AND %s ORDER BY p.page_id COLLATE "C", s.day'),
+            numbers)
+
+    @staticmethod
+    def _import_progress(conn: psycopg.Connection, key: str, mode: str
+                         ) -> tuple[int, int, str | None] | None:
+        if conn.execute("SELECT to_regclass('imports')").fetchone()[0] is None:
+            return None  # schema 1, read by import --dry-run: no import recorded
+        row = conn.execute("SELECT written, pages, finished FROM imports "
+                           "WHERE sha256 = %s AND mode = %s", (key, mode)).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    @staticmethod
+    def _record_import(conn: psycopg.Connection, key: str, mode: str, written: int, pages: int,
+                       finished: str | None) -> None:
+        conn.execute("INSERT INTO imports (sha256, mode, written, pages, finished) "
+                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256, mode) DO UPDATE SET "
+                     "written = excluded.written, pages = excluded.pages, "
+                     "finished = excluded.finished", (key, mode, written, pages, finished))
 
     @staticmethod
     def _drop_staging(conn: psycopg.Connection) -> None:

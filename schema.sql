@@ -20,3 +20,33 @@ CREATE TABLE daily (
     views   INTEGER NOT NULL CHECK (views >= 0),
     PRIMARY KEY (page_id, day)
 ) WITHOUT ROWID;
+
+-- migration 2
+-- The number of pages, kept by triggers in the same transaction that adds
+-- or removes one, so TALLY_MAX_PAGES is checked in O(1) (a count(*) of a
+-- large table inside the single writer's transaction let a flood of new ids
+-- starve every other page's views).
+CREATE TABLE page_count (
+    only  INTEGER PRIMARY KEY CHECK (only = 1),
+    pages INTEGER NOT NULL
+);
+INSERT INTO page_count (only, pages) SELECT 1, count(*) FROM pages;
+CREATE TRIGGER page_added AFTER INSERT ON pages BEGIN
+    UPDATE page_count SET pages = pages + 1;
+END;
+CREATE TRIGGER page_removed AFTER DELETE ON pages BEGIN
+    UPDATE page_count SET pages = pages - 1;
+END;
+
+-- Imports, by the SHA-256 of the file read and the mode: how many of its
+-- pages are written, recorded in the transaction of each chunk. An import
+-- interrupted (Ctrl-C, kill, disk full) and run again goes on after the
+-- chunks already written; a finished `add` is not added twice.
+CREATE TABLE imports (
+    sha256   TEXT NOT NULL,
+    mode     TEXT NOT NULL,
+    written  INTEGER NOT NULL,
+    pages    INTEGER NOT NULL,
+    finished TEXT,
+    PRIMARY KEY (sha256, mode)
+) WITHOUT ROWID;

@@ -28,3 +28,17 @@ CREATE TABLE daily (
     views   BIGINT NOT NULL CHECK (views >= 0),
     PRIMARY KEY (page_id, day)
 );
+
+-- migration 2
+-- Imports, by the SHA-256 of the file read and the mode: how many of its
+-- pages are written, recorded in the transaction of each chunk. An import
+-- interrupted (Ctrl-C, kill, disk full) and run again goes on after the
+-- chunks already written; a finished `add` is not added twice.
+CREATE TABLE imports (
+    sha256   TEXT NOT NULL,
+    mode     TEXT NOT NULL,
+    written  BIGINT NOT NULL,
+    pages    BIGINT NOT NULL,
+    finished TEXT,
+    PRIMARY KEY (sha256, mode)
+);

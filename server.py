@@ -239,6 +239,10 @@ class FastPath:
             values = params.parse_query_string(query_string)
             request = params.parse_badge_query(values)
             self.check_allowed(request.page_id)
+            if request.count and params.is_service_id(request.page_id):
+                # "ghpvc:alice" is counted by komarev's URL alone (with its
+                # camo-only rule); shown with query_only it may be.
+                raise ParamError("reserved page_id")
             return request, params.label_for_error(values), request.look.style, ""
         except ParamError as e:
             return None, params.label_for_error(values), params.style_for_error(values), str(e)
@@ -390,7 +394,7 @@ class FastPath:
 
     def wsgi(self, environ: dict, start_response: Callable) -> list[bytes]:
         route, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
-        query_string = environ.get("QUERY_STRING", "")
+        query_string = _wsgi_query(environ)
         try:
             if route == "/badge":
                 step = self.badge_request(query_string, method, environ.get("HTTP_USER_AGENT", ""))
@@ -483,7 +487,7 @@ class AsgiFront:
         started = time.perf_counter()
         scope = self._proxied(scope)
         method, route = scope["method"], scope["path"]
-        query = scope["query_string"].decode("latin-1")
+        query = _query_text(scope["query_string"])
         length, agent = b"0", b""
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -544,11 +548,13 @@ class AsgiFront:
         so nobody else can claim an address or a host name for the builder
         page's links."""
         headers = scope["headers"]
-        if not any(name in _FORWARDED for name, _ in headers):
+        if not any(_is_forwarded(name) for name, _ in headers):
             return scope
         forwarded = {name: value.decode("latin-1").rsplit(",", 1)[-1].strip()
                      for name, value in headers if name in _FORWARDED}
-        scope = dict(scope, headers=[(n, v) for n, v in headers if n not in _FORWARDED])
+        # Dropped from every request, in every spelling: a2wsgi and bottle
+        # read X_Forwarded_Host as HTTP_X_FORWARDED_HOST too.
+        scope = dict(scope, headers=[(n, v) for n, v in headers if not _is_forwarded(n)])
         peer = (scope.get("client") or ("",))[0]
         if self.trusted_proxy is None or peer != self.trusted_proxy:
             return scope
@@ -572,6 +578,19 @@ def _encoded(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes],
     return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
 
 
+def _query_text(raw: bytes) -> str:
+    """A query string's bytes as text: UTF-8, as its percent-escapes are
+    read, so raw "é" and "%C3%A9" are one page id; bytes that are not UTF-8
+    become lone surrogates, which validation refuses."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _wsgi_query(environ: dict) -> str:
+    """The same text from a WSGI environ, where PEP 3333 carries the bytes
+    as Latin-1."""
+    return _query_text(environ.get("QUERY_STRING", "").encode("latin-1"))
+
+
 def _utf8_path(scope: dict) -> bool:
     raw = scope.get("raw_path")
     if raw is None or b"%" not in raw and raw.isascii():
@@ -592,6 +611,10 @@ def _is_address(text: str) -> bool:
 
 
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded")
+
+
+def _is_forwarded(name: bytes) -> bool:
+    return name.replace(b"_", b"-") in _FORWARDED
 MAX_BODY_BYTES = 65536
 HTTP_REASONS = {200: "OK", 400: "Bad Request", 413: "Content Too Large",
                 500: "Internal Server Error", 503: "Service Unavailable"}
@@ -619,7 +642,7 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> FrontDoor:
             metrics.db_seconds.labels(operation).observe(time.perf_counter() - started)
 
     def query() -> dict[str, str]:
-        return params.parse_query_string(bottle.request.environ.get("QUERY_STRING", ""))
+        return params.parse_query_string(_wsgi_query(bottle.request.environ))
 
     check_allowed = badges.check_allowed
 
@@ -753,7 +776,7 @@ def create_app(config: Config, store: storage.GroupCommitStore) -> FrontDoor:
     # Other counters' URLs come last: Tally's own routes always win.
     @app.get("/<path:path>")
     def old_service_route(path: str) -> bottle.HTTPResponse:
-        query_string = bottle.request.environ.get("QUERY_STRING", "")
+        query_string = _wsgi_query(bottle.request.environ)
         step = badges.old_badge_request("/" + path, query_string, bottle.request.method,
                                         bottle.request.get_header("User-Agent", ""))
         if isinstance(step, Answer):
@@ -888,10 +911,27 @@ def badge_params(page_id: str, look: badge.Look) -> dict[str, str]:
 
 def _loggable(text: str) -> str:
     """Query text made safe for a log line: printable ASCII only."""
-    return urllib.parse.quote(text, safe="/?&=:,.-_~%+")
+    return urllib.parse.quote(text, safe="/?&=:,.-_~%+", errors="surrogateescape")
 
 
 # Command line ##############################################################
+
+
+class _AccessLogHandler(logging.StreamHandler):
+    """The access log on stdout. When stdout's reader goes away (`serve |
+    head -1`), the access log ends with one line on stderr; serving goes on
+    (the logging module would print a traceback for every request)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
+            return
+        access_log.removeHandler(self)
+        access_log.addHandler(logging.NullHandler())
+        # Nothing buffered may fail again at exit: stdout points at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        log.error("access log stopped: standard output was closed (%s)",
+                  type(sys.exc_info()[1]).__name__)
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -901,7 +941,7 @@ def _setup_logging(quiet: bool) -> None:
     log.addHandler(errors)
     log.setLevel(logging.INFO)
     log.propagate = False
-    access = logging.StreamHandler(sys.stdout)
+    access = _AccessLogHandler(sys.stdout)
     access.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     access_log.handlers[:] = [access]
     access_log.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -942,6 +982,10 @@ def _free_port(host: str, port: int) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family) as probe:
+            # As granian binds: the connections of a server that just stopped
+            # (TIME_WAIT, a minute) must not refuse a restart; a port that a
+            # program listens on is still refused.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
             return probe.getsockname()[1]
     except OSError as e:
@@ -1048,6 +1092,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except storage.StorageError as e:
         print(f"tally: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C: every write is a transaction, so nothing is half-done;
+        # an import records its chunks and goes on when run again.
+        print("tally: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # `show p | head -2`: the reader left. Point stdout at nothing so the
         # interpreter's final flush does not fail a second time.

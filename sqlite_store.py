@@ -78,6 +78,20 @@ def migrations() -> list[tuple[int, str]]:
 
 
 SCHEMA_VERSION = migrations()[-1][0]
+
+
+def _statements(body: str) -> list[str]:
+    """A migration's statements, one per execute: split at each ";" that
+    ends one (sqlite3.complete_statement), so a trigger's body stays whole."""
+    text = "\n".join(line for line in body.splitlines() if not line.strip().startswith("--"))
+    found, pending = [], ""
+    for piece in text.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                found.append(pending.strip())
+            pending = ""
+    return found
 _stamp, _day = storage.stamp, storage.day
 
 
@@ -328,7 +342,7 @@ class Store(storage.GroupCommitStore):
                 continue
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in storage.statements(body):
+                for statement in _statements(body):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={number}")
                 conn.execute("COMMIT")
@@ -496,7 +510,7 @@ class Store(storage.GroupCommitStore):
             raise StorageError("database writer has stopped")
 
     def page_count(self) -> int:
-        return self._read("SELECT count(*) FROM pages")[0][0]
+        return self._read("SELECT pages FROM page_count")[0][0]
 
     def history(self, page_id: str, days: int,
                 now: datetime.datetime | None = None) -> list[tuple[str, int]]:
@@ -568,6 +582,15 @@ class Store(storage.GroupCommitStore):
             if exists and not merge:
                 raise AlreadyExists(new)
             if exists:
+                # The sum must stay within TOTAL_MAX, as a view's would
+                # (past 2**63 SQLite stores a float).
+                over = conn.execute(
+                    "SELECT (SELECT sum(total) FROM pages WHERE page_id IN (?, ?)) > ? "
+                    "OR EXISTS (SELECT 1 FROM daily WHERE page_id IN (?, ?) "
+                    "GROUP BY day HAVING sum(views) > ?)",
+                    (old, new, TOTAL_MAX, old, new, TOTAL_MAX)).fetchone()[0]
+                if over:
+                    raise TotalLimitReached(new)
                 conn.execute(
                     "UPDATE pages SET total = total + (SELECT total FROM pages WHERE page_id = ?), "
                     "created_at = min(created_at, (SELECT created_at FROM pages WHERE page_id = ?)), "
@@ -648,6 +671,23 @@ class Store(storage.GroupCommitStore):
             source="SELECT p.page_id, s.day, s.views FROM temp.staged_days s "
                    "JOIN temp.staged_pages p ON p.number = s.number "
                    "WHERE s.number BETWEEN ? AND ?"), numbers)
+
+    @staticmethod
+    def _import_progress(conn: sqlite3.Connection, key: str, mode: str
+                         ) -> tuple[int, int, str | None] | None:
+        try:
+            return conn.execute("SELECT written, pages, finished FROM imports "
+                                "WHERE sha256 = ? AND mode = ?", (key, mode)).fetchone()
+        except sqlite3.OperationalError:
+            return None  # a file of schema 1, read by import --dry-run: no import recorded
+
+    @staticmethod
+    def _record_import(conn: sqlite3.Connection, key: str, mode: str, written: int, pages: int,
+                       finished: str | None) -> None:
+        conn.execute("INSERT INTO imports (sha256, mode, written, pages, finished) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(sha256, mode) DO UPDATE SET "
+                     "written = excluded.written, pages = excluded.pages, "
+                     "finished = excluded.finished", (key, mode, written, pages, finished))
 
     @staticmethod
     def _drop_staging(conn: sqlite3.Connection) -> None:
@@ -762,13 +802,13 @@ def _rollback(conn: sqlite3.Connection) -> None:
 # that does not exist yet once max_pages (NULL: no cap) pages are stored;
 # the second refuses a view past TOTAL_MAX (SQLite would turn the integer
 # into a float at 2**63). Nothing is read first and written later, it is one
-# statement. The count of pages is last, so a page that exists never pays
-# for it.
+# statement. The number of pages is kept by schema.sql's triggers, so
+# reading it costs the same at a million pages as at ten.
 _COUNT_PAGE = (
     "INSERT INTO pages (page_id, total, created_at, last_seen) "
     "SELECT ?, ?, ?, ? "
     "WHERE ? IS NULL OR EXISTS (SELECT 1 FROM pages WHERE page_id = ?) "
-    "OR (SELECT count(*) FROM pages) < ? "
+    "OR (SELECT pages FROM page_count) < ? "
     "ON CONFLICT(page_id) DO UPDATE SET total = total + ?, last_seen = excluded.last_seen "
     "WHERE total + ? <= ?"
 )

@@ -82,6 +82,15 @@ class ImportInterrupted(Exception):
         self.written, self.total, self.error = written, total, error
 
 
+class AlreadyImported(Exception):
+    """An `add` import of this very file finished before: adding it again
+    would count its numbers twice."""
+
+    def __init__(self, finished: str):
+        super().__init__(finished)
+        self.finished = finished
+
+
 class Duplicate(Exception):
     """An import names one page (or one page's day) twice."""
 
@@ -163,21 +172,48 @@ def is_postgres(db: str) -> bool:
     return bool(_POSTGRES_URL.match(db) or _POSTGRES_KEYWORDS.match(db))
 
 
+_URL_PASSWORD = re.compile(r"(?<=://)([^:/@]*:)(.*)(?=@)", re.DOTALL)
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*(?:'|$)|[^&\s]*)",
+                               re.IGNORECASE | re.DOTALL)
+
+
 def masked(db: str) -> str:
-    """The database as logs and errors may show it: never a password.
+    """The database as logs and errors may show it: never a password, even
+    in a URL or key=value string too broken for the driver to read.
+
+    Everything between the user name's ":" and the last "@" goes (a password
+    may hold "@" or "/" unencoded), and every password= value, quoted
+    (an unterminated quote runs to the end) or not.
 
     >>> masked("postgresql://tally:s3cret@db:5432/tally")
     'postgresql://tally:***@db:5432/tally'
     >>> masked("host=/tmp password=s3cret dbname=t")
     'host=/tmp password=*** dbname=t'
+    >>> masked("postgres://tally:s3cretpw@[::1"), masked("host=h password='s3 cret")
+    ('postgres://tally:***@[::1', 'host=h password=***')
     """
     if _POSTGRES_URL.match(db):
-        parts = urllib.parse.urlsplit(db)
-        if parts.password is not None:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            db = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-        return re.sub(r"(password=)[^&\s]*", r"\1***", db)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S*)", r"\1***", db)
+        db = _URL_PASSWORD.sub(r"\1***", db, count=1)
+    return _KEYWORD_PASSWORD.sub(r"\1***", db)
+
+
+def passwords(db: str) -> list[str]:
+    """The password(s) a database string holds, as written and decoded."""
+    found = [m.group(2) for m in _KEYWORD_PASSWORD.finditer(db)]
+    if _POSTGRES_URL.match(db):
+        found += [m.group(2) for m in _URL_PASSWORD.finditer(db)]
+    found = [p.strip("'") for p in found if p.strip("'")]
+    return found + [urllib.parse.unquote(p) for p in found]
+
+
+def scrubbed(text: str, db: str) -> str:
+    """A message from the driver with any password of db (or a piece of
+    one, split at blanks) replaced by ***."""
+    pieces = {piece for password in passwords(db)
+              for piece in [password, *password.split()] if len(piece) >= 3}
+    for piece in sorted(pieces, key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text
 
 
 def open_store(db: str, *, sync: str = "full", max_pages: int | None = None,
@@ -421,9 +457,11 @@ class GroupCommitStore:
     # Import, the same steps on both backends ---------------------------------
 
     def import_pages(self, pages: Iterable[Page], mode: str, dry_run: bool = False,
-                     chunk: int = IMPORT_CHUNK) -> dict[str, int]:
+                     chunk: int = IMPORT_CHUNK, source: Callable[[], str] | None = None,
+                     again: bool = False) -> dict[str, int]:
         """Write pages: mode "set" replaces a page's total and the given days,
-        "add" adds them. Returns how many pages were created and changed.
+        "add" adds them. Returns how many pages were created and changed,
+        and how many an earlier, interrupted run had written ("resumed").
 
         pages may be a generator that reads and checks a file as it goes:
         it is first copied into temporary tables of the writer's connection
@@ -433,23 +471,55 @@ class GroupCommitStore:
         are written in transactions of `chunk` pages, so a running server
         waits for one chunk at most. If the database fails between chunks,
         ImportInterrupted says how many pages were written.
+
+        source() names the file read (its SHA-256, known once it is staged).
+        Each chunk's transaction records how far that import got, so running
+        it again after any interruption writes only the chunks still missing,
+        and an "add" that finished is refused (AlreadyImported) unless again.
         """
         self._wait(Task(lambda conn: self._stage(conn, pages), write=False))
         try:
             report = self._wait(Task(lambda conn: self._staged_report(conn, mode), write=False))
+            staged = report["created"] + report["changed"]  # type: ignore[index]
+            key = source() if source is not None else None
+            written = 0
+            if key is not None:
+                done = self._wait(Task(lambda conn: self._import_progress(conn, key, mode),
+                                       write=False))
+                if done is not None:
+                    done_written, done_pages, finished = done  # type: ignore[misc]
+                    if finished is not None and mode == "add" and not again:
+                        raise AlreadyImported(finished)
+                    if finished is None and done_pages == staged:
+                        written = done_written
+            if key is not None:
+                report["resumed"] = written  # type: ignore[index]
             if dry_run:
                 return report  # type: ignore[return-value]
-            staged = report["created"] + report["changed"]  # type: ignore[index]
-            written = 0
             while written < staged:
+                first, last = written, min(written + chunk, staged)
+
+                def write(conn: object) -> None:
+                    self._merge_staged(conn, mode, first, chunk)
+                    if key is not None:
+                        self._record_import(conn, key, mode, last, staged,
+                                            stamp(utc_now()) if last == staged else None)
                 try:
-                    self._wait(Task(lambda conn: self._merge_staged(conn, mode, written, chunk)))
+                    self._wait(Task(write))
                 except StorageError as e:
                     raise ImportInterrupted(written, staged, e) from None
-                written = min(written + chunk, staged)
+                written = last
             return report  # type: ignore[return-value]
         finally:
             self._wait(Task(self._drop_staging, write=False))
+
+    def _import_progress(self, conn: object, key: str, mode: str
+                         ) -> tuple[int, int, str | None] | None:
+        raise NotImplementedError
+
+    def _record_import(self, conn: object, key: str, mode: str, written: int, pages: int,
+                       finished: str | None) -> None:
+        raise NotImplementedError
 
     def _stage(self, conn: object, pages: Iterable[Page]) -> None:
         raise NotImplementedError

@@ -238,7 +238,7 @@ def fresh_postgres() -> str:
     url = postgres_url()
     import psycopg
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, notes")
+        conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, imports, notes")
     return url
 
 
