@@ -487,7 +487,9 @@ class AsgiFront:
         started = time.perf_counter()
         scope = self._proxied(scope)
         method, route = scope["method"], scope["path"]
-        query = _query_text(scope["query_string"])
+        if not scope["query_string"].isascii():
+            scope = dict(scope, query_string=_ascii_query(scope["query_string"]))
+        query = scope["query_string"].decode("ascii")
         length, agent = b"0", b""
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -578,17 +580,20 @@ def _encoded(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes],
     return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
 
 
-def _query_text(raw: bytes) -> str:
-    """A query string's bytes as text: UTF-8, as its percent-escapes are
-    read, so raw "é" and "%C3%A9" are one page id; bytes that are not UTF-8
-    become lone surrogates, which validation refuses."""
-    return raw.decode("utf-8", "surrogateescape")
+_QUERY_SAFE = bytes(range(0x21, 0x7F))
+
+
+def _ascii_query(raw: bytes) -> bytes:
+    """A query string with every byte outside printable ASCII percent-escaped:
+    raw "é" then reads as "%C3%A9" does (UTF-8, one page id), a byte that is
+    not UTF-8 as a lone surrogate that validation refuses, and a2wsgi (which
+    decodes the query as ASCII) never fails on it."""
+    return raw if raw.isascii() else urllib.parse.quote_from_bytes(raw, _QUERY_SAFE).encode()
 
 
 def _wsgi_query(environ: dict) -> str:
-    """The same text from a WSGI environ, where PEP 3333 carries the bytes
-    as Latin-1."""
-    return _query_text(environ.get("QUERY_STRING", "").encode("latin-1"))
+    """The same from a WSGI environ, where PEP 3333 carries the bytes as Latin-1."""
+    return _ascii_query(environ.get("QUERY_STRING", "").encode("latin-1")).decode("ascii")
 
 
 def _utf8_path(scope: dict) -> bool:

@@ -8,6 +8,8 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import flavours
 import server
@@ -316,3 +318,98 @@ def test_tallys_own_routes_are_never_an_old_services_url(make_client):
     assert "/stats" in paths and "/static/tally.css" in paths
     for path in paths:
         assert flavours.match_path(path) is None, path
+
+
+# Hardening, round three ####################################################
+
+
+def test_own_segments_are_the_first_segments_of_tallys_routes(make_client):
+    client, _ = make_client()
+    rules = [route.rule for route in client.app.routes.routes if route.rule != server.OLD_URLS_ROUTE]
+    segments = {rule[1:].split("/", 1)[0] for rule in rules + list(server.FAST_ROUTES)}
+    assert segments == flavours.OWN_SEGMENTS
+
+
+@pytest.mark.parametrize("path", ["/static/tally.svg", "/stats/x.svg", "/stats/x.json",
+                                  "/badge/x.svg", "/healthz/x.svg", "/metrics/a.svg",
+                                  "/api/alice.svg", "/static/github.com.svg"])
+def test_paths_under_tallys_own_routes_count_nothing(make_client, path):
+    client, store = make_client()
+    assert client.get(path).status == 404
+    assert store.page_count() == 0
+
+
+@pytest.mark.parametrize("url", [
+    "https://hits.dwyl.com/stats/repo.svg", "https://hits.dwyl.com/static/tally.svg",
+])
+def test_migrate_does_not_map_an_old_url_that_tallys_routes_would_shadow(url):
+    with pytest.raises(ParamError):
+        flavours.moved(url)
+
+
+@pytest.mark.parametrize("page_id", ["ghpvc:alice", "hits:github.com/a/b", "hitssh:github.com/a/b",
+                                     "dwyl:alice/repo", "visitorbadge:https://github.com/a/b"])
+def test_the_native_badge_never_counts_into_an_old_services_page(make_client, page_id):
+    client, store = make_client()
+    r = client.get("/badge", f"page_id={page_id}")
+    assert r.status == 200 and r.headers["x-tally-error"] == "reserved page_id"
+    assert store.page_count() == 0
+    # Shown without counting, it may be.
+    store.set_total(page_id, 7)
+    shown = client.get("/badge", f"page_id={page_id}&query_only=true")
+    assert "x-tally-error" not in shown.headers and ">7<" in shown.text
+    assert total(client, page_id) == 7
+
+
+def test_an_id_that_only_looks_prefixed_counts_natively(make_client):
+    client, store = make_client()
+    assert "x-tally-error" not in client.get("/badge", "page_id=alice:repo").headers
+    assert total(client, "alice:repo") == 1
+
+
+def test_hitssh_keys_of_250_characters_count_and_251_are_refused(make_client):
+    client, _ = make_client()
+    key = "github.com/" + "a" * 239
+    assert len(key) == 250
+    r = client.get(f"/{key}.svg")
+    assert "x-tally-error" not in r.headers and total(client, "hitssh:" + key) == 1
+    refused = client.get(f"/{key}b.svg")
+    assert refused.headers["x-tally-error"] == "urn too long"
+
+
+def test_visitorbadge_paths_of_256_characters_count(make_client):
+    client, _ = make_client()
+    path = "https://example.org/" + "p" * 236
+    assert len(path) == 256
+    assert "x-tally-error" not in client.get("/api/visitors", f"path={path}").headers
+    assert total(client, "visitorbadge:" + path) == 1
+    assert client.get("/api/visitors", f"path={path}q").headers["x-tally-error"] == "page_id too long"
+
+
+@pytest.mark.parametrize("route", ["/api/count/incr/badge.svg", "/api/count/keep/badge.svg",
+                                   "/api/count/graph/dailyhits.svg"])
+@pytest.mark.parametrize("url", ["http://%5Bx", "http://[x", "https://[::1", "http://a]b/"])
+def test_a_hits_url_urllib_cannot_read_is_an_error_badge(make_client, caplog, route, url):
+    client, store = make_client()
+    r = client.get(route, "url=" + url.replace("[", "%5B").replace("]", "%5D"))
+    assert r.status == 200 and r.headers["x-tally-error"] == "invalid url"
+    assert store.page_count() == 0 and "Traceback" not in caplog.text
+
+
+def test_the_builder_names_a_hits_url_it_cannot_read(client):
+    page = client.get("/", "old_url=https%3A%2F%2Fhits.seeyoufarm.com%2Fapi%2Fcount%2Fincr%2F"
+                           "badge.svg%3Furl%3Dhttp%3A%2F%2F%255Bx")
+    assert page.status == 200 and "invalid url" in page.text
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=60))
+def test_an_old_url_either_maps_or_raises_param_error(text):
+    for template in ("https://hits.seeyoufarm.com/api/count/incr/badge.svg?url={}",
+                     "https://hits.sh/{}.svg", "https://hits.dwyl.com/{}.svg",
+                     "https://api.visitorbadge.io/api/visitors?path={}",
+                     "https://komarev.com/ghpvc/?username={}"):
+        try:
+            flavours.moved(template.format(text))
+        except ParamError:
+            pass

@@ -16,13 +16,14 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, rss_kb, wait_until
+from conftest import ROOT, free_port, rss_kb, wait_until
 
 TOTAL_RE = re.compile(rb">(\d+)</text></g>")
 
@@ -407,3 +408,137 @@ def test_old_counters_urls_count_through_the_real_server(live_server):
                     "visitorbadge:https://github.com/alice/repo", "ghpvc:alice"):
         answer = json.loads(live.get("/api/count?page_id=" + urllib.parse.quote(page_id))[2])
         assert answer["total"] == 1, page_id
+
+
+# Hardening, round three ####################################################
+
+
+def raw_request(port: int, request: bytes, source: str = "127.0.0.1") -> bytes:
+    """One request as bytes on its own connection; the answer's bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30,
+                                  source_address=(source, 0)) as s:
+        s.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer) < answer.index(b"\r\n\r\n") + 4 + int(
+                re.search(rb"(?i)content-length: (\d+)", answer).group(1)):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_a_restart_under_keep_alive_traffic_serves_within_5_seconds(live_server, tmp_path):
+    # The stopped server's connections sit in TIME_WAIT / FIN-WAIT for a
+    # minute: the port check must not take them for a program on the port.
+    live = live_server()
+    clients = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+        s.sendall(b"GET /badge?page_id=restart HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(65536)
+        clients.append(s)
+    live.proc.terminate()
+    assert live.proc.wait(timeout=10) == 0
+    started = time.monotonic()
+    again = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "serve", "--db", live.db,
+                              "--port", str(live.port), "--quiet"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def answers() -> bool:
+            assert again.poll() is None, again.stderr.read().decode()
+            try:
+                return live.get("/api/count?page_id=restart")[0] == 200
+            except OSError:
+                return False
+        wait_until(answers, timeout=5)
+        assert time.monotonic() - started < 5
+        assert json.loads(live.get("/api/count?page_id=restart")[2])["total"] == 20
+    finally:
+        for s in clients:
+            s.close()
+        again.terminate()
+        again.wait(timeout=10)
+
+
+def test_a_port_held_by_a_listening_program_is_still_refused(tmp_path):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        result = subprocess.run([sys.executable, str(ROOT / "server.py"), "serve", "--db",
+                                 str(tmp_path / "c.db"), "--port", str(other.getsockname()[1])],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "cannot listen" in result.stderr and "Address already in use" in result.stderr
+
+
+@pytest.mark.parametrize("fields, status", [(100, b"200"), (101, b"431")])
+def test_a_request_may_carry_100_header_fields(live_server, fields, status):
+    live = live_server()
+    request = (b"GET /badge?page_id=many-headers HTTP/1.1\r\nHost: x\r\n"
+               + b"".join(b"X-F%d: 1\r\n" % i for i in range(fields - 1)) + b"\r\n")
+    assert raw_request(live.port, request).startswith(b"HTTP/1.1 " + status)
+    expected = 1 if status == b"200" else 0
+    assert json.loads(live.get("/api/count?page_id=many-headers")[2])["total"] == expected
+
+
+def test_raw_utf8_in_a_query_is_the_same_page_as_percent_encoded(live_server):
+    live = live_server()
+    answer = raw_request(live.port, "GET /badge?page_id=aéb HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 200") and b"X-Tally-Error" not in answer
+    assert json.loads(live.get("/api/count?page_id=a%C3%A9b")[2])["total"] == 1
+    # The routes bottle answers read it the same way.
+    history = raw_request(live.port, "GET /api/history?page_id=aéb&days=1 HTTP/1.1\r\n"
+                                     "Host: x\r\n\r\n".encode())
+    assert b'"total": 1' in history
+    # Bytes that are not UTF-8 are refused (granian's own 400, or Tally's
+    # error badge), never read as Latin-1.
+    bad = raw_request(live.port, b"GET /badge?page_id=a\xc3b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert bad.startswith(b"HTTP/1.1 400") or b"x-tally-error: invalid page_id" in bad.lower()
+    assert json.loads(live.get("/api/count?page_id=a%C3%83b")[2])["total"] == 0
+
+
+@pytest.mark.parametrize("name", ["X_Forwarded_Host", "x_forwarded_host", "X-Forwarded_Host"])
+def test_forwarded_headers_in_underscore_spelling_are_dropped(live_server, name):
+    live = live_server(env={"TALLY_TRUSTED_PROXY": "127.0.0.1"})
+    # From an address that is not the trusted proxy.
+    page = raw_request(live.port, f"GET / HTTP/1.1\r\nHost: real.example\r\n{name}: evil.example"
+                                  f"\r\n\r\n".encode(), source="127.0.0.2")
+    assert b"evil.example" not in page and b"http://real.example/badge" in page
+    # And not believed from the trusted proxy either: only the exact spelling is.
+    page = raw_request(live.port, f"GET / HTTP/1.1\r\nHost: real.example\r\n{name}: evil.example"
+                                  f"\r\n\r\n".encode())
+    assert b"evil.example" not in page
+
+
+def test_a_closed_stdout_ends_the_access_log_quietly_and_serving_goes_on(tmp_path):
+    # `serve | head -1`: the reader takes the start line and goes away.
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "serve", "--db",
+                               str(tmp_path / "c.db"), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert server.stdout.readline().startswith(b"Tally serving")
+        server.stdout.close()
+        url = f"http://127.0.0.1:{port}"
+
+        def get(path: str) -> bytes:
+            import urllib.request
+            with urllib.request.urlopen(url + path, timeout=10) as r:
+                return r.read()
+
+        def answers() -> bool:
+            try:
+                return get("/healthz") == b'{"status": "ok"}'
+            except OSError:
+                return False
+        wait_until(answers)
+        for _ in range(20):
+            get("/badge?page_id=piped")
+        assert json.loads(get("/api/count?page_id=piped"))["total"] == 20
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    errors = server.stderr.read().decode()
+    assert "Traceback" not in errors and "Logging error" not in errors
+    assert errors.count("\n") <= 1 and "access log stopped" in errors

@@ -471,3 +471,109 @@ def test_record_view_async_counts_on_an_event_loop(any_store):
         views = await asyncio.gather(*(any_store.record_view_async("loop") for _ in range(50)))
         return sorted(v.total for v in views)
     assert asyncio.run(many()) == list(range(1, 51))
+
+
+# Hardening, round three ####################################################
+
+STAMP = "2026-01-01T00:00:00Z"
+
+
+def pages_of(n: int, total: int = 10) -> list[storage.Page]:
+    return [storage.Page(f"p{i:03}", total, STAMP, STAMP, {"2026-01-01": total}) for i in range(n)]
+
+
+def test_an_import_interrupted_between_chunks_goes_on_when_run_again(any_store, monkeypatch):
+    for i in range(3):
+        any_store.record_view(f"p{i:03}", DAY1)
+    cls = type(any_store)
+    merge = cls._merge_staged
+    calls = {"n": 0}
+
+    def failing(conn, mode, first, chunk):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise storage.StorageFull("disk full: simulated")
+        return merge(conn, mode, first, chunk)
+    monkeypatch.setattr(cls, "_merge_staged", staticmethod(failing))
+    with pytest.raises(storage.ImportInterrupted) as interrupted:
+        any_store.import_pages(pages_of(10), "add", chunk=2, source=lambda: "sha-1")
+    assert interrupted.value.written == 4
+    monkeypatch.setattr(cls, "_merge_staged", staticmethod(merge))
+    report = any_store.import_pages(pages_of(10), "add", chunk=2, source=lambda: "sha-1")
+    assert report["resumed"] == 4
+    # Exactly one run's worth: 10 added once to every page, never twice.
+    assert [any_store.counts(f"p{i:03}").total for i in range(10)] == [11] * 3 + [10] * 7
+    assert [any_store.page(f"p{i:03}").days["2026-01-01"] for i in range(10)] == [10] * 10
+
+
+def test_a_finished_add_import_is_not_added_twice_unless_asked(any_store):
+    any_store.import_pages(pages_of(3), "add", source=lambda: "sha-2")
+    with pytest.raises(storage.AlreadyImported):
+        any_store.import_pages(pages_of(3), "add", source=lambda: "sha-2")
+    assert any_store.counts("p000").total == 10
+    any_store.import_pages(pages_of(3), "add", source=lambda: "sha-2", again=True)
+    assert any_store.counts("p000").total == 20
+    # Another file, or the same in set mode, is another import.
+    any_store.import_pages(pages_of(3), "add", source=lambda: "sha-3")
+    any_store.import_pages(pages_of(3), "set", source=lambda: "sha-2")
+    any_store.import_pages(pages_of(3), "set", source=lambda: "sha-2")
+    assert any_store.counts("p000").total == 10
+
+
+def test_merging_past_the_total_cap_is_refused_and_changes_nothing(any_store):
+    big = params.TOTAL_MAX // 2 + 1
+    any_store.set_total("a", big)
+    any_store.set_total("b", big)
+    with pytest.raises(storage.TotalLimitReached):
+        any_store.rename("a", "b", merge=True)
+    assert (any_store.counts("a").total, any_store.counts("b").total) == (big, big)
+    any_store.set_total("a", params.TOTAL_MAX - big)
+    any_store.rename("a", "b", merge=True)
+    assert any_store.counts("b").total == params.TOTAL_MAX and any_store.page("a") is None
+
+
+def test_the_page_count_follows_every_write(any_store, tmp_path):
+    any_store.record_view("a")
+    any_store.record_view("a")
+    any_store.record_view("b")
+    any_store.set_total("c", 5)
+    assert any_store.page_count() == 3
+    any_store.rename("c", "d")
+    any_store.rename("d", "a", merge=True)
+    any_store.delete("b")
+    assert any_store.page_count() == 1
+    any_store.import_pages(pages_of(5), "set")
+    assert any_store.page_count() == 6
+
+
+def test_the_page_cap_reads_a_kept_count_not_the_table(store):
+    # The cap is checked against schema.sql's page_count, kept by triggers:
+    # the table is not counted in the writer's transaction.
+    capped = sqlite_store.Store(store.path, max_pages=2)
+    try:
+        capped.record_view("a")
+        capped.record_view("b")
+        with pytest.raises(storage.PageLimitReached):
+            capped.record_view("c")
+        capped.delete("a")
+        capped.record_view("c")
+        assert capped.page_count() == 2
+    finally:
+        capped.close()
+    assert "count(*)" not in sqlite_store._COUNT_PAGE
+
+
+def test_a_version_1_file_gets_its_page_count_when_migrated(db_path):
+    # A file made by the previous Tally (schema 1), with pages in it.
+    sqlite_store._make_folder(db_path)
+    conn = sqlite3.connect(db_path)
+    conn.executescript(sqlite_store.migrations()[0][1] + "PRAGMA user_version=1;")
+    conn.executemany("INSERT INTO pages VALUES (?, 3, ?, ?)", [(f"x{i}", STAMP, STAMP)
+                                                               for i in range(7)])
+    conn.commit()
+    conn.close()
+    with sqlite_store.Store(db_path, max_pages=8) as s:
+        assert s.page_count() == 7
+        s.record_view("new")
+        with pytest.raises(storage.PageLimitReached):
+            s.record_view("one-too-many")
