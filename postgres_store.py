@@ -199,6 +199,8 @@ class Store(storage.GroupCommitStore):
         SQL_ASCII names come back as bytes."""
         encoding = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
                                 "WHERE datname = current_database()").fetchone()[0]
+        if isinstance(encoding, bytes):  # SQL_ASCII: psycopg answers bytes
+            encoding = encoding.decode("ascii", "replace")
         if encoding != "UTF8":
             raise UnusableDatabase(
                 f"{storage.masked(self.url)}: the database's encoding is {encoding}; Tally needs "

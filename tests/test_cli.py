@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -709,3 +710,103 @@ def test_migrate_leaves_a_bad_old_url_alone_and_says_so(tmp_path):
     assert result.returncode == 0
     assert "left as it is (invalid username)" in result.stdout
     assert page.read_text() == "![x](https://komarev.com/ghpvc/?username=-bad-)\n"
+
+
+# Hardening, round three ####################################################
+
+
+def write_plain_csv(path, pages: int, count: int = 10) -> None:
+    with open(path, "w") as f:
+        for i in range(pages):
+            f.write(f"bulk-{i:07d},{count}\n")
+
+
+def imported_pages(db: str) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM pages WHERE page_id LIKE 'bulk-%'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # not created yet
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_add_import_run_again_ends_as_one_run_would(filled, tmp_path, how):
+    pages = 200_000
+    big = tmp_path / "big.csv"
+    write_plain_csv(big, pages)
+    before = totals(filled)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "import", str(big),
+                             "--mode", "add", "--db", filled],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment)
+    # Interrupted once its first chunks are written, before its last.
+    wait_until(lambda: imported_pages(filled) > 0, timeout=120, interval=0.005)
+    proc.send_signal(how)
+    _, stderr = proc.communicate(timeout=120)
+    written = imported_pages(filled)
+    assert 0 < written < pages, "the import was not interrupted part-way"
+    assert proc.returncode != 0
+    if how == signal.SIGINT:
+        assert stderr == "tally: interrupted\n"
+    again = tally("import", str(big), "--mode", "add", db=filled)
+    assert again.returncode == 0, again.stderr
+    assert f"{written} of them were written by an earlier, interrupted run" in again.stdout
+    after = totals(filled)
+    assert {p: t for p, t in after.items() if not p.startswith("bulk-")} == before
+    assert sum(1 for p in after if p.startswith("bulk-")) == pages
+    assert set(t for p, t in after.items() if p.startswith("bulk-")) == {10}
+    # And once more: that file is in, so adding it again is refused.
+    third = tally("import", str(big), "--mode", "add", db=filled)
+    assert third.returncode == 2 and "already imported" in third.stderr
+    assert totals(filled) == after
+
+
+def test_import_again_adds_a_finished_file_once_more(filled, tmp_path):
+    plain = tmp_path / "plain.csv"
+    plain.write_text("page-0,5\n")
+    assert tally("import", str(plain), "--mode", "add", db=filled).returncode == 0
+    refused = tally("import", str(plain), "--mode", "add", db=filled)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--again" in refused.stderr and totals(filled)["page-0"] == 15
+    assert tally("import", str(plain), "--mode", "add", "--again", db=filled).returncode == 0
+    assert totals(filled)["page-0"] == 20
+    # From standard input the same content is the same import.
+    piped = tally("import", "-", "--mode", "add", db=filled, stdin="page-0,5\n")
+    assert piped.returncode == 2 and "already imported" in piped.stderr
+
+
+def test_a_failed_add_no_longer_advises_set(filled, tmp_path):
+    text = (ROOT / "commands.py").read_text()
+    assert "with --mode set finishes it" not in text
+
+
+def test_rename_merge_past_the_total_cap_is_one_line_and_changes_nothing(filled):
+    assert tally("set", "a", str(params.TOTAL_MAX), db=filled).returncode == 0
+    before = snapshot(filled)
+    result = tally("rename", "page-0", "a", "--merge", db=filled)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "past 9000000000000000" in result.stderr and "Traceback" not in result.stderr
+    assert snapshot(filled) == before
+
+
+BAD_DATABASES = [
+    ("postgres://tally:s3cretpw@[::1", ["s3cretpw"]),
+    ("postgresql://u:s%ZZcret@localhost/db", ["s%ZZcret", "ZZcret"]),
+    ("host=/tmp password='s3 cretword dbname=t", ["cretword"]),
+    ("postgresql://u:pa@ss/word@[x/db", ["pa@ss", "ss/word"]),
+    ("user=u password=hunter22 host=/nonexistent-tally port=1", ["hunter22"]),
+]
+
+
+@pytest.mark.parametrize("db, secrets", BAD_DATABASES)
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["top"], ["set", "p", "1"],
+                                     ["import", "-"]])
+def test_no_password_is_printed_for_a_bad_database(db, secrets, command):
+    result = tally(*command, db=db, stdin="p,1\n")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    for secret in secrets:
+        assert secret not in result.stderr + result.stdout

@@ -246,3 +246,104 @@ def test_libpq_key_value_form_selects_postgresql(pg):
         assert store.describe().startswith("PostgreSQL")
     with storage.open_store(pg) as store:
         assert store.counts("kv").total == 1
+
+
+# Hardening, round three ####################################################
+
+
+@pytest.fixture
+def other_database(pg):
+    """A database of the test server made with given options; dropped after."""
+    import psycopg
+    made = []
+
+    def make(name: str, options: str) -> str:
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            conn.execute(f"CREATE DATABASE {name} {options} TEMPLATE template0")
+        made.append(name)
+        parts = urllib.parse.urlsplit(pg)
+        return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    yield make
+    with psycopg.connect(pg, autocommit=True) as conn:
+        for name in made:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def tables_of(url: str) -> set[str]:
+    import psycopg
+    with psycopg.connect(url) as conn:
+        return {name for (name,) in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+
+
+@pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII"])
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["set", "p", "1"], ["top"],
+                                     ["import", "-"]])
+def test_a_database_that_is_not_utf8_is_refused_before_anything_is_created(
+        other_database, encoding, command):
+    url = other_database(f"tally_{encoding.lower()}", f"ENCODING '{encoding}' LC_COLLATE 'C' "
+                                                       f"LC_CTYPE 'C'")
+    result = tally(*command, db=url, stdin="p,1\n")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"encoding is {encoding}" in result.stderr and "Traceback" not in result.stderr
+    assert tables_of(url) == set()
+
+
+@pytest.mark.parametrize("command", [["top"], ["show", "p"], ["export"],
+                                     ["import", "-", "--dry-run"]])
+def test_a_reading_command_creates_nothing_in_another_applications_database(
+        other_database, command):
+    import psycopg
+    url = other_database("tally_app2", "")
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE users (id int)")
+    result = tally(*command, db=url, stdin="p,1\n")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert tables_of(url) == {"users"}
+
+
+def test_a_reading_command_on_an_empty_database_creates_nothing(other_database):
+    url = other_database("tally_empty", "")
+    result = tally("top", db=url)
+    assert result.returncode == 2 and "no Tally tables" in result.stderr
+    assert tables_of(url) == set()
+
+
+def test_imports_beside_served_views_never_deadlock_under_an_icu_collation(other_database):
+    # en-US sorts "a" before "B", Python (and COLLATE "C") "B" before "a": a
+    # writer sorting one way and another the other way deadlocked.
+    url = other_database("tally_icu", "ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
+                                      "LC_COLLATE 'C' LC_CTYPE 'C'")
+    ids = [f"{c}{i}" for i in range(40) for c in ("a", "B", "b", "A")]
+    pages = [storage.Page(p, 1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
+                          {"2026-01-01": 1}) for p in ids]
+    failures: list[Exception] = []
+    views = {"n": 0}
+    lock = threading.Lock()
+    with storage.open_store(url) as server:
+        def count(seed: int) -> None:
+            for i in range(300):
+                try:
+                    server.record_view(ids[(seed * 7 + i * 13) % len(ids)])
+                    with lock:
+                        views["n"] += 1
+                except storage.StorageError as e:
+                    failures.append(e)
+
+        def imports() -> None:
+            with storage.open_store(url) as store:
+                for _ in range(4):
+                    try:
+                        store.import_pages(pages, "add")
+                    except (storage.StorageError, storage.ImportInterrupted) as e:
+                        failures.append(e)
+        threads = [threading.Thread(target=count, args=(s,)) for s in range(16)]
+        threads += [threading.Thread(target=imports) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        total = sum(server.counts(p).total for p in ids)
+    assert total == views["n"] + 3 * 4 * len(ids)
