@@ -17,14 +17,17 @@ import datetime
 import glob
 import hashlib
 import io
+import ipaddress
 import itertools
 import json
 import os
+import re
 import sys
 import typing
 from typing import Callable, Iterator, TextIO
 
 import flavours
+import markup
 import params
 import storage
 from config import Config
@@ -83,6 +86,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="this Tally's address: counter.example.org, or with a scheme and path")
     p.add_argument("--write", action="store_true", help="change the files (default: only show)")
     p.add_argument("--counts", metavar="CSV", help="write page_id,count lines to fill in and import")
+    p.add_argument("--include-code", action="store_true",
+                   help="also rewrite URLs in code blocks and inline code (left alone by default)")
 
 
 def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
@@ -583,90 +588,195 @@ def cmd_show(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return 0
 
 
+# --host: a scheme, a host name or address, a port, a path prefix; nothing
+# that could end a Markdown link or an HTML attribute, or start a query.
+_HOST = re.compile(r"(?:(?P<scheme>https?)://)?"
+                   r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])"
+                   r"(?::(?P<port>[0-9]{1,5}))?"
+                   r"(?P<path>(?:/[A-Za-z0-9._~-]+)*)/?")
+
+
 def _tally_base(host: str) -> str:
-    """https://HOST (a scheme and a path prefix may be given), no trailing /."""
-    base = host.strip().rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        base = "https://" + base
-    if any(c.isspace() for c in base) or base.count("://") != 1 or base.endswith("://"):
-        raise CommandError(f"--host {host!r} is not a host")
-    return base
+    """https://HOST (a scheme, a port and a path prefix may be given), no trailing /.
+
+    >>> _tally_base("counter.example.org"), _tally_base("http://box.lan:8080/tally/")
+    ('https://counter.example.org', 'http://box.lan:8080/tally')
+    """
+    match = _HOST.fullmatch(host.strip())
+    if match is None or (match["port"] and not 0 < int(match["port"]) < 65536):
+        raise CommandError("--host takes a host name or address, with an optional http:// or "
+                           "https://, :port and /path (letters, digits, . _ ~ -), nothing else")
+    if match["host"].startswith("["):
+        try:
+            ipaddress.IPv6Address(match["host"][1:-1])
+        except ValueError:
+            raise CommandError("--host: not an IPv6 address in brackets") from None
+    port = f":{match['port']}" if match["port"] else ""
+    return f"{match['scheme'] or 'https'}://{match['host']}{port}{match['path']}"
 
 
-def _rewrite(text: str, base: str, where: str, found: list[tuple[str, str, str]]) -> str:
-    """text with every known counter URL moved to base; what moved is added to found."""
-    def replace(match: "flavours.re.Match[str]") -> str:
+# A counter URL right after one of these is part of another URL
+# (https://web.archive.org/web/2022/https://hits.seeyoufarm.com/...,
+# ?url=https://...): it is left alone.
+_IN_ANOTHER_URL = frozenset("/=:?&%#@+.~_-") | frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def _rewrite(text: str, base: str, where: str, kind: str, include_code: bool,
+             found: list[tuple[str, str, str]]) -> str:
+    """text with every known counter URL moved to base; what moved, and
+    what was left alone and why, is added to found as (place, page id or
+    "", new URL or note)."""
+    lines = markup.Lines(text)  # line numbers in O(log n): linear overall
+    code = [] if include_code else markup.code_spans(text, kind)
+
+    def replace(match: "re.Match[str]") -> str:
         whole = match.group(0)
         # A sentence may end right after a URL: its full stop is not the URL's.
         url = whole.rstrip(".,;:!")
-        line = text.count("\n", 0, match.start()) + 1
+        place = f"{where}:{lines.number(match.start())}"
+        if match.start() > 0 and text[match.start() - 1] in _IN_ANOTHER_URL:
+            found.append((place, "", f"left as it is (part of another URL): {url}"))
+            return whole
+        if markup.inside(code, match.start(), match.start() + len(url)):
+            found.append((place, "", f"left as it is (in code; --include-code rewrites it): {url}"))
+            return whole
         try:
             page_id, path_and_query = flavours.moved(url)
         except ParamError as e:
-            found.append((f"{where}:{line}", "", f"left as it is ({e}): {url}"))
+            found.append((place, "", f"left as it is ({e}): {url}"))
             return whole
         new_url = base + path_and_query
-        found.append((f"{where}:{line}", page_id, new_url))
+        found.append((place, page_id, new_url))
         return new_url + whole[len(url):]
     return flavours.OLD_URL.sub(replace, text)
+
+
+class _Target:
+    """A file migrate writes: through a symlink to its target, under a
+    hidden temporary name beside it, then renamed over it."""
+
+    PREFIX = ".tally-migrate-"
+
+    def __init__(self, name: str, text: str):
+        self.name, self.text = name, text
+        self.path = os.path.realpath(name)
+        folder, base = os.path.split(self.path)
+        self.tmp = os.path.join(folder, f".{base}{self.PREFIX}{os.getpid()}")
+        self.created = False
+
+    @classmethod
+    def clean_leftovers(cls, path: str) -> None:
+        """Remove the temporary files of a migrate that was killed (its
+        process is gone), so none stays beside the person's file."""
+        folder, base = os.path.split(os.path.realpath(path))
+        for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(base)}"
+                                                                  f"{cls.PREFIX}*")):
+            pid = leftover.rsplit("-", 1)[-1]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                _remove(leftover)
+
+    def prepare(self) -> None:
+        """Write the new text beside the file with its owner, group and mode;
+        raises CommandError (and leaves nothing) when it cannot."""
+        try:
+            info = os.stat(self.path)
+            if info.st_nlink > 1:
+                raise CommandError(
+                    f"{self.name}: has {info.st_nlink} hard links; a rewrite would leave the "
+                    f"other names with the old URLs (rewrite a copy, then link it again)")
+            self._write_tmp()
+            os.chown(self.tmp, info.st_uid, info.st_gid)
+            os.chmod(self.tmp, info.st_mode & 0o7777)
+        except OSError as e:
+            self.discard()
+            raise CommandError(f"{self.name}: cannot write: {e.strerror or e}") from None
+        except CommandError:
+            self.discard()
+            raise
+
+    def _write_tmp(self) -> None:
+        # "x": a name that exists (not ours) is never written over or removed.
+        with open(self.tmp, "x", encoding="utf-8", newline="") as f:
+            self.created = True
+            f.write(self.text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if self.created:
+            _remove(self.tmp)
+
+
+class _NewFile(_Target):
+    """A file migrate creates (--counts): the person's umask, not an old file's owner."""
+
+    def prepare(self) -> None:
+        try:
+            self._write_tmp()
+        except OSError as e:
+            self.discard()
+            raise CommandError(f"{self.name}: cannot write: {e.strerror or e}") from None
 
 
 def cmd_migrate(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     base = _tally_base(args.host)
     if args.counts:
         _output_path(args.counts, config)
-    changed: dict[str, str] = {}
+    targets: dict[str, _Target] = {}
     found: list[tuple[str, str, str]] = []
     for name in args.files:
+        _Target.clean_leftovers(name)
+        if os.path.realpath(name) in targets:
+            continue  # a symlink and its target, or one file named twice
         try:
             with open(name, encoding="utf-8", newline="") as f:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise CommandError(f"cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
-        new_text = _rewrite(text, base, name, found)
+        new_text = _rewrite(text, base, name, markup.kind_of(name), args.include_code, found)
         if new_text != text:
-            changed[name] = new_text
+            targets[os.path.realpath(name)] = _Target(name, new_text)
     for where, page_id, new_url in found:
         print(f"{where}: {page_id} {new_url}" if page_id else f"{where}: {new_url}", file=out)
     moved = [page_id for _, page_id, _ in found if page_id]
-    if args.write:
-        for name, new_text in changed.items():
-            _replace_file(name, new_text)
+    writes = list(targets.values()) if args.write else []
+    if args.counts:
+        _Target.clean_leftovers(args.counts)
+        counts = io.StringIO(newline="")
+        writer = csv.writer(counts)
+        writer.writerow(["page_id", "count"])
+        for page_id in dict.fromkeys(moved):
+            writer.writerow([page_id, ""])
+        counts_file = _Target(args.counts, counts.getvalue())
+        if os.path.exists(args.counts):
+            writes.append(counts_file)
+        else:
+            writes.append(_NewFile(args.counts, counts.getvalue()))
+    # Every file is written beside its target first; only when all of them
+    # could be is any renamed into place: a failed migrate changes nothing.
+    prepared: list = []
+    try:
+        for target in writes:
+            target.prepare()
+            prepared.append(target)
+    except BaseException:
+        for target in prepared:
+            target.discard()
+        raise
+    for target in prepared:
+        target.commit()
     verb = "rewrote" if args.write else "would rewrite"
-    print(f"{verb} {len(moved)} badge URLs in {len(changed)} file(s)"
+    print(f"{verb} {len(moved)} badge URLs in {len(targets)} file(s)"
           + ("" if args.write or not moved else " (--write changes the files)"), file=out)
     if args.counts:
-        tmp = f"{args.counts}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["page_id", "count"])
-                for page_id in dict.fromkeys(moved):
-                    writer.writerow([page_id, ""])
-            os.replace(tmp, args.counts)
-        except OSError as e:
-            raise CommandError(f"{args.counts}: cannot write: {e.strerror or e}") from None
-        finally:
-            _remove(tmp)
         print(f"wrote {len(dict.fromkeys(moved))} page ids to {args.counts}: fill in the last "
               f"numbers the old badges showed, then `import {args.counts}`", file=out)
     return 0
-
-
-def _replace_file(name: str, text: str) -> None:
-    """Write text over a file atomically, keeping its permissions."""
-    tmp = f"{name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, os.stat(name).st_mode & 0o7777)
-        os.replace(tmp, name)
-    except OSError as e:
-        raise CommandError(f"{name}: cannot write: {e.strerror or e}") from None
-    finally:
-        _remove(tmp)
 
 
 COMMANDS = {

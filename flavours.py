@@ -351,8 +351,9 @@ OLD_HOSTS = {
     "visitor-badge.glitch.me": "visitor-badge", "visitor-badge.laobi.icu": "visitor-badge (laobi.icu)",
 }
 # A URL in Markdown, HTML or reStructuredText ends at whitespace, a quote,
-# an angle bracket or a closing parenthesis.
-OLD_URL = re.compile(r"https?://(?:www\.)?(%s)(/[^\s\"'<>)\]]*)" %
+# an angle bracket, a closing parenthesis or bracket, or a backtick (inline
+# code's end).
+OLD_URL = re.compile(r"https?://(?:www\.)?(%s)(/[^\s\"'<>)\]`]*)" %
                      "|".join(re.escape(h) for h in OLD_HOSTS), re.IGNORECASE)
 
 
