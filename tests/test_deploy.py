@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
+import threading
+import time
 import shutil
 import subprocess
 import sys
@@ -57,14 +61,36 @@ def test_caddyfile_proxies_to_tally():
     assert "reverse_proxy 127.0.0.1:8080" in (DEPLOY / "Caddyfile").read_text()
 
 
+def test_caddy_reads_the_caddyfile_with_a_write_deadline_of_30_seconds():
+    caddy = require("caddy")
+    result = subprocess.run([caddy, "adapt", "--config", str(DEPLOY / "Caddyfile"),
+                             "--adapter", "caddyfile"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    server = json.loads(result.stdout)["apps"]["http"]["servers"]["srv0"]
+    assert 0 < server["write_timeout"] <= 30 * 10**9
+    assert 0 < server["read_header_timeout"] <= 30 * 10**9
+
+
+def test_nginx_config_bounds_a_stalled_answer_at_30_seconds():
+    site = (DEPLOY / "nginx.conf").read_text()
+    assert 0 < int(re.search(r"send_timeout (\d+)s;", site).group(1)) <= 30
+    assert "proxy_buffering on;" in site
+
+
 @pytest.fixture
-def nginx_in_front(tmp_path, live_server):
+def nginx_in_front(tmp_path, live_server, request):
     nginx = require("nginx")
-    live = live_server(env={"TALLY_QUIET": "0"})
+    settings = getattr(request, "param", {})
+    live = live_server(env={"TALLY_QUIET": "0", **settings.get("env", {})})
     port = free_port()
     site = (DEPLOY / "nginx.conf").read_text()
+    # A short deadline, so the test of it is short (the shipped one is checked above).
+    site = re.sub(r"send_timeout \d+s;", f"send_timeout {settings.get('send_timeout', 30)}s;", site)
     site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{live.port};")
-    site = re.sub(r"listen 80;", f"listen 127.0.0.1:{port};", site)
+    # sndbuf: a socket buffer of a few answers, not the megabytes loopback
+    # grows to, so that a client that never reads stalls nginx soon.
+    sndbuf = f" sndbuf={settings['sndbuf']}" if "sndbuf" in settings else ""
+    site = re.sub(r"listen 80;", f"listen 127.0.0.1:{port}{sndbuf};", site)
     site = re.sub(r"\s*listen \[::\]:80;", "", site)
     prefix = tmp_path / "nginx"
     prefix.mkdir()
@@ -73,7 +99,7 @@ def nginx_in_front(tmp_path, live_server):
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log;
-events {{ worker_connections 64; }}
+events {{ worker_connections 1024; }}
 http {{
     access_log {prefix}/access.log;
     client_body_temp_path {prefix}/body;
@@ -136,3 +162,53 @@ def test_nginx_passes_the_client_address_and_public_host(nginx_in_front):
     assert conn.getresponse().status == 200
     line = wait_until(lambda: next((l for l in live.log.read_text().splitlines() if "from=second" in l), None))
     assert " 127.0.0.2 GET /healthz" in line and "203.0.113.9" not in line
+
+
+STALLED = {"env": {"TALLY_CONNECTION_LIMIT": "50"}, "send_timeout": 2, "sndbuf": "16k"}
+
+
+@pytest.mark.parametrize("nginx_in_front", [STALLED], indirect=True)
+def test_clients_that_never_read_are_closed_by_nginx_and_others_get_badges(nginx_in_front):
+    # granian has no write deadline (README, Limits): behind the shipped
+    # nginx, 50 clients that pipeline 10 large answers each (73 KB, far more
+    # than their 1 KB receive buffers hold) and never read hold only
+    # nginx's side, until its send_timeout; Tally (capped at 50 connections
+    # here) keeps answering everyone else.
+    port, live = nginx_in_front
+    live.get("/badge?page_id=stalled-page")
+    stalled = []
+    pipelined = 10
+    request = (b"GET /stats?page_id=stalled-page&days=365 HTTP/1.1\r\nHost: x\r\n\r\n"
+               * pipelined)
+    for _ in range(50):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        s.connect(("127.0.0.1", port))
+        s.sendall(request)
+        stalled.append(s)
+    import urllib.request
+    for n in range(2, 22):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/badge?page_id=stalled-page",
+                                    timeout=30) as r:
+            assert r.status == 200 and f">{n}</text></g></svg>".encode() in r.read()
+    time.sleep(5)  # past the 2 s deadline
+
+    def closed(s: socket.socket) -> bool:
+        # Reading now: a connection nginx closed ends (EOF or reset) before
+        # all its answers; one still open would deliver them all.
+        s.settimeout(5)
+        answers = 0
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return answers < pipelined
+                answers += chunk.count(b"HTTP/1.1 200")
+        except (ConnectionResetError, TimeoutError, socket.timeout):
+            return answers < pipelined
+    try:
+        results = [closed(s) for s in stalled]
+        assert all(results), results
+    finally:
+        for s in stalled:
+            s.close()
