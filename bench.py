@@ -17,7 +17,12 @@ A benchmark, not a test: it prints figures and ratios and asserts nothing.
    - with --postgres URL (or TALLY_TEST_POSTGRES set): Tally counting into
      PostgreSQL, one process and two processes sharing the database (the
      load split between them).
-3. Resident memory of Tally's worker and of its serving process after
+3. An id flood with TALLY_MAX_PAGES set (issue 18): on a database of
+   500,000 pages, 16 connections asking new page ids beside 2 connections
+   counting one existing page, with the cap (2,000,000) and without it; the
+   existing page's views per second side by side (goal: with the cap at
+   least half of without). SQLite, and PostgreSQL with --postgres.
+4. Resident memory of Tally's worker and of its serving process after
    100,000 requests and after a second 100,000 (a distinct label on every
    request, so the template cache is at its bound).
 """
@@ -285,6 +290,56 @@ def load_until(load, url: str, requests: int, distinct: bool) -> dict:
     return done
 
 
+def fill(db: str, pages: int) -> None:
+    """pages pages with a day each, written through Tally's own import."""
+    import storage
+    stamp = "2026-01-01T00:00:00Z"
+    with storage.open_store(db) as store:
+        store.import_pages((storage.Page(f"page-{i:07d}", 1, stamp, stamp, {"2026-01-01": 1})
+                            for i in range(pages)), "set")
+
+
+def measure_flood(load, tmp: str, threads: int, args: argparse.Namespace) -> None:
+    """Existing page's views/s during a flood of new ids, with and without the cap."""
+    print(f"\n== An id flood with TALLY_MAX_PAGES: {args.flood_pages:,} pages stored, 16 connections "
+          f"asking new ids, 2 counting page-0000001, {args.seconds:g} s, median of {args.rounds}")
+    databases = {"SQLite": os.path.join(tmp, "flood.db")}
+    if args.postgres:
+        databases["PostgreSQL"] = args.postgres
+    for name, db in databases.items():
+        if name == "PostgreSQL":
+            import psycopg  # bench only: an empty test database to fill
+            with psycopg.connect(db, autocommit=True) as conn:
+                conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, imports")
+        started = time.monotonic()
+        fill(db, args.flood_pages)
+        print(f"  {name}: filled in {time.monotonic() - started:.0f} s")
+        views: dict[str, list[float]] = {"without the cap": [], "TALLY_MAX_PAGES=2000000": []}
+        for _ in range(args.rounds):
+            for setting in views:
+                env = {"TALLY_THREADS": str(threads)}
+                if setting != "without the cap":
+                    env["TALLY_MAX_PAGES"] = "2000000"
+                proc, base = start([sys.executable, str(ROOT / "server.py"), "serve", "--db", db,
+                                    "--port", "{port}", "--quiet"], env, "/healthz")
+                try:
+                    results: dict[str, dict] = {}
+                    flood = threading.Thread(target=lambda: results.update(flood=load(
+                        base + "/badge?page_id=flood-" + setting[:5] + "-", args.seconds, True, 16)))
+                    flood.start()
+                    results["existing"] = load(base + "/badge?page_id=page-0000001", args.seconds,
+                                               False, 2)
+                    flood.join()
+                    views[setting].append(results["existing"]["rps"])
+                finally:
+                    stop(proc)
+        without, capped = (median(v) for v in views.values())
+        for setting, values in views.items():
+            print(f"  {name}, {setting:<28} existing page {median(values):8.0f} views/s "
+                  f"(rounds: {' '.join(f'{v:.0f}' for v in values)})")
+        print(ratio_line(f"{name}: with the cap / without", capped, without, 0.5))
+
+
 def ratio_line(name: str, value: float, limit: float, goal: float) -> str:
     verdict = "met" if value / limit >= goal else "NOT met"
     return f"  {name:<44}{value / limit:8.3f}   goal >= {goal:g}: {verdict}"
@@ -301,6 +356,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int,
                         help="TALLY_THREADS for Tally and its trivial app (default: Tally's)")
     parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--flood-pages", type=int, default=500_000,
+                        help="pages stored before the id flood (0: skip it)")
     parser.add_argument("--postgres", default=os.environ.get("TALLY_TEST_POSTGRES"),
                         help="a PostgreSQL URL: also measure Tally on it, one and two processes")
     args = parser.parse_args()
@@ -397,6 +454,9 @@ def main() -> None:
         if args.postgres:
             print(f"  PostgreSQL 1 process / SQLite: {rps['pg1'] / rps['count']:.2f}; "
                   f"2 processes / 1: {rps['pg2'] / rps['pg1']:.2f}")
+
+        if args.flood_pages:
+            measure_flood(load, tmp, threads, args)
 
         print(f"\n== Memory: {args.memory_requests:,} requests, then {args.memory_requests:,} more"
               " (a distinct label on each, sync=full)")

@@ -347,3 +347,20 @@ def test_imports_beside_served_views_never_deadlock_under_an_icu_collation(other
         assert failures == []
         total = sum(server.counts(p).total for p in ids)
     assert total == views["n"] + 3 * 4 * len(ids)
+
+
+def test_the_page_cap_is_checked_exactly_only_near_it(pg):
+    # Far from the cap the statements skip it (no count of the table per
+    # new page); within a tenth of it (at least a batch) they check it exactly.
+    with storage.open_store(pg, max_pages=100_000) as store:
+        store.record_view("first")
+        conn = store._connection()
+        assert store._page_cap(conn) is None
+        store._pages_seen = 95_000
+        assert store._page_cap(conn) == 100_000
+    with storage.open_store(pg, max_pages=3) as small:
+        for page_id in ("a", "b"):
+            small.record_view(page_id)
+        with pytest.raises(storage.PageLimitReached):
+            small.record_view("c")
+        assert small._pages_seen == 3  # read once, then its own new pages added
