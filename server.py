@@ -620,6 +620,8 @@ _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"f
 
 def _is_forwarded(name: bytes) -> bool:
     return name.replace(b"_", b"-") in _FORWARDED
+
+
 MAX_BODY_BYTES = 65536
 HTTP_REASONS = {200: "OK", 400: "Bad Request", 413: "Content Too Large",
                 500: "Internal Server Error", 503: "Service Unavailable"}
