@@ -81,10 +81,10 @@ def serve_waitress(port: int, app_name: str) -> None:
     app = trivial_app
     if app_name == "tally":
         import config
+        import database
         import server
-        import storage
         settings = config.from_env(os.environ)
-        store = storage.open_store(settings.db, sync=settings.sync, max_pages=settings.max_pages,
+        store = database.open_store(settings.db, sync=settings.sync, max_pages=settings.max_pages,
                                    busy_timeout_s=settings.busy_timeout)
         app = server.create_app(settings, store)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -292,9 +292,10 @@ def load_until(load, url: str, requests: int, distinct: bool) -> dict:
 
 def fill(db: str, pages: int) -> None:
     """pages pages with a day each, written through Tally's own import."""
+    import database
     import storage
     stamp = "2026-01-01T00:00:00Z"
-    with storage.open_store(db) as store:
+    with database.open_store(db) as store:
         store.import_pages((storage.Page(f"page-{i:07d}", 1, stamp, stamp, {"2026-01-01": 1})
                             for i in range(pages)), "set")
 

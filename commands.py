@@ -3,7 +3,8 @@ delete, top, show, migrate. server.py's main() parses the command line and
 calls run().
 
 No SQL here (the stores) and no HTTP (server.py): the store behind TALLY_DB
-is opened through storage.open_store, whichever backend it is. Every value
+is opened through database.open_store, whichever backend it is, and a
+SQLite file's operations (backup, restore) are database.py's. Every value
 from the command line or a file is validated with the same rules as the HTTP
 side (params.py) before anything is written; on error a command prints one
 line, exits non-zero and has changed nothing.
@@ -26,6 +27,7 @@ import sys
 import typing
 from typing import Callable, Iterator, TextIO
 
+import database
 import flavours
 import markup
 import params
@@ -96,25 +98,25 @@ def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> i
 
 
 def _existing_db(config: Config) -> str:
-    if not storage.is_postgres(config.db) and not os.path.isfile(config.db):
+    if not database.is_postgres(config.db) and not os.path.isfile(config.db):
         raise CommandError(f"no database at {config.db}")
     return config.db
 
 
-def _open(config: Config) -> storage.GroupCommitStore:
-    return storage.open_store(_existing_db(config), sync=config.sync,
+def _open(config: Config) -> storage.Store:
+    return database.open_store(_existing_db(config), sync=config.sync,
                               busy_timeout_s=config.busy_timeout)
 
 
-def _open_readonly(config: Config) -> storage.GroupCommitStore:
+def _open_readonly(config: Config) -> storage.Store:
     # Read-only (SQLite's mode=ro): reading a backup never changes its bytes.
-    return storage.open_store(_existing_db(config), busy_timeout_s=config.busy_timeout,
+    return database.open_store(_existing_db(config), busy_timeout_s=config.busy_timeout,
                               readonly=True)
 
 
 def _output_path(path: str, config: Config) -> str:
     """A file a command may write: not the database, in a folder that exists."""
-    if storage.writes_over_database(path, config.db):
+    if database.is_database_file(path, config.db):
         raise CommandError(f"{path}: that is the database {config.db} (or a file beside it); "
                            f"write somewhere else")
     if os.path.isdir(path):
@@ -143,38 +145,16 @@ def _progress_bar(stream: TextIO) -> Callable[[int, int], None] | None:
     return show
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _checked_copy(files, source: str, dest: str, progress: Callable[[int, int], None] | None
+def _checked_copy(source: str, dest: str, progress: Callable[[int, int], None] | None
                   ) -> tuple[int, int, int]:
-    """Copy source to dest atomically: a temporary name, checked, then renamed."""
-    tmp = f"{dest}.tmp-{os.getpid()}"
     try:
-        files.copy_database(source, tmp, progress)
-        files.set_standalone(tmp)
-        try:
-            checked = files.inspect_file(tmp)
-        except storage.UnusableDatabase as e:
-            raise CommandError(f"{source}: its copy failed the check ({e})") from None
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-        _fsync_dir(dest)
-        return checked
-    finally:
-        for leftover in (tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        return database.checked_copy(source, dest, progress)
+    except storage.UnusableDatabase as e:
+        raise CommandError(f"{source}: its copy failed the check ({e})") from None
 
 
 def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    files = storage.file_database(config.db, "backup")
+    database.require_file(config.db, "backup")
     source = _existing_db(config)
     dest = args.dest
     if dest.endswith(os.sep) and not os.path.isdir(dest):
@@ -191,7 +171,7 @@ def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         raise CommandError("--keep must be at least 1")
     _output_path(dest, config)
     # The copy is checked, not the source first: one integrity pass, not two.
-    version, pages, total = _checked_copy(files, source, dest, _progress_bar(sys.stderr))
+    version, pages, total = _checked_copy(source, dest, _progress_bar(sys.stderr))
     size = os.path.getsize(dest)
     print(f"backup {dest}: {pages} pages, total {total}, {size} bytes, "
           f"schema {version}, integrity ok", file=out)
@@ -206,40 +186,32 @@ def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    files = storage.file_database(config.db, "restore")
-    if files.is_database_file(args.src, config.db):
+    database.require_file(config.db, "restore")
+    if database.is_database_file(args.src, config.db):
         raise CommandError(f"{args.src}: that is the database {config.db} itself; "
                            f"restore reads a backup file")
-    version, pages, total = files.inspect_file(args.src)
-    lock = None if args.force else files.ServerLock(config.db, create=False)
+    version, pages, total = database.inspect(args.src)
+    lock = None if args.force else database.server_lock(config.db, create=False)
     try:
         stamp = _utc_stamp()
         problem = None
         if os.path.exists(config.db):
             try:
-                files.inspect_file(config.db)
+                database.inspect(config.db)
             except storage.UnusableDatabase as e:
                 problem = e
         if os.path.exists(config.db) and problem is None:
             kept = f"{config.db}.before-restore-{stamp}"
-            try:
-                files.replace_counts(config.db, args.src, kept, timeout_s=config.busy_timeout)
-            except BaseException:
-                _remove(kept, kept + "-journal")
-                raise
+            database.replace_counts(config.db, args.src, kept, timeout_s=config.busy_timeout)
             print(f"kept the replaced counts as {kept}", file=out)
         else:
             if problem is not None:
                 # The very case restore exists for: the file cannot be read.
                 # It is moved aside unchecked, never deleted.
-                real = os.path.realpath(config.db)
-                aside = f"{real}.damaged-{stamp}"
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    if os.path.exists(real + suffix):
-                        os.replace(real + suffix, aside + suffix)
+                aside = database.move_aside(config.db, f".damaged-{stamp}")
                 print(f"moved the unreadable database aside as {aside} ({problem})", file=out)
             # The resolved path: a symlink to the database keeps pointing at it.
-            _checked_copy(files, args.src, os.path.realpath(config.db), _progress_bar(sys.stderr))
+            _checked_copy(args.src, os.path.realpath(config.db), _progress_bar(sys.stderr))
     finally:
         if lock is not None:
             lock.release()
@@ -479,7 +451,7 @@ def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     stream, hashed = _import_stream(args.file)
     reader = ImportReader(stream)
     store = (_open_readonly(config) if args.dry_run else
-             storage.open_store(config.db, sync=config.sync, busy_timeout_s=config.busy_timeout))
+             database.open_store(config.db, sync=config.sync, busy_timeout_s=config.busy_timeout))
     try:
         with store:
             report = store.import_pages(reader.pages(), args.mode, dry_run=args.dry_run,
@@ -538,7 +510,7 @@ def cmd_rename(args: argparse.Namespace, config: Config, out: TextIO) -> int:
             raise CommandError(f"{new!r} exists; --merge adds {old!r} into it") from None
         except storage.TotalLimitReached:
             raise CommandError(f"merging {old!r} into {new!r} would take a total past "
-                               f"{params.TOTAL_MAX}; nothing changed") from None
+                               f"{storage.TOTAL_MAX}; nothing changed") from None
         total = store.counts(new).total
     print(f"renamed {old} to {new} (total {total})", file=out)
     return 0

@@ -17,7 +17,9 @@ import dataclasses
 import re
 import unicodedata
 import urllib.parse
+
 import badge
+from storage import TOTAL_MAX  # a value of the stores; checked here at the edge
 
 PAGE_ID_MAX = 256
 # The page id prefixes of the old services' URLs (flavours.py: each
@@ -27,9 +29,6 @@ PAGE_ID_MAX = 256
 SERVICE_PREFIXES = frozenset({"hits", "ghpvc", "hitssh", "dwyl", "visitorbadge"})
 LABEL_MAX = 64
 BASE_MAX = 10**12
-# The largest total a page may hold. total + base then stays below 2**53:
-# an integer that SQLite (2**63) and every JSON reader (doubles) keep exactly.
-TOTAL_MAX = 9 * 10**15
 LOGO_MAX_BYTES = 8192
 HISTORY_DAYS_MAX = 365
 MAX_FIELDS = 200

@@ -29,9 +29,8 @@ import psycopg_pool
 from psycopg import errors
 
 import storage
-from params import TOTAL_MAX
-from storage import (AlreadyExists, Counts, Duplicate, NotFound, Page, PageLimitReached,
-                     StorageBusy, StorageError, StorageFull, StorageReadOnly,
+from storage import (TOTAL_MAX, AlreadyExists, Counts, Duplicate, NotFound, Page,
+                     PageLimitReached, StorageBusy, StorageError, StorageFull, StorageReadOnly,
                      StorageUnreachable, Task, TotalLimitReached, UnusableDatabase, View, utc_now)
 
 # psycopg and its pool log each failed reconnect and each discarded
@@ -62,7 +61,7 @@ _ERROR_BY_CLASS: list[tuple[type, type[StorageError]]] = [
 ]
 
 
-def _classify(error: Exception) -> StorageError:
+def _storage_error(error: Exception) -> StorageError:
     cls = next((c for k, c in _ERROR_BY_CLASS if isinstance(error, k)), StorageError)
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return cls(f"{cls.kind}: {first_line}")
@@ -160,7 +159,7 @@ class Store(storage.GroupCommitStore):
         except psycopg.Error as e:
             self._close_connection()
             raise UnusableDatabase(f"{storage.masked(url)}: "
-                                   f"{storage.scrubbed(str(_classify(e)), url)}") from None
+                                   f"{storage.scrubbed(str(_storage_error(e)), url)}") from None
         except UnusableDatabase:
             self._close_connection()
             raise
@@ -258,24 +257,19 @@ class Store(storage.GroupCommitStore):
                     rows.append(cursor.fetchone())
                     if not cursor.nextset():
                         break
-            for view, (total, today, existed) in zip(ordered, rows):
-                if total is not None:
-                    view.result = Counts(total, today)
-                    if not existed and self._pages_seen is not None:
-                        self._pages_seen += 1
-                else:
-                    view.error = (TotalLimitReached if existed else PageLimitReached)(view.page_id)
-        except Exception as e:  # nothing of this batch is stored: every caller gets the error
-            error = _classify(e) if isinstance(e, (psycopg.Error, psycopg_pool.PoolTimeout)) else e
-            for view in batch:
-                view.result, view.error = None, error
+        except BaseException:
             # A pipeline cut off by the server can leave the connection neither
             # broken nor usable ("cannot exit pipeline mode while busy"): it is
             # dropped, and the next batch opens a new one.
             self._close_connection()
-        finally:
-            for view in batch:
-                view.done.set()
+            raise
+        for view, (total, today, existed) in zip(ordered, rows):
+            if total is not None:
+                view.result = Counts(total, today)
+                if not existed and self._pages_seen is not None:
+                    self._pages_seen += 1
+            else:
+                view.error = (TotalLimitReached if existed else PageLimitReached)(view.page_id)
 
     def _page_cap(self, conn: psycopg.Connection) -> int | None:
         """The page cap this batch's statements check, or None.
@@ -301,25 +295,25 @@ class Store(storage.GroupCommitStore):
         return {"page_id": view.page_id, "stamp": storage.stamp(view.now),
                 "day": storage.day(view.now), "max_pages": cap, "max_total": TOTAL_MAX}
 
-    def _run_task(self, task: Task) -> None:
+    def _run_task(self, task: Task) -> object:
         try:
             conn = self._connection()
             with conn.transaction():
-                task.result = task.fn(conn)
+                return task.fn(conn)
         except psycopg.Error as e:
             if self._conn is not None and (self._conn.broken or self._conn.info.transaction_status
                                            != psycopg.pq.TransactionStatus.IDLE):
                 self._close_connection()
             if isinstance(e, errors.UniqueViolation) and not task.write:
-                # "Key (page_id)=(alice.repo) already exists."
+                # Staging an import: "Key (page_id)=(alice.repo) already exists."
                 detail = e.diag.message_detail or ""
-                task.error = Duplicate(detail[detail.find("=(") + 2:detail.rfind(") already")])
-            else:
-                task.error = _classify(e)
-        except Exception as e:  # a refusal raised by the task itself (rolled back)
-            task.error = e
-        finally:
-            task.done.set()
+                raise Duplicate(detail[detail.find("=(") + 2:detail.rfind(") already")]) from None
+            raise
+
+    @staticmethod
+    def _classify(error: Exception) -> Exception:
+        return (_storage_error(error) if isinstance(error, (psycopg.Error, psycopg_pool.PoolTimeout))
+                else error)
 
     # Reading ------------------------------------------------------------------
 
@@ -332,11 +326,11 @@ class Store(storage.GroupCommitStore):
             # nothing: it is tried once more, on a fresh connection.
             pass
         except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
-            raise _classify(e) from None
+            raise _storage_error(e) from None
         try:
             return self._read_once(sql, params)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
-            raise _classify(e) from None
+            raise _storage_error(e) from None
 
     def _read_once(self, sql: str, params: tuple) -> list[tuple]:
         with self._pool.connection() as conn:
@@ -359,17 +353,9 @@ class Store(storage.GroupCommitStore):
     def page_count(self) -> int:
         return self._read("SELECT count(*) FROM pages")[0][0]
 
-    def history(self, page_id: str, days: int,
-                now: datetime.datetime | None = None) -> list[tuple[str, int]]:
-        """Views per day for the last `days` UTC days, oldest first, zeros included."""
-        end = (now or utc_now()).astimezone(datetime.timezone.utc).date()
-        start = end - datetime.timedelta(days=days - 1)
-        rows = dict(self._read(
-            "SELECT day, views FROM daily WHERE page_id = %s AND day >= %s AND day <= %s",
-            (page_id, start.isoformat(), end.isoformat())))
-        return [((start + datetime.timedelta(days=i)).isoformat(),
-                 rows.get((start + datetime.timedelta(days=i)).isoformat(), 0))
-                for i in range(days)]
+    def _days_between(self, page_id: str, first: str, last: str) -> dict[str, int]:
+        return dict(self._read("SELECT day, views FROM daily WHERE page_id = %s AND day >= %s "
+                               "AND day <= %s", (page_id, first, last)))
 
     def best_day(self, page_id: str) -> tuple[str, int] | None:
         rows = self._read("SELECT day, views FROM daily WHERE page_id = %s "
@@ -406,7 +392,7 @@ class Store(storage.GroupCommitStore):
                 finally:
                     conn.execute("COMMIT")
         except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
-            raise _classify(e) from None
+            raise _storage_error(e) from None
         for row in rows:
             yield Page(*row, days=days.get(row[0], {}))
 

@@ -2,7 +2,7 @@
 
 HTTP only: the route table, headers, error answers, the server and the CLI
 entry point. The only module importing bottle, granian and a2wsgi. It never
-runs SQL (the stores do, behind storage.open_store) and never builds SVG
+runs SQL (the stores do, behind database.open_store) and never builds SVG
 (badge.py does); request values are validated by params.py before anything
 else sees them.
 
@@ -50,6 +50,7 @@ import commands as commands_module
 import config as config_module
 import flavours
 import params
+import database
 import storage
 from config import Config, ConfigError
 from params import ParamError
@@ -139,7 +140,7 @@ def _html(body: str, status: int = 200) -> bottle.HTTPResponse:
 class Metrics:
     """Prometheus counters of one app (its own registry: no global state)."""
 
-    def __init__(self, store: storage.GroupCommitStore) -> None:
+    def __init__(self, store: storage.Store) -> None:
         self.registry = prometheus_client.CollectorRegistry()
         self.requests = prometheus_client.Counter(
             "tally_requests", "HTTP requests by route and status", ["route", "status"],
@@ -218,7 +219,7 @@ class FastPath:
     checks, counting and rendering as every other badge answer, which
     bottle's routes get from answer() and error() here."""
 
-    def __init__(self, config: Config, store: storage.GroupCommitStore,
+    def __init__(self, config: Config, store: storage.Store,
                  metrics: "Metrics", outage: "OutageLog") -> None:
         self.config, self.store, self.metrics, self.outage = config, store, metrics, outage
         self.allow = re.compile(config.allow) if config.allow else None
@@ -630,7 +631,7 @@ HTTP_REASONS = {200: "OK", 400: "Bad Request", 413: "Content Too Large",
 # The app ###################################################################
 
 
-def create_app(config: Config, store: storage.GroupCommitStore) -> FrontDoor:
+def create_app(config: Config, store: storage.Store) -> FrontDoor:
     """The WSGI app: /badge's fast path in front of bottle's route table."""
     app = bottle.Bottle()
     app.config["json.enable"] = False
@@ -978,7 +979,7 @@ def worker_app(config: Config) -> Callable:
     """granian's worker process builds the store and the app here: a SQLite
     connection must not cross a fork, so the serving process opens none."""
     _die_with_parent()
-    store = storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
+    store = database.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
                                busy_timeout_s=config.busy_timeout)
     return AsgiFront(config, create_app(config, store))
 
@@ -1045,11 +1046,11 @@ def serve(config: Config) -> int:
     _setup_logging(config.quiet)
     # The lock first: a restore in progress holds it, and the store must not
     # open (and migrate) a file that is being replaced. (PostgreSQL: none.)
-    lock = storage.server_lock(config.db)
+    lock = database.server_lock(config.db)
     try:
         # Start-up checks here, so a bad database ends `serve` with its
         # message and exit code before anything listens.
-        with storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
+        with database.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
                                 busy_timeout_s=config.busy_timeout) as store:
             description = store.describe()
         port = _free_port(config.host, config.port)

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import storage
-from params import TOTAL_MAX
-from storage import (Counts, FileGone, Page, PageLimitReached, StorageBusy, StorageError,
-                     StorageFull, StorageIOError, StorageReadOnly, TotalLimitReached,
-                     UnusableDatabase, NotFound, AlreadyExists, Duplicate, ServerRunning, Task,
+from storage import (TOTAL_MAX, AlreadyExists, Counts, Duplicate, FileGone, NotFound, Page,
+                     PageLimitReached, ServerRunning, StorageBusy, StorageError, StorageFull,
+                     StorageIOError, StorageReadOnly, Task, TotalLimitReached, UnusableDatabase,
                      View, utc_now)
 
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
@@ -59,7 +58,7 @@ _ERROR_BY_MESSAGE = [
 ]
 
 
-def _classify(error: sqlite3.Error) -> StorageError:
+def _storage_error(error: sqlite3.Error) -> StorageError:
     name = getattr(error, "sqlite_errorname", "") or ""
     primary = re.sub(r"_[A-Z]+$", "", name) if name.count("_") > 1 else name
     cls = _ERROR_BY_CODE.get(name) or _ERROR_BY_CODE.get(primary)
@@ -192,11 +191,16 @@ def same_file(a: str, b: str) -> bool:
         return False
 
 
+def companions(path: str) -> list[str]:
+    """A database file and the files SQLite keeps beside it."""
+    return [path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+
+
 def database_files(db_path: str) -> list[str]:
     """The database and the files SQLite keeps beside it (SQLite names them
     after the resolved path when the database is a symlink)."""
     names = {os.path.abspath(db_path), os.path.realpath(db_path)}
-    return [name + suffix for name in sorted(names) for suffix in ("", "-wal", "-shm", "-journal")]
+    return [file for name in sorted(names) for file in companions(name)]
 
 
 def is_database_file(path: str, db_path: str) -> bool:
@@ -233,6 +237,15 @@ def inspect_file(path: str) -> tuple[int, int, int]:
 
 
 # The store #################################################################
+
+
+def by_page_and_day(batch: list[View]) -> list[list[View]]:
+    """A batch's views grouped by page and UTC day, in the order they came:
+    each group is counted with one UPSERT per table."""
+    groups: dict[tuple[str, str], list[View]] = {}
+    for view in batch:
+        groups.setdefault((view.page_id, _day(view.now)), []).append(view)
+    return list(groups.values())
 
 
 class Store(storage.GroupCommitStore):
@@ -385,21 +398,15 @@ class Store(storage.GroupCommitStore):
 
     def _write_views(self, batch: list[View]) -> None:
         conn = self._writer
+        self.check_file()
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            self.check_file()
-            conn.execute("BEGIN IMMEDIATE")
-            for views in storage.by_page_and_day(batch):
+            for views in by_page_and_day(batch):
                 self._count_views(conn, views)
             conn.execute("COMMIT")
-        except Exception as e:
-            # Nothing of this batch is stored: every caller gets the error.
+        except BaseException:
             _rollback(conn)
-            error = _classify(e) if isinstance(e, sqlite3.Error) else e
-            for view in batch:
-                view.result, view.error = None, error
-        finally:
-            for view in batch:
-                view.done.set()
+            raise
 
     def _count_views(self, conn: sqlite3.Connection, views: list[View]) -> None:
         """Count views of one page on one day with one UPSERT per table
@@ -451,20 +458,20 @@ class Store(storage.GroupCommitStore):
             return TotalLimitReached(page_id)
         return PageLimitReached(page_id)
 
-    def _run_task(self, task: Task) -> None:
+    def _run_task(self, task: Task) -> object:
         conn = self._writer
         try:
             # A task that writes only temporary tables needs no write lock.
             conn.execute("BEGIN IMMEDIATE" if task.write else "BEGIN")
-            task.result = task.fn(conn)
+            result = task.fn(conn)
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            task.error = _classify(e)
-        except Exception as e:  # a refusal raised by the task itself: roll back, re-raise
-            task.error = e
+            return result
         finally:
             _rollback(conn)
-            task.done.set()
+
+    @staticmethod
+    def _classify(error: Exception) -> Exception:
+        return _storage_error(error) if isinstance(error, sqlite3.Error) else error
 
     # Reading ------------------------------------------------------------------
 
@@ -478,7 +485,7 @@ class Store(storage.GroupCommitStore):
         try:
             conn = _connect(self.path, readonly=self.readonly, timeout_s=self._timeout)
         except sqlite3.Error as e:
-            raise _classify(e) from None
+            raise _storage_error(e) from None
         with self._readers_lock:
             self._all_readers.append(conn)
         return conn
@@ -489,7 +496,7 @@ class Store(storage.GroupCommitStore):
         try:
             return conn.execute(sql, params).fetchall()
         except sqlite3.Error as e:
-            raise _classify(e) from None
+            raise _storage_error(e) from None
         finally:
             self._readers.put(conn)
 
@@ -512,17 +519,9 @@ class Store(storage.GroupCommitStore):
     def page_count(self) -> int:
         return self._read("SELECT pages FROM page_count")[0][0]
 
-    def history(self, page_id: str, days: int,
-                now: datetime.datetime | None = None) -> list[tuple[str, int]]:
-        """Views per day for the last `days` UTC days, oldest first, zeros included."""
-        end = (now or utc_now()).date()
-        start = end - datetime.timedelta(days=days - 1)
-        rows = dict(self._read(
-            "SELECT day, views FROM daily WHERE page_id = ? AND day >= ? AND day <= ?",
-            (page_id, start.isoformat(), end.isoformat())))
-        return [((start + datetime.timedelta(days=i)).isoformat(),
-                 rows.get((start + datetime.timedelta(days=i)).isoformat(), 0))
-                for i in range(days)]
+    def _days_between(self, page_id: str, first: str, last: str) -> dict[str, int]:
+        return dict(self._read("SELECT day, views FROM daily WHERE page_id = ? AND day >= ? "
+                               "AND day <= ?", (page_id, first, last)))
 
     def best_day(self, page_id: str) -> tuple[str, int] | None:
         rows = self._read("SELECT day, views FROM daily WHERE page_id = ? "
@@ -557,7 +556,7 @@ class Store(storage.GroupCommitStore):
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise _classify(e) from None
+            raise _storage_error(e) from None
         finally:
             self._readers.put(conn)
         for row in rows:
@@ -712,7 +711,7 @@ def copy_database(source_path: str, dest_path: str,
         source = source_conn or _connect(source_path, readonly=True, timeout_s=timeout_s)
         target = _connect(dest_path, timeout_s=timeout_s)
     except sqlite3.Error as e:
-        raise _classify(e) from None
+        raise _storage_error(e) from None
     moved = {"at": time.monotonic(), "remaining": None}
 
     def step(status: int, remaining: int, total: int) -> None:
@@ -727,7 +726,7 @@ def copy_database(source_path: str, dest_path: str,
     try:
         source.backup(target, pages=pages_per_step, progress=step)
     except sqlite3.Error as e:
-        raise _classify(e) from None
+        raise _storage_error(e) from None
     finally:
         target.close()
         if source_conn is None:
@@ -752,7 +751,7 @@ def replace_counts(db_path: str, source_path: str, keep_path: str,
                                isolation_level=None)
         reader = _connect(db_path, readonly=True, timeout_s=timeout_s)
     except sqlite3.Error as e:
-        raise _classify(e) from None
+        raise _storage_error(e) from None
     try:
         conn.execute("ATTACH DATABASE ? AS restored", (source_uri,))
         conn.execute("BEGIN IMMEDIATE")
@@ -771,7 +770,7 @@ def replace_counts(db_path: str, source_path: str, keep_path: str,
         conn.execute("COMMIT")
     except sqlite3.Error as e:
         _rollback(conn)
-        raise _classify(e) from None
+        raise _storage_error(e) from None
     finally:
         reader.close()
         conn.close()
@@ -783,7 +782,7 @@ def set_standalone(path: str) -> None:
     try:
         conn.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as e:
-        raise _classify(e) from None
+        raise _storage_error(e) from None
     finally:
         conn.close()
 

@@ -1,13 +1,15 @@
-"""What Tally's two stores share: values, errors, the group-commit writer,
-and the one interface server.py and commands.py call (open_store).
+"""What Tally's two stores build on: values, errors, the interface both
+implement (Store), and the group-commit writer with its error fan-out.
 
-The stores themselves: sqlite_store.py (the default, one file) and
-postgres_store.py (several Tally processes on one database). This module
-imports neither database library, never imports bottle and never builds SVG.
+The stores: sqlite_store.py (the default, one file) and postgres_store.py
+(several Tally processes on one database); each imports only this module.
+database.py chooses between them. This module imports no store, no database
+library, no other module of Tally's: every arrow points down to it.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 import datetime
@@ -16,7 +18,7 @@ import re
 import threading
 import urllib.parse
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 # How many queued views one group commit may take at most.
 BATCH_LIMIT = 512
@@ -113,6 +115,10 @@ class AlreadyExists(Exception):
 
 # Values ####################################################################
 
+# The largest total a page may hold. total + base then stays below 2**53:
+# an integer that SQLite (2**63) and every JSON reader (doubles) keep exactly.
+TOTAL_MAX = 9 * 10**15
+
 
 @dataclasses.dataclass(frozen=True)
 class Counts:
@@ -156,22 +162,9 @@ def statements(body: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-# Choosing a store ##########################################################
+# Passwords in a database string #############################################
 
-_POSTGRES_URL = re.compile(r"postgres(ql)?://", re.IGNORECASE)
-_POSTGRES_KEYWORDS = re.compile(r"^\s*\w+\s*=", re.ASCII)
-
-
-def is_postgres(db: str) -> bool:
-    """A PostgreSQL URL (postgresql://, postgres://) or libpq's key=value
-    form (host=/run/postgresql dbname=tally); anything else is a SQLite path.
-
-    >>> is_postgres("postgres://u@h/db"), is_postgres("host=/tmp dbname=t"), is_postgres("data/c.db")
-    (True, True, False)
-    """
-    return bool(_POSTGRES_URL.match(db) or _POSTGRES_KEYWORDS.match(db))
-
-
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _URL_PASSWORD = re.compile(r"(?<=://)([^:/@]*:)(.*)(?=@)", re.DOTALL)
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*(?:'|$)|[^&\s]*)",
                                re.IGNORECASE | re.DOTALL)
@@ -192,7 +185,7 @@ def masked(db: str) -> str:
     >>> masked("postgres://tally:s3cretpw@[::1"), masked("host=h password='s3 cret")
     ('postgres://tally:***@[::1', 'host=h password=***')
     """
-    if _POSTGRES_URL.match(db):
+    if _URL.match(db):
         db = _URL_PASSWORD.sub(r"\1***", db, count=1)
     return _KEYWORD_PASSWORD.sub(r"\1***", db)
 
@@ -200,7 +193,7 @@ def masked(db: str) -> str:
 def passwords(db: str) -> list[str]:
     """The password(s) a database string holds, as written and decoded."""
     found = [m.group(2) for m in _KEYWORD_PASSWORD.finditer(db)]
-    if _POSTGRES_URL.match(db):
+    if _URL.match(db):
         found += [m.group(2) for m in _URL_PASSWORD.finditer(db)]
     found = [p.strip("'") for p in found if p.strip("'")]
     return found + [urllib.parse.unquote(p) for p in found]
@@ -214,58 +207,6 @@ def scrubbed(text: str, db: str) -> str:
     for piece in sorted(pieces, key=len, reverse=True):
         text = text.replace(piece, "***")
     return text
-
-
-def open_store(db: str, *, sync: str = "full", max_pages: int | None = None,
-               busy_timeout_s: float = 5.0, readonly: bool = False) -> "GroupCommitStore":
-    """The store for a TALLY_DB value: PostgreSQL for a URL, else SQLite."""
-    if is_postgres(db):
-        try:
-            import postgres_store
-        except ImportError:
-            raise UnusableDatabase(
-                "a PostgreSQL database needs psycopg: `make setup-postgres` installs it "
-                "(requirements-postgres.txt)") from None
-        return postgres_store.Store(db, max_pages=max_pages, timeout_s=busy_timeout_s,
-                                    readonly=readonly)
-    import sqlite_store
-    return sqlite_store.Store(db, sync=sync, max_pages=max_pages,
-                              busy_timeout_s=busy_timeout_s, readonly=readonly)
-
-
-def server_lock(db: str) -> "object":
-    """The lock a serving process holds: on a SQLite file, one server per
-    file; on PostgreSQL none, since several servers on one database are the
-    point. Returns an object with release()."""
-    if is_postgres(db):
-        return _NoLock()
-    import sqlite_store
-    return sqlite_store.ServerLock(db)
-
-
-def file_database(db: str, command: str):
-    """The SQLite file operations (backup, restore) for a file database; for
-    PostgreSQL one line pointing to its own tools."""
-    if is_postgres(db):
-        raise UnusableDatabase(
-            f"{command} copies a SQLite file; for PostgreSQL use pg_dump and pg_restore "
-            f"(or Tally's export and import)")
-    import sqlite_store
-    return sqlite_store
-
-
-def writes_over_database(path: str, db: str) -> bool:
-    """True when writing to path would write over the database file or the
-    files beside it (never for PostgreSQL, which has no file of ours)."""
-    if is_postgres(db):
-        return False
-    import sqlite_store
-    return sqlite_store.is_database_file(path, db)
-
-
-class _NoLock:
-    def release(self) -> None:
-        pass
 
 
 # The group-commit writer ###################################################
@@ -323,15 +264,6 @@ class View:
         self.done = done or Done()
 
 
-def by_page_and_day(batch: list["View"]) -> list[list["View"]]:
-    """A batch's views grouped by page and UTC day, in the order they came:
-    a store counts each group with one UPSERT per table."""
-    groups: dict[tuple[str, str], list[View]] = {}
-    for view in batch:
-        groups.setdefault((view.page_id, day(view.now)), []).append(view)
-    return list(groups.values())
-
-
 class Task:
     """An owner command run alone in its own transaction on the writer's
     connection. With write=False it writes only temporary tables and takes
@@ -347,22 +279,119 @@ class Task:
         self.done = Done()
 
 
-class GroupCommitStore:
-    """One writer thread with group commit, fed by a queue; the backends
-    supply how a batch of views and a task are written.
+class Store(abc.ABC):
+    """What server.py and commands.py may ask of a store, whichever it is
+    (database.open_store chooses). Both stores implement every method."""
+
+    readonly = False
+    # Reads fast enough to run on an event loop's own thread (a local file,
+    # WAL: a reader never waits for the writer). PostgreSQL's go to threads.
+    inline_reads = False
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """For the start-up line."""
+
+    # Counting
+    @abc.abstractmethod
+    def record_view(self, page_id: str, now: datetime.datetime | None = None) -> Counts: ...
+
+    @abc.abstractmethod
+    async def record_view_async(self, page_id: str) -> Counts: ...
+
+    # Reading
+    @abc.abstractmethod
+    def counts(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
+        """The page's total and today's views, 0 and 0 for an unknown page."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StorageError unless the database answers and the writer runs."""
+
+    @abc.abstractmethod
+    def page_count(self) -> int: ...
+
+    @abc.abstractmethod
+    def best_day(self, page_id: str) -> tuple[str, int] | None: ...
+
+    @abc.abstractmethod
+    def top(self, limit: int) -> list[tuple[str, int]]: ...
+
+    @abc.abstractmethod
+    def page(self, page_id: str) -> Page | None: ...
+
+    @abc.abstractmethod
+    def pages(self) -> Iterator[Page]:
+        """Every page with its history, ordered by page_id, from one snapshot."""
+
+    def history(self, page_id: str, days: int,
+                now: datetime.datetime | None = None) -> list[tuple[str, int]]:
+        """Views per day for the last `days` UTC days, oldest first, zeros included."""
+        end = datetime.date.fromisoformat(day(now or utc_now()))
+        window = [(end - datetime.timedelta(days=back)).isoformat()
+                  for back in range(days - 1, -1, -1)]
+        views = self._days_between(page_id, window[0], window[-1])
+        return [(date, views.get(date, 0)) for date in window]
+
+    @abc.abstractmethod
+    def _days_between(self, page_id: str, first: str, last: str) -> dict[str, int]:
+        """{day: views} of the page's stored days from first to last."""
+
+    # Owner controls
+    @abc.abstractmethod
+    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def rename(self, old: str, new: str, merge: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, page_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def import_pages(self, pages: Iterable[Page], mode: str, dry_run: bool = False,
+                     chunk: int = IMPORT_CHUNK, source: Callable[[], str] | None = None,
+                     again: bool = False) -> dict[str, int]: ...
+
+
+class GroupCommitStore(Store):
+    """One writer thread with group commit, fed by a queue; a backend
+    supplies how a batch of views and a task are written in one transaction
+    (raising, after rolling back, when it fails) and how its errors read.
 
     The views that queued up while the previous commit was being written go
     into one transaction (SQLite: one UPSERT per page and day, PostgreSQL:
     one per view, in one pipeline), and every caller is answered only after
     that COMMIT returned: an answered count is durable, and one commit (one
     fsync) serves many views. A caller waits on a thread (record_view) or
-    awaits on an event loop (record_view_async).
+    awaits on an event loop (record_view_async). The answers are fanned out
+    here, once for both backends: a failed batch gives every one of its
+    views the error, and every waiting caller is woken whatever happened
+    (one not woken would wait forever).
     """
 
-    readonly = False
-    # Reads fast enough to run on an event loop's own thread (a local file,
-    # WAL: a reader never waits for the writer). PostgreSQL's go to threads.
-    inline_reads = False
+    @abc.abstractmethod
+    def _write_views(self, batch: list[View]) -> None:
+        """Count the batch in one transaction, setting each view's result (or
+        its own refusal: PageLimitReached, TotalLimitReached); raise when
+        the transaction fails, after rolling it back."""
+
+    @abc.abstractmethod
+    def _run_task(self, task: Task) -> object:
+        """Run task.fn in one transaction and return its result; raise when
+        it fails, after rolling back."""
+
+    @abc.abstractmethod
+    def _classify(self, error: Exception) -> Exception:
+        """A database library's error as a StorageError; any other unchanged."""
 
     def _start_writer(self) -> None:
         self._queue: queue.SimpleQueue[View | Task | None] = queue.SimpleQueue()
@@ -379,21 +408,6 @@ class GroupCommitStore:
         thread = getattr(self, "_thread", None)
         return thread is None or thread.is_alive()
 
-    def __enter__(self) -> "GroupCommitStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def _write_views(self, batch: list[View]) -> None:
-        raise NotImplementedError
-
-    def _run_task(self, task: Task) -> None:
-        raise NotImplementedError
-
     def _write_loop(self) -> None:
         pending: View | Task | None = None
         while True:
@@ -402,7 +416,7 @@ class GroupCommitStore:
             if job is None:
                 return
             if isinstance(job, Task):
-                self._run_task(job)
+                self._run(job)
                 continue
             batch = [job]
             while len(batch) < BATCH_LIMIT:
@@ -414,7 +428,26 @@ class GroupCommitStore:
                     pending = nxt  # a task or the stop sentinel: after this batch
                     break
                 batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[View]) -> None:
+        try:
             self._write_views(batch)
+        except Exception as e:  # nothing of this batch is stored: every caller gets the error
+            error = self._classify(e)
+            for view in batch:
+                view.result, view.error = None, error
+        finally:
+            for view in batch:
+                view.done.set()
+
+    def _run(self, task: Task) -> None:
+        try:
+            task.result = self._run_task(task)
+        except Exception as e:  # a database error, or a refusal raised by the task itself
+            task.error = self._classify(e)
+        finally:
+            task.done.set()
 
     def _submit(self, job: View | Task) -> None:
         if not self._thread.is_alive():
@@ -427,7 +460,7 @@ class GroupCommitStore:
             # temporary tables run inline, nothing else may run.
             if not isinstance(job, Task) or job.write:
                 raise StorageReadOnly(f"{StorageReadOnly.kind}: the database was opened read-only")
-            self._run_task(job)
+            self._run(job)
         else:
             self._submit(job)
             job.done.wait()
@@ -513,22 +546,22 @@ class GroupCommitStore:
         finally:
             self._wait(Task(self._drop_staging, write=False))
 
+    @abc.abstractmethod
     def _import_progress(self, conn: object, key: str, mode: str
-                         ) -> tuple[int, int, str | None] | None:
-        raise NotImplementedError
+                         ) -> tuple[int, int, str | None] | None: ...
 
+    @abc.abstractmethod
     def _record_import(self, conn: object, key: str, mode: str, written: int, pages: int,
-                       finished: str | None) -> None:
-        raise NotImplementedError
+                       finished: str | None) -> None: ...
 
-    def _stage(self, conn: object, pages: Iterable[Page]) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _stage(self, conn: object, pages: Iterable[Page]) -> None: ...
 
-    def _staged_report(self, conn: object, mode: str) -> dict[str, int]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _staged_report(self, conn: object, mode: str) -> dict[str, int]: ...
 
-    def _merge_staged(self, conn: object, mode: str, first: int, chunk: int) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _merge_staged(self, conn: object, mode: str, first: int, chunk: int) -> None: ...
 
-    def _drop_staging(self, conn: object) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _drop_staging(self, conn: object) -> None: ...

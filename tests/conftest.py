@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 import config  # noqa: E402
 import server  # noqa: E402
 import sqlite_store  # noqa: E402
+import database  # noqa: E402
 import storage  # noqa: E402
 
 
@@ -253,8 +254,8 @@ def make_store(backend_db):
     """Open stores (with settings) on one fresh database of each backend."""
     stores = []
 
-    def make(**settings) -> storage.GroupCommitStore:
-        s = storage.open_store(backend_db, **settings)
+    def make(**settings) -> storage.Store:
+        s = database.open_store(backend_db, **settings)
         stores.append(s)
         return s
     yield make

@@ -35,3 +35,42 @@ def test_the_environment_is_read_in_one_place():
     readers = [p.name for p in MODULES if p.name != "bench.py" and "os.environ" in p.read_text()]
     assert readers == ["server.py"]  # main() hands it to config.from_env, the only parser
     assert "environ.get" in (ROOT / "config.py").read_text()
+
+
+OWN = {p.stem for p in MODULES}
+
+
+def own_imports(path) -> set[str]:
+    """The project's modules a module imports, at the top or inside a function."""
+    return {name for name in imported(path) if name in OWN}
+
+
+def test_imports_point_down_and_never_in_a_circle():
+    graph = {p.stem: own_imports(p) for p in MODULES if p.name != "bench.py"}
+    seen: dict[str, str] = {}
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, " -> ".join(path + (module,))
+        if seen.get(module) == "done":
+            return
+        for lower in graph.get(module, ()):
+            visit(lower, path + (module,))
+        seen[module] = "done"
+    for module in graph:
+        visit(module, ())
+
+
+@pytest.mark.parametrize("module, allowed", [
+    ("storage", set()),                        # the base: imports nothing of Tally's
+    ("sqlite_store", {"storage"}),
+    ("postgres_store", {"storage"}),
+    ("database", {"storage", "sqlite_store", "postgres_store"}),
+])
+def test_the_stores_build_on_storage_alone(module, allowed):
+    assert own_imports(ROOT / f"{module}.py") <= allowed
+
+
+def test_only_database_py_knows_the_concrete_stores():
+    users = sorted(p.name for p in MODULES if p.name != "bench.py"
+                   and own_imports(p) & {"sqlite_store", "postgres_store"})
+    assert users == ["database.py"]

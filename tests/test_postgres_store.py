@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import conftest
+import database
 import storage
 from conftest import ROOT, wait_until
 from test_cli import tally
@@ -134,7 +135,7 @@ def test_postgresql_restarted_under_load_answers_503_then_resumes(live_server, p
 
 
 def test_export_from_sqlite_imports_into_postgresql_and_back_unchanged(db_path, tmp_path, pg):
-    with storage.open_store(db_path) as s:
+    with database.open_store(db_path) as s:
         for i in range(50):
             s.record_view(f"page-{i % 7}")
         s.set_total("=formula", 12)
@@ -213,7 +214,7 @@ def test_a_server_that_never_answers_stops_start_up_in_bounded_time():
 
 def test_a_newer_schema_or_foreign_tables_are_refused(pg):
     import psycopg
-    storage.open_store(pg).close()
+    database.open_store(pg).close()
     with psycopg.connect(pg, autocommit=True) as conn:
         conn.execute("UPDATE tally_schema SET version = 99")
     result = tally("serve", "--port", "0", db=pg)
@@ -240,11 +241,11 @@ def test_libpq_key_value_form_selects_postgresql(pg):
     query = dict(urllib.parse.parse_qsl(parts.query))
     keywords = (f"host={query['host']} port={query.get('port', 5432)} "
                 f"dbname={parts.path.lstrip('/')} user={parts.username}")
-    assert storage.is_postgres(keywords)
-    with storage.open_store(keywords) as store:
+    assert database.is_postgres(keywords)
+    with database.open_store(keywords) as store:
         assert store.record_view("kv").total == 1
         assert store.describe().startswith("PostgreSQL")
-    with storage.open_store(pg) as store:
+    with database.open_store(pg) as store:
         assert store.counts("kv").total == 1
 
 
@@ -321,7 +322,7 @@ def test_imports_beside_served_views_never_deadlock_under_an_icu_collation(other
     failures: list[Exception] = []
     views = {"n": 0}
     lock = threading.Lock()
-    with storage.open_store(url) as server:
+    with database.open_store(url) as server:
         def count(seed: int) -> None:
             for i in range(300):
                 try:
@@ -332,7 +333,7 @@ def test_imports_beside_served_views_never_deadlock_under_an_icu_collation(other
                     failures.append(e)
 
         def imports() -> None:
-            with storage.open_store(url) as store:
+            with database.open_store(url) as store:
                 for _ in range(4):
                     try:
                         store.import_pages(pages, "add")
@@ -352,13 +353,13 @@ def test_imports_beside_served_views_never_deadlock_under_an_icu_collation(other
 def test_the_page_cap_is_checked_exactly_only_near_it(pg):
     # Far from the cap the statements skip it (no count of the table per
     # new page); within a tenth of it (at least a batch) they check it exactly.
-    with storage.open_store(pg, max_pages=100_000) as store:
+    with database.open_store(pg, max_pages=100_000) as store:
         store.record_view("first")
         conn = store._connection()
         assert store._page_cap(conn) is None
         store._pages_seen = 95_000
         assert store._page_cap(conn) == 100_000
-    with storage.open_store(pg, max_pages=3) as small:
+    with database.open_store(pg, max_pages=3) as small:
         for page_id in ("a", "b"):
             small.record_view(page_id)
         with pytest.raises(storage.PageLimitReached):

@@ -14,6 +14,7 @@ import pytest
 import conftest
 import params
 import sqlite_store
+import database
 import storage
 from conftest import wait_until
 
@@ -33,7 +34,7 @@ def counting(request, db_path):
 
     def make(**settings):
         if url is not None:
-            s = storage.open_store(url, **settings)
+            s = database.open_store(url, **settings)
         else:
             s = sqlite_store.Store(db_path, use_returning=request.param == "sqlite-returning",
                                    **settings)
