@@ -1,38 +1,31 @@
-"""Tally's HTTP side and command line.
+"""Tally's HTTP side and command line: the route table, the ASGI front
+granian serves, `serve` and main(). The only module importing bottle,
+granian and a2wsgi. It never runs SQL (the stores do, behind
+database.open_store), never builds SVG (badge.py does), and answers the
+requests every view makes through answers.Badges, which holds no HTTP.
 
-HTTP only: the route table, headers, error answers, the server and the CLI
-entry point. The only module importing bottle, granian and a2wsgi. It never
-runs SQL (the stores do, behind database.open_store) and never builds SVG
-(badge.py does); request values are validated by params.py before anything
-else sees them.
-
-How a request travels (`serve`): granian (Rust) -> AsgiFront, which checks
-it and logs it -> /badge, /api/count and old services' badge URLs: FastPath,
-on the event loop; everything else: a2wsgi -> FrontDoor -> bottle's routes
-in create_app, in a thread pool. Tests call FrontDoor as plain WSGI.
+How a request travels (`serve`, and the in-process tests alike): granian
+(Rust) -> the front, a few steps each wrapping the next (ProxyHeaders ->
+AccessLog -> Limits -> Dispatch) -> /badge, /api/count and the old
+services' URLs: answers.Badges on the event loop (a count awaits its group
+commit without holding a thread); every other route: a2wsgi -> bottle's
+routes (Pages) in a pool of threads.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ctypes
-import email.utils
 import functools
 import html
 import ipaddress
-import json
 import logging
 import os
-import re
 import resource
 import signal
 import socket
 import sys
-import threading
 import time
-import traceback
-import typing
 import urllib.parse
 from pathlib import Path
 from typing import Callable, Mapping
@@ -45,13 +38,15 @@ import granian.log
 import granian.server
 import prometheus_client
 
+import answers
 import badge
 import commands as commands_module
 import config as config_module
+import database
 import flavours
 import params
-import database
 import storage
+from answers import FAST_ROUTES, OLD_URLS_ROUTE, Answer, json_answer, loggable  # noqa: F401
 from config import Config, ConfigError
 from params import ParamError
 
@@ -59,70 +54,34 @@ log = logging.getLogger("tally")
 access_log = logging.getLogger("tally.access")
 
 VIEWS = Path(__file__).with_name("views")
-
-# Answers ###################################################################
-
-SVG_TYPE = "image/svg+xml; charset=utf-8"
-JSON_TYPE = "application/json"
-# GitHub's image proxy (Camo) caches what it may; every one of these says
-# "do not". Expires is set per answer, ten minutes in the past.
-NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
-# An SVG opened directly in a browser tab may run nothing and load nothing
-# (a data: logo is embedded, not loaded; the badges use no <style>).
-SVG_CSP = "default-src 'none'; img-src data:; sandbox"
 PAGE_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
-CAMO_AGENT = re.compile(r"^github-camo\b", re.IGNORECASE)
+# The route table ###########################################################
+# method  path           counts?            caching        answered by
+# GET     /badge         yes (HEAD: no)     never cached   answers.Badges
+# GET     /api/count     no                 never cached   answers.Badges
+# GET     /<old URL>     as the old service never cached   answers.Badges (flavours.py):
+#                                                          Hits, komarev, hits.sh, dwyl,
+#                                                          visitorbadge.io
+# GET     /api/shields   no                 never cached   Pages.shields
+# GET     /api/history   no                 never cached   Pages.history
+# GET     /healthz       no                 never cached   Pages.health
+# GET     /metrics       no (if enabled)    never cached   Pages.metrics
+# GET     /              no                 no-cache       Pages.index
+# GET     /stats         no                 no-cache       Pages.stats
+# GET     /static/<f>    no                 a day          Pages.static
+ROUTES = [("/api/shields", "shields"), ("/api/history", "history"), ("/healthz", "health"),
+          ("/metrics", "metrics"), ("/", "index"), ("/stats", "stats"),
+          ("/static/<name>", "static")]
 
 
-class _Expires:
-    """The Expires value, ten minutes in the past: formatted once a second,
-    not once per answer."""
-
-    def __init__(self) -> None:
-        self._cached = (0, "")
-
-    def __call__(self) -> str:
-        second, value = self._cached
-        now = int(time.time())
-        if now != second:
-            value = email.utils.formatdate(now - 600, usegmt=True)
-            self._cached = (now, value)
-        return value
-
-
-_expires = _Expires()
-
-
-def svg_headers(error: str | None = None) -> list[tuple[str, str]]:
-    """Every SVG answer's headers: never cached, and nothing in it may run."""
-    return [("Content-Type", SVG_TYPE),
-            ("Cache-Control", NO_CACHE if error is None else "no-store"),
-            ("Pragma", "no-cache"), ("Expires", _expires()),
-            ("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", SVG_CSP),
-            *([("X-Tally-Error", error)] if error is not None else [])]
-
-
-def _svg(body: str, status: int = 200, error: str | None = None) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(body=body, status=status, headers=svg_headers(error))
-
-
-_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "'": "\\u0027"})
-
-
-def json_headers() -> list[tuple[str, str]]:
-    return [("Content-Type", JSON_TYPE), ("Cache-Control", NO_CACHE), ("Pragma", "no-cache"),
-            ("Expires", _expires()), ("X-Content-Type-Options", "nosniff")]
-
-
-def json_body(payload: object) -> bytes:
-    # <, >, & and ' escaped too (legal JSON), so no answer can be read as markup.
-    return json.dumps(payload, ensure_ascii=True).translate(_JSON_ESCAPES).encode()
+def respond(answer: Answer) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(body=answer.body, status=answer.status, headers=answer.headers)
 
 
 def _json(payload: object, status: int = 200) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(body=json_body(payload), status=status, headers=json_headers())
+    return respond(json_answer(payload, status))
 
 
 def _html(body: str, status: int = 200) -> bottle.HTTPResponse:
@@ -134,429 +93,230 @@ def _html(body: str, status: int = 200) -> bottle.HTTPResponse:
     return response
 
 
-# Metrics ###################################################################
+def _query() -> dict[str, str]:
+    """The request's query (a2wsgi hands bottle the ASCII the front made of it)."""
+    return params.parse_query_string(bottle.request.environ.get("QUERY_STRING", ""))
 
 
-class Metrics:
-    """Prometheus counters of one app (its own registry: no global state)."""
-
-    def __init__(self, store: storage.Store) -> None:
-        self.registry = prometheus_client.CollectorRegistry()
-        self.requests = prometheus_client.Counter(
-            "tally_requests", "HTTP requests by route and status", ["route", "status"],
-            registry=self.registry)
-        self.views = prometheus_client.Counter(
-            "tally_views_recorded", "Views counted", registry=self.registry)
-        self.errors = prometheus_client.Counter(
-            "tally_errors", "Errors by kind", ["kind"], registry=self.registry)
-        self.db_seconds = prometheus_client.Histogram(
-            "tally_db_seconds", "Time spent waiting on the database", ["operation"],
-            registry=self.registry,
-            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
-        pages = prometheus_client.Gauge("tally_pages", "Distinct page_ids stored",
-                                        registry=self.registry)
-        pages.set_function(store.page_count)
-
-    def render(self) -> bytes:
-        return prometheus_client.generate_latest(self.registry)
+# bottle's routes: the pages and the JSON that views do not ask for #########
 
 
-class OutageLog:
-    """Logs a database problem once, with its cause, and its end once.
+class Pages:
+    """The routes bottle answers (ROUTES), each a method; their failures
+    become answers through answers.Badges.failure, as the badges' do."""
 
-    A full disk fails every request until space returns; one line per
-    request would fill the log of an unattended box (the count of failures
-    is in /metrics). Belongs to one app: no module-level state.
-    """
+    def __init__(self, config: Config, store: storage.Store, badges: answers.Badges) -> None:
+        self.config, self.store, self.badges = config, store, badges
+        self.index_view = bottle.SimpleTemplate(source=(VIEWS / "index.tpl").read_text("utf-8"))
+        self.stats_view = bottle.SimpleTemplate(source=(VIEWS / "stats.tpl").read_text("utf-8"))
+        self.static_files = {name: (VIEWS / name).read_bytes() for name in ("tally.css", "tally.js")}
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._current: str | None = None
+    def app(self) -> bottle.Bottle:
+        app = bottle.Bottle()
+        app.config["json.enable"] = False
+        for path, name in ROUTES:
+            app.get(path, callback=getattr(self, name))
+        app.install(self.guard)
+        app.add_hook("after_request", self.count_request)
+        app.error(404)(lambda error: self.error_text("not found"))
+        app.error(405)(lambda error: self.error_text("method not allowed"))
+        return app
 
-    def failed(self, error: storage.StorageError) -> None:
-        with self._lock:
-            if self._current != error.kind:
-                self._current = error.kind
-                log.error("database unavailable: %s (logged once until it recovers)", error)
-
-    def succeeded(self) -> None:
-        if self._current is not None:  # unlocked read: the common case costs nothing
-            with self._lock:
-                if self._current is not None:
-                    log.error("database recovered after: %s", self._current)
-                    self._current = None
-
-
-# The fast path: the requests every view makes ###############################
-
-
-class Answer(typing.NamedTuple):
-    """An answer as plain WSGI sends it."""
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-# Parsed /badge queries kept, by their exact text: a README's badge asks the
-# same URL on every view. Long queries (a logo) are parsed each time, so the
-# cache stays small (at most QUERY_CACHE x 1 KB).
-QUERY_CACHE = 1024
-QUERY_CACHE_TEXT = 1024
-
-
-FAST_ROUTES = ("/badge", "/api/count")
-OLD_URLS_ROUTE = "/<path:path>"  # bottle's rule for them, the label in /metrics
-# What a count or a read may end with besides counts: each has its answer.
-OUTCOMES = (storage.StorageError, storage.PageLimitReached, storage.TotalLimitReached)
-Outcome = typing.Union[storage.Counts, storage.StorageError, storage.PageLimitReached,
-                       storage.TotalLimitReached]
-
-
-class FastPath:
-    """GET and HEAD /badge (the request every README view makes) and
-    /api/count as plain WSGI: bottle's routing and response objects cost
-    more than the rest of such a request (README, Performance). The same
-    checks, counting and rendering as every other badge answer, which
-    bottle's routes get from answer() and error() here."""
-
-    def __init__(self, config: Config, store: storage.Store,
-                 metrics: "Metrics", outage: "OutageLog") -> None:
-        self.config, self.store, self.metrics, self.outage = config, store, metrics, outage
-        self.allow = re.compile(config.allow) if config.allow else None
-        self._cached_query = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse)
-        self._cached_count = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse_count)
-        self._ok = {route: metrics.requests.labels(route, "200") for route in FAST_ROUTES}
-        self._record_seconds = metrics.db_seconds.labels("record_view")
-        self._read_seconds = metrics.db_seconds.labels("counts")
-
-    def check_allowed(self, page_id: str) -> None:
-        if self.allow is not None and not self.allow.fullmatch(page_id):
-            raise ParamError("page_id not allowed")
-
-    def _parse(self, query_string: str) -> tuple[params.BadgeQuery | None, str, str, str]:
-        """(the request or None, its error badge's label, style, problem)."""
-        values: dict[str, str] = {}
-        try:
-            values = params.parse_query_string(query_string)
-            request = params.parse_badge_query(values)
-            self.check_allowed(request.page_id)
-            if request.count and params.is_service_id(request.page_id):
-                # "ghpvc:alice" is counted by komarev's URL alone (with its
-                # camo-only rule); shown with query_only it may be.
-                raise ParamError("reserved page_id")
-            return request, params.label_for_error(values), request.look.style, ""
-        except ParamError as e:
-            return None, params.label_for_error(values), params.style_for_error(values), str(e)
-
-    def parse(self, query_string: str) -> tuple[params.BadgeQuery | None, str, str, str]:
-        if len(query_string) > QUERY_CACHE_TEXT:
-            return self._parse(query_string)
-        return self._cached_query(query_string)
-
-    def counting(self, request: params.BadgeQuery, method: str, user_agent: str) -> bool:
-        # HEAD must not count. With TALLY_CAMO_ONLY (or a flavour that
-        # counted only GitHub's proxy) only GitHub's image proxy counts.
-        return bool(request.count and method == "GET"
-                    and (not (self.config.camo_only or request.camo_only)
-                         or CAMO_AGENT.match(user_agent)))
-
-    # Each request in three steps: what to do (or an error answer at once),
-    # the database (sync for WSGI, awaited for ASGI), the answer.
-
-    def fetch(self, page_id: str, counting: bool) -> storage.Counts:
-        """Count the view, or only read. Raises PageLimitReached,
-        TotalLimitReached, StorageError."""
-        started = time.perf_counter()
-        if counting:
-            result = self.store.record_view(page_id)
-            self._record_seconds.observe(time.perf_counter() - started)
-            self.metrics.views.inc()
-            return result
-        result = self.store.counts(page_id)
-        self._read_seconds.observe(time.perf_counter() - started)
-        return result
-
-    async def fetch_async(self, page_id: str, counting: bool) -> storage.Counts:
-        """fetch() on an event loop: a count awaits its commit, a read runs
-        inline when the store's reads are that fast, else in a thread."""
-        started = time.perf_counter()
-        if counting:
-            result = await self.store.record_view_async(page_id)
-            self._record_seconds.observe(time.perf_counter() - started)
-            self.metrics.views.inc()
-            return result
-        if self.store.inline_reads:
-            result = self.store.counts(page_id)
-        else:
-            result = await asyncio.get_running_loop().run_in_executor(
-                None, self.store.counts, page_id)
-        self._read_seconds.observe(time.perf_counter() - started)
-        return result
-
-    def error(self, label: str, problem: str, status: int, style: str = "flat") -> Answer:
-        self.metrics.errors.labels(problem).inc()
-        return Answer(status, svg_headers(problem),
-                      badge.render_error(label, problem, style).encode())
-
-    def badge_request(self, query_string: str, method: str,
-                      user_agent: str) -> Answer | tuple[params.BadgeQuery, str, bool]:
-        """(the request, its label, whether it counts), or the error badge."""
-        request, label, style, problem = self.parse(query_string)
-        if request is None:
-            return self.error(label, problem, 200, style)
-        return request, label, self.counting(request, method, user_agent)
-
-    def old_badge_request(self, path: str, query_string: str, method: str, user_agent: str
-                          ) -> Answer | tuple[params.BadgeQuery, str, bool] | None:
-        """As badge_request, for another counter's badge URL (flavours.py);
-        None when the path is not one (bottle answers the other old URLs)."""
-        try:
-            route = flavours.match_path(path)
-            if route is None or route.answer != "badge":
-                return None
-            label = flavours.label_for_error(route, query_string)
+    def guard(self, callback: Callable) -> Callable:
+        def wrapper(*args: object, **kwargs: object) -> object:
             try:
-                request = flavours.badge_query(route, query_string)
-                self.check_allowed(request.page_id)
-            except ParamError as e:
-                return self.error(label, str(e), 200)
-            return request, label, self.counting(request, method, user_agent)
-        except Exception:
-            return self.internal_error(path, method, svg=True)
+                return callback(*args, **kwargs)
+            except bottle.HTTPResponse:
+                raise
+            except Exception as e:
+                return respond(self.badges.failure(e, bottle.request.path, bottle.request.method))
+        return wrapper
 
-    def badge_answer(self, request: params.BadgeQuery, label: str,
-                     outcome: Outcome) -> Answer:
-        """The badge for a valid request (native or an old service's URL)."""
-        style = request.look.style
-        if isinstance(outcome, storage.PageLimitReached):
-            return self.error(label, "page limit reached", 200, style)
-        if isinstance(outcome, storage.TotalLimitReached):
-            return self.error(label, "count at its maximum", 200, style)
-        if isinstance(outcome, storage.StorageError):
-            self.outage.failed(outcome)
-            return self.error(label, "database unavailable", 503, style)
-        self.outage.succeeded()
-        return Answer(200, svg_headers(), badge.render(request.look, outcome.total,
-                                                       outcome.today).encode())
-
-    def answer(self, request: params.BadgeQuery, label: str, method: str,
-               user_agent: str) -> Answer:
-        """All three steps for a request bottle routed (an old service's URL)."""
-        try:
-            outcome = self.fetch(request.page_id, self.counting(request, method, user_agent))
-        except OUTCOMES as e:
-            outcome = e
-        return self.badge_answer(request, label, outcome)
-
-    def _parse_count(self, query_string: str) -> tuple[str, str]:
-        """(page id, "") or ("", the problem)."""
-        try:
-            page_id = params.validate_page_id(params.parse_query_string(query_string).get("page_id"))
-            self.check_allowed(page_id)
-        except ParamError as e:
-            return "", str(e)
-        return page_id, ""
-
-    def count_request(self, query_string: str) -> Answer | str:
-        """/api/count: the page id, or the error answer."""
-        page_id, problem = (self._parse_count(query_string) if len(query_string) > QUERY_CACHE_TEXT
-                            else self._cached_count(query_string))
-        if problem:
-            self.metrics.errors.labels(problem).inc()
-            return Answer(400, json_headers(), json_body({"error": problem}))
-        return page_id
-
-    def count_answer(self, page_id: str, outcome: Outcome) -> Answer:
-        if isinstance(outcome, storage.StorageError):
-            self.metrics.errors.labels(outcome.kind).inc()
-            self.outage.failed(outcome)
-            return Answer(503, json_headers(), json_body({"error": "database unavailable"}))
-        self.outage.succeeded()
-        return Answer(200, json_headers(), json_body(
-            {"page_id": page_id, "total": outcome.total, "today": outcome.today}))
-
-    def internal_error(self, route: str, method: str, svg: bool = False) -> Answer:
-        # Logged with its traceback; the client sees no detail.
-        log.error("unexpected error on %s %s\n%s", method, _loggable(route), traceback.format_exc())
-        self.metrics.errors.labels("internal").inc()
-        if svg or route == "/badge":
-            return Answer(500, svg_headers("internal error"),
-                          badge.render_error(badge.DEFAULT_LABEL, "internal error").encode())
-        return Answer(500, json_headers(), json_body({"error": "internal error"}))
-
-    def counted(self, route: str, status: int) -> None:
-        """The request counter of /metrics, for the routes bottle never sees."""
-        if status == 200 and route in self._ok:
-            self._ok[route].inc()
-        else:
-            self.metrics.requests.labels(route, str(status)).inc()
-
-    # As WSGI (the tests, and any WSGI server) ----------------------------------
-
-    def wsgi(self, environ: dict, start_response: Callable) -> list[bytes]:
-        route, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
-        query_string = _wsgi_query(environ)
-        try:
-            if route == "/badge":
-                step = self.badge_request(query_string, method, environ.get("HTTP_USER_AGENT", ""))
-                if not isinstance(step, Answer):
-                    request, label, counting = step
-                    try:
-                        outcome = self.fetch(request.page_id, counting)
-                    except OUTCOMES as e:
-                        outcome = e
-                    step = self.badge_answer(request, label, outcome)
-            else:
-                step = self.count_request(query_string)
-                if not isinstance(step, Answer):
-                    try:
-                        outcome = self.fetch(step, False)
-                    except OUTCOMES as e:
-                        outcome = e
-                    step = self.count_answer(step, outcome)
-            answer = step
-        except Exception:
-            answer = self.internal_error(route, method)
-        self.counted(route, answer.status)
-        start_response(f"{answer.status} {HTTP_REASONS[answer.status]}",
-                       [*answer.headers, ("Content-Length", str(len(answer.body)))])
-        return [b"" if method == "HEAD" else answer.body]
-
-    # As ASGI (granian, as `serve` runs it) ----------------------------------
-
-    async def asgi(self, route: str, method: str, query_string: str, user_agent: str,
-                   step: Answer | tuple | None = None) -> Answer:
-        """The answer to /badge, /api/count, or (with step) an old service's
-        badge URL whose old_badge_request() step was taken."""
-        try:
-            if route == "/badge" or step is not None:
-                if step is None:
-                    step = self.badge_request(query_string, method, user_agent)
-                if isinstance(step, Answer):
-                    return step
-                request, label, counting = step
-                try:
-                    outcome = await self.fetch_async(request.page_id, counting)
-                except OUTCOMES as e:
-                    outcome = e
-                return self.badge_answer(request, label, outcome)
-            page_id = self.count_request(query_string)
-            if isinstance(page_id, Answer):
-                return page_id
-            try:
-                outcome = await self.fetch_async(page_id, False)
-            except OUTCOMES as e:
-                outcome = e
-            return self.count_answer(page_id, outcome)
-        except Exception:
-            return self.internal_error(route, method)
-
-
-# In front: the WSGI app and the ASGI app granian serves ###################
-
-
-class FrontDoor:
-    """The WSGI app: GET and HEAD /badge and /api/count to FastPath, the
-    rest to bottle. (The tests call it as WSGI; `serve` runs it behind
-    AsgiFront.)"""
-
-    def __init__(self, fast: FastPath, routes: bottle.Bottle) -> None:
-        self.fast, self.routes = fast, routes
-
-    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        if environ["REQUEST_METHOD"] in ("GET", "HEAD") and environ["PATH_INFO"] in FAST_ROUTES:
-            return self.fast.wsgi(environ, start_response)
-        return self.routes(environ, start_response)
-
-
-class AsgiFront:
-    """The app granian serves (ASGI, README "Performance" says why not
-    WSGI): the checks every request passes, the access log, then /badge and
-    /api/count answered on the event loop (a count awaits its group commit
-    without holding a thread), every other route by the WSGI app in a pool
-    of config.threads threads (a2wsgi)."""
-
-    def __init__(self, config: Config, app: FrontDoor) -> None:
-        self.fast = app.fast
-        self.routes = a2wsgi.WSGIMiddleware(app, workers=config.threads)
-        self.trusted_proxy = config.trusted_proxy
-        self.logging = not config.quiet
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return
-        started = time.perf_counter()
-        scope = self._proxied(scope)
-        method, route = scope["method"], scope["path"]
-        if not scope["query_string"].isascii():
-            scope = dict(scope, query_string=_ascii_query(scope["query_string"]))
-        query = scope["query_string"].decode("ascii")
-        length, agent = b"0", b""
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = value
-            elif name == b"user-agent":
-                agent = value
-        if not _utf8_path(scope):
-            # The path was decoded with replacement characters: refused
-            # rather than routed by a guess (bottle's routes refuse it too).
-            status = await self._send(send, Answer(400, json_headers(), json_body(
-                {"error": "path is not UTF-8"})), method)
-        elif not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            # No route reads a body; a large one is refused unread.
-            too_large = length.isdigit()
-            answer = Answer(413 if too_large else 400, json_headers(), json_body(
-                {"error": "request body too large" if too_large else "invalid Content-Length"}))
-            status = await self._send(send, answer, method)
-        elif method in ("GET", "HEAD") and route in FAST_ROUTES:
-            answer = await self.fast.asgi(route, method, query, agent.decode("latin-1"))
-            self.fast.counted(route, answer.status)
-            status = await self._send(send, answer, method)
-        elif method in ("GET", "HEAD") and (old := self.fast.old_badge_request(
-                route, query, method, agent.decode("latin-1"))) is not None:
-            # Another counter's badge URL: counted on the loop like /badge
-            # (Tally's own routes never match one: tests/test_flavours.py).
-            answer = await self.fast.asgi(route, method, query, "", step=old)
-            self.fast.counted(OLD_URLS_ROUTE, answer.status)
-            status = await self._send(send, answer, method)
-        else:
-            status = await self._wsgi(scope, receive, send)
-        if self.logging:
-            client = scope.get("client") or ("-",)
-            access_log.info("%s %s %s%s %s %.1fms", _loggable(client[0]), method, _loggable(route),
-                            "?" + _loggable(urllib.parse.unquote(query)) if query else "",
-                            status, (time.perf_counter() - started) * 1000)
+    def count_request(self) -> None:
+        route = bottle.request.route.rule if "bottle.route" in bottle.request.environ else "unknown"
+        self.badges.metrics.requests.labels(route, str(bottle.response.status_code)).inc()
 
     @staticmethod
-    async def _send(send: Callable, answer: Answer, method: str) -> int:
-        headers = [*_encoded(tuple(answer.headers)), (b"content-length", b"%d" % len(answer.body))]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else answer.body})
-        return answer.status
+    def error_text(message: str) -> str:
+        bottle.response.content_type = answers.JSON_TYPE
+        return answers.json_body({"error": message}).decode()
 
-    async def _wsgi(self, scope: dict, receive: Callable, send: Callable) -> int:
+    def page_id(self, values: dict[str, str]) -> str:
+        page_id = params.validate_page_id(values.get("page_id"))
+        self.badges.check_allowed(page_id)
+        return page_id
+
+    def timed(self, operation: str, call: Callable[[], object]) -> object:
+        return self.badges.metrics.timed(operation, call)
+
+    def shields(self) -> bottle.HTTPResponse:
+        values = _query()
+        page_id = self.page_id(values)
+        look = params.parse_look(values)
+        counts = self.timed("counts", lambda: self.store.counts(page_id))
+        # shields.io's endpoint schema: schemaVersion, label, message, color,
+        # labelColor. It draws the style itself.
+        return _json({"schemaVersion": 1, "label": look.label,
+                      "message": badge.message(look, counts.total, counts.today),  # type: ignore
+                      "color": look.color, "labelColor": look.label_color})
+
+    def history(self) -> bottle.HTTPResponse:
+        values = _query()
+        page_id = self.page_id(values)
+        days = params.parse_days(values.get("days"))
+        history = self.timed("history", lambda: self.store.history(page_id, days))
+        counts = self.timed("counts", lambda: self.store.counts(page_id))
+        return _json({"page_id": page_id, "total": counts.total, "today": counts.today,  # type: ignore
+                      "days": [{"day": day, "views": views} for day, views in history]})  # type: ignore
+
+    def health(self) -> bottle.HTTPResponse:
+        try:
+            self.store.ping()
+        except storage.StorageError as e:
+            self.badges.outage.failed(e)
+            return _json({"status": "unavailable"}, 503)
+        return _json({"status": "ok"})
+
+    def metrics(self) -> bottle.HTTPResponse:
+        if not self.config.metrics:
+            return _json({"error": "metrics are off (TALLY_METRICS=1 turns them on)"}, 404)
+        response = bottle.HTTPResponse(body=self.badges.metrics.render())
+        response.set_header("Content-Type", prometheus_client.CONTENT_TYPE_LATEST)
+        return response
+
+    def index(self) -> bottle.HTTPResponse:
+        try:
+            values = _query()
+            look = params.parse_look(values)
+            page_id = values.get("page_id") or params.page_id_from_repo(
+                bottle.request.query.getunicode("repo") or "") or "owner.repo"
+            page_id = params.validate_page_id(page_id)
+            error = None
+        except ParamError as e:
+            look, page_id, error = badge.Look(), "owner.repo", str(e)
+        base = _public_base()
+        badge_url = f"{base}/badge?{urllib.parse.urlencode(badge_params(page_id, look))}"
+        # "Moving from another counter? Paste its badge URL": the same URL on
+        # this host, and the page id it counts under.
+        old_url = bottle.request.query.getunicode("old_url") or ""
+        moving = None
+        if old_url:
+            try:
+                moved_id, path_and_query = flavours.moved(old_url)
+                moving = {"page_id": moved_id, "url": base + path_and_query, "error": None}
+            except ParamError as e:
+                moving = {"page_id": None, "url": None, "error": str(e)}
+        return _html(self.index_view.render(
+            old_url=old_url, moving=moving,
+            page_id=page_id, look=look, error=error, badge_url=badge_url,
+            preview_url=badge_url.replace(base, "", 1) + "&query_only=true",
+            snippets=snippets(look.label, badge_url), quote=urllib.parse.quote,
+            styles=params.STYLES, formats=params.FORMATS, shows=params.SHOWS,
+            defaults=badge.Look()), 400 if error else 200)
+
+    def stats(self) -> bottle.HTTPResponse:
+        try:
+            values = _query()
+            page_id = self.page_id(values)
+            days = params.parse_days(values.get("days"))
+        except ParamError as e:
+            return _html(self.stats_view.render(error=str(e), page_id=None, counts=None,
+                                                history=[], best=None, chart=""), 400)
+        counts = self.timed("counts", lambda: self.store.counts(page_id))
+        history = self.timed("history", lambda: self.store.history(page_id, days))
+        best = self.timed("best_day", lambda: self.store.best_day(page_id))
+        return _html(self.stats_view.render(error=None, page_id=page_id, counts=counts,
+                                            history=history, best=best, quote=urllib.parse.quote,
+                                            chart=badge.history_chart(history)))  # type: ignore
+
+    def static(self, name: str) -> bottle.HTTPResponse:
+        if name not in self.static_files:
+            return _json({"error": "not found"}, 404)
+        response = bottle.HTTPResponse(body=self.static_files[name])
+        response.set_header("Content-Type", "text/css; charset=utf-8" if name.endswith(".css")
+                            else "text/javascript; charset=utf-8")
+        response.set_header("Cache-Control", "public, max-age=86400")
+        response.set_header("X-Content-Type-Options", "nosniff")
+        return response
+
+
+def _public_base() -> str:
+    # The address visitors used, as the reverse proxy passed it on.
+    parts = bottle.request.urlparts
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# The ASGI front: small steps, each wrapping the next #######################
+
+MAX_BODY_BYTES = 65536
+
+
+async def send_answer(send: Callable, answer: Answer, method: str) -> None:
+    headers = [*_encoded(tuple(answer.headers)), (b"content-length", b"%d" % len(answer.body))]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else answer.body})
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes], ...]:
+    """Headers as ASGI sends them. The same few sets repeat (Expires moves
+    once a second), so each is encoded once."""
+    return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+
+
+class AccessLog:
+    """One line per request on stdout (escaped), with its status and time."""
+
+    def __init__(self, app: Callable, enabled: bool) -> None:
+        self.app, self.enabled = app, enabled
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if not self.enabled:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
         seen = {"status": 500}
 
         async def watched(message: dict) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
             await send(message)
-        await self.routes(scope, receive, watched)
-        return seen["status"]
+        await self.app(scope, receive, watched)
+        client = (scope.get("client") or ("-",))[0]  # as the trusted proxy named it
+        query = scope["query_string"].decode("latin-1")
+        access_log.info("%s %s %s%s %s %.1fms", loggable(client), scope["method"],
+                        loggable(scope["path"]),
+                        "?" + loggable(urllib.parse.unquote(query)) if query else "",
+                        seen["status"], (time.perf_counter() - started) * 1000)
 
-    def _proxied(self, scope: dict) -> dict:
-        """X-Forwarded-For, -Proto and -Host are believed from the trusted
-        proxy only (its last hop: the address that connected to it, and
-        only if it is an IP address), and removed from every other request,
-        so nobody else can claim an address or a host name for the builder
-        page's links."""
+
+_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded")
+
+
+def _is_forwarded(name: bytes) -> bool:
+    return name.replace(b"_", b"-") in _FORWARDED
+
+
+class ProxyHeaders:
+    """X-Forwarded-For, -Proto and -Host are believed from the trusted proxy
+    only (its last hop: the address that connected to it, and only if it is
+    an IP address), and removed from every other request, in every spelling
+    (a2wsgi and bottle read X_Forwarded_Host as HTTP_X_FORWARDED_HOST too),
+    so nobody else can claim an address or a host name for the builder
+    page's links."""
+
+    def __init__(self, app: Callable, trusted_proxy: str | None) -> None:
+        self.app, self.trusted_proxy = app, trusted_proxy
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         headers = scope["headers"]
-        if not any(_is_forwarded(name) for name, _ in headers):
-            return scope
+        if any(_is_forwarded(name) for name, _ in headers):
+            scope = self._proxied(scope, headers)
+        await self.app(scope, receive, send)
+
+    def _proxied(self, scope: dict, headers: list) -> dict:
         forwarded = {name: value.decode("latin-1").rsplit(",", 1)[-1].strip()
                      for name, value in headers if name in _FORWARDED}
-        # Dropped from every request, in every spelling: a2wsgi and bottle
-        # read X_Forwarded_Host as HTTP_X_FORWARDED_HOST too.
         scope = dict(scope, headers=[(n, v) for n, v in headers if not _is_forwarded(n)])
         peer = (scope.get("client") or ("",))[0]
         if self.trusted_proxy is None or peer != self.trusted_proxy:
@@ -574,27 +334,50 @@ class AsgiFront:
         return scope
 
 
-@functools.lru_cache(maxsize=64)
-def _encoded(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes], ...]:
-    """Headers as ASGI sends them. The same few sets repeat (Expires moves
-    once a second), so each is encoded once."""
-    return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class Limits:
+    """A path that is not UTF-8 and a body (no route reads one) that is too
+    large are refused before any route sees them; a query's bytes outside
+    printable ASCII are percent-escaped, so every route reads raw UTF-8 as
+    its escapes (one page id) and a2wsgi, which decodes the query as ASCII,
+    never fails on it."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if not _utf8_path(scope):
+            # The path was decoded with replacement characters: refused
+            # rather than routed by a guess.
+            await send_answer(send, json_answer({"error": "path is not UTF-8"}, 400), scope["method"])
+            return
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), b"0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            too_large = length.isdigit()
+            await send_answer(send, json_answer(
+                {"error": "request body too large" if too_large else "invalid Content-Length"},
+                413 if too_large else 400), scope["method"])
+            return
+        if not scope["query_string"].isascii():
+            scope = dict(scope, query_string=_ascii_query(scope["query_string"]))
+        await self.app(scope, receive, send)
 
 
 _QUERY_SAFE = bytes(range(0x21, 0x7F))
 
 
 def _ascii_query(raw: bytes) -> bytes:
-    """A query string with every byte outside printable ASCII percent-escaped:
-    raw "é" then reads as "%C3%A9" does (UTF-8, one page id), a byte that is
-    not UTF-8 as a lone surrogate that validation refuses, and a2wsgi (which
-    decodes the query as ASCII) never fails on it."""
-    return raw if raw.isascii() else urllib.parse.quote_from_bytes(raw, _QUERY_SAFE).encode()
-
-
-def _wsgi_query(environ: dict) -> str:
-    """The same from a WSGI environ, where PEP 3333 carries the bytes as Latin-1."""
-    return _ascii_query(environ.get("QUERY_STRING", "").encode("latin-1")).decode("ascii")
+    """Every byte outside printable ASCII percent-escaped: raw "é" then reads
+    as "%C3%A9" does, a byte that is not UTF-8 as a lone surrogate that
+    validation refuses."""
+    return urllib.parse.quote_from_bytes(raw, _QUERY_SAFE).encode()
 
 
 def _utf8_path(scope: dict) -> bool:
@@ -608,279 +391,45 @@ def _utf8_path(scope: dict) -> bool:
     return True
 
 
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+class Dispatch:
+    """GET and HEAD of /badge, /api/count and the old services' URLs to
+    answers.Badges on the event loop; everything else to bottle's routes,
+    through a2wsgi in a pool of config.threads threads."""
+
+    def __init__(self, badges: answers.Badges, routes: bottle.Bottle, threads: int) -> None:
+        self.badges, self.routes = badges, routes
+        self.wsgi = a2wsgi.WSGIMiddleware(routes, workers=threads)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        agent = next((value for name, value in scope["headers"] if name == b"user-agent"), b"")
+        answer = await self.badges.answer(scope["path"], scope["method"],
+                                          scope["query_string"].decode("ascii"),
+                                          agent.decode("latin-1"))
+        if answer is None:
+            await self.wsgi(scope, receive, send)
+        else:
+            await send_answer(send, answer, scope["method"])
 
 
-_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded")
+class App:
+    """The ASGI app granian serves (README "Performance" says why ASGI):
+    the steps above, outermost first. routes and badges are kept for the
+    tests and the metrics."""
+
+    def __init__(self, config: Config, store: storage.Store) -> None:
+        self.badges = answers.Badges(config, store)
+        self.routes = Pages(config, store, self.badges).app()
+        self.app = ProxyHeaders(AccessLog(Limits(Dispatch(self.badges, self.routes, config.threads)),
+                                          not config.quiet), config.trusted_proxy)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":  # granian's ASGI without lifespan sends nothing else
+            await self.app(scope, receive, send)
 
 
-def _is_forwarded(name: bytes) -> bool:
-    return name.replace(b"_", b"-") in _FORWARDED
-
-
-MAX_BODY_BYTES = 65536
-HTTP_REASONS = {200: "OK", 400: "Bad Request", 413: "Content Too Large",
-                500: "Internal Server Error", 503: "Service Unavailable"}
-
-
-# The app ###################################################################
-
-
-def create_app(config: Config, store: storage.Store) -> FrontDoor:
-    """The WSGI app: /badge's fast path in front of bottle's route table."""
-    app = bottle.Bottle()
-    app.config["json.enable"] = False
-    metrics = Metrics(store)
-    outage = OutageLog()
-    badges = FastPath(config, store, metrics, outage)  # also bottle's badge answers
-    pages_view = bottle.SimpleTemplate(source=(VIEWS / "index.tpl").read_text("utf-8"))
-    stats_view = bottle.SimpleTemplate(source=(VIEWS / "stats.tpl").read_text("utf-8"))
-    static_files = {name: (VIEWS / name).read_bytes() for name in ("tally.css", "tally.js")}
-
-    def timed(operation: str, call: Callable[[], object]) -> object:
-        started = time.perf_counter()
-        try:
-            return call()
-        finally:
-            metrics.db_seconds.labels(operation).observe(time.perf_counter() - started)
-
-    def query() -> dict[str, str]:
-        return params.parse_query_string(_wsgi_query(bottle.request.environ))
-
-    check_allowed = badges.check_allowed
-
-    def respond(answer: Answer) -> bottle.HTTPResponse:
-        return bottle.HTTPResponse(body=answer.body, status=answer.status, headers=answer.headers)
-
-    def badge_answer(request: params.BadgeQuery, label: str) -> bottle.HTTPResponse:
-        return respond(badges.answer(request, label, bottle.request.method,
-                                     bottle.request.get_header("User-Agent", "")))
-
-    def view(request: params.BadgeQuery) -> storage.Counts:
-        return badges.fetch(request.page_id, badges.counting(
-            request, bottle.request.method, bottle.request.get_header("User-Agent", "")))
-
-    # Routes ------------------------------------------------------------------
-    # method  path           counts?            caching
-    # GET     /badge         yes (HEAD: no)     never cached   (FastPath, not bottle)
-    # GET     /api/count     no                 never cached   (FastPath, not bottle)
-    # GET     /api/shields   no                 never cached
-    # GET     /api/history   no                 never cached
-    # GET     /healthz       no                 never cached
-    # GET     /metrics       no (if enabled)    never cached
-    # GET     /              no                 no-cache
-    # GET     /stats         no                 no-cache
-    # GET     /static/<f>    no                 a day
-    # GET     /<old URL>     as the old service (flavours.py): Hits, komarev,
-    #                        hits.sh, dwyl, visitorbadge.io; never cached
-
-    def json_page_id(values: dict[str, str]) -> str:
-        page_id = params.validate_page_id(values.get("page_id"))
-        check_allowed(page_id)
-        return page_id
-
-    @app.get("/api/shields")
-    def shields_route() -> bottle.HTTPResponse:
-        values = query()
-        page_id = json_page_id(values)
-        look = params.parse_look(values)
-        counts = timed("counts", lambda: store.counts(page_id))
-        # shields.io's endpoint schema: schemaVersion, label, message, color,
-        # labelColor. It draws the style itself.
-        return _json({"schemaVersion": 1, "label": look.label,
-                      "message": badge.message(look, counts.total, counts.today),
-                      "color": look.color, "labelColor": look.label_color})
-
-    @app.get("/api/history")
-    def history_route() -> bottle.HTTPResponse:
-        values = query()
-        page_id = json_page_id(values)
-        days = params.parse_days(values.get("days"))
-        history = timed("history", lambda: store.history(page_id, days))
-        counts = timed("counts", lambda: store.counts(page_id))
-        return _json({"page_id": page_id, "total": counts.total, "today": counts.today,
-                      "days": [{"day": day, "views": views} for day, views in history]})
-
-    @app.get("/healthz")
-    def health_route() -> bottle.HTTPResponse:
-        try:
-            store.ping()
-        except storage.StorageError as e:
-            outage.failed(e)
-            return _json({"status": "unavailable"}, 503)
-        return _json({"status": "ok"})
-
-    @app.get("/metrics")
-    def metrics_route() -> bottle.HTTPResponse:
-        if not config.metrics:
-            return _json({"error": "metrics are off (TALLY_METRICS=1 turns them on)"}, 404)
-        response = bottle.HTTPResponse(body=metrics.render())
-        response.set_header("Content-Type", prometheus_client.CONTENT_TYPE_LATEST)
-        return response
-
-    @app.get("/")
-    def index_route() -> bottle.HTTPResponse:
-        try:
-            values = query()
-            look = params.parse_look(values)
-            page_id = values.get("page_id") or params.page_id_from_repo(
-                bottle.request.query.getunicode("repo") or "") or "owner.repo"
-            page_id = params.validate_page_id(page_id)
-            error = None
-        except ParamError as e:
-            look, page_id, error = badge.Look(), "owner.repo", str(e)
-        base = public_base()
-        badge_url = f"{base}/badge?{urllib.parse.urlencode(badge_params(page_id, look))}"
-        # "Moving from another counter? Paste its badge URL": the same URL on
-        # this host, and the page id it counts under.
-        old_url = bottle.request.query.getunicode("old_url") or ""
-        moving = None
-        if old_url:
-            try:
-                moved_id, path_and_query = flavours.moved(old_url)
-                moving = {"page_id": moved_id, "url": base + path_and_query, "error": None}
-            except ParamError as e:
-                moving = {"page_id": None, "url": None, "error": str(e)}
-        return _html(pages_view.render(
-            old_url=old_url, moving=moving,
-            page_id=page_id, look=look, error=error, badge_url=badge_url,
-            preview_url=badge_url.replace(base, "", 1) + "&query_only=true",
-            snippets=snippets(look.label, badge_url), quote=urllib.parse.quote,
-            styles=params.STYLES, formats=params.FORMATS, shows=params.SHOWS,
-            defaults=badge.Look()), 400 if error else 200)
-
-    @app.get("/stats")
-    def stats_route() -> bottle.HTTPResponse:
-        try:
-            values = query()
-            page_id = json_page_id(values)
-            days = params.parse_days(values.get("days"))
-        except ParamError as e:
-            return _html(stats_view.render(error=str(e), page_id=None, counts=None,
-                                           history=[], best=None, chart=""), 400)
-        counts = timed("counts", lambda: store.counts(page_id))
-        history = timed("history", lambda: store.history(page_id, days))
-        best = timed("best_day", lambda: store.best_day(page_id))
-        return _html(stats_view.render(error=None, page_id=page_id, counts=counts,
-                                       history=history, best=best, quote=urllib.parse.quote,
-                                       chart=badge.history_chart(history)))
-
-    @app.get("/static/<name>")
-    def static_route(name: str) -> bottle.HTTPResponse:
-        if name not in static_files:
-            return _json({"error": "not found"}, 404)
-        response = bottle.HTTPResponse(body=static_files[name])
-        response.set_header("Content-Type", "text/css; charset=utf-8" if name.endswith(".css")
-                            else "text/javascript; charset=utf-8")
-        response.set_header("Cache-Control", "public, max-age=86400")
-        response.set_header("X-Content-Type-Options", "nosniff")
-        return response
-
-    # Other counters' URLs come last: Tally's own routes always win.
-    @app.get("/<path:path>")
-    def old_service_route(path: str) -> bottle.HTTPResponse:
-        query_string = _wsgi_query(bottle.request.environ)
-        step = badges.old_badge_request("/" + path, query_string, bottle.request.method,
-                                        bottle.request.get_header("User-Agent", ""))
-        if isinstance(step, Answer):
-            return respond(step)
-        if step is not None:
-            return badge_answer(*step[:2])
-        route = flavours.match_path("/" + path)
-        if route is None:
-            raise bottle.HTTPError(404)
-        label = flavours.label_for_error(route, query_string)
-        try:
-            request = flavours.badge_query(route, query_string)
-            check_allowed(request.page_id)
-        except ParamError as e:
-            if route.answer == "chart":
-                return respond(badges.error(label, str(e), 200))
-            raise
-        if route.answer == "chart":  # Hits' 60-day chart
-            history = timed("history", lambda: store.history(request.page_id, 60))
-            return _svg(badge.history_chart(history))
-        if route.answer == "urn-json":  # hits.sh: 404 for a counter never seen
-            page = timed("page", lambda: store.page(request.page_id))
-            if page is None:
-                return _json({"error": "not found"}, 404)
-            return _json(flavours.urn_json(page.total, page.days, storage.utc_now().date().isoformat()))
-        try:
-            result = view(request)
-        except (storage.PageLimitReached, storage.TotalLimitReached) as e:
-            return _json({"error": "page limit reached" if isinstance(e, storage.PageLimitReached)
-                          else "count at its maximum"}, 400)
-        if route.answer == "shields-json":  # dwyl's .json counts too
-            return _json(flavours.shields_json(query_string, str(result.total)))
-        return _json({"path": request.page_id.split(":", 1)[1], "total": result.total,
-                      "today": result.today})
-
-    def public_base() -> str:
-        # The address visitors used, as the reverse proxy passed it on.
-        parts = bottle.request.urlparts
-        return f"{parts.scheme}://{parts.netloc}"
-
-    # Errors ------------------------------------------------------------------
-
-    def on_param_error(e: ParamError) -> bottle.HTTPResponse:
-        metrics.errors.labels(str(e)).inc()
-        return _json({"error": str(e)}, 400)
-
-    def on_storage_error(e: storage.StorageError) -> bottle.HTTPResponse:
-        metrics.errors.labels(e.kind).inc()
-        outage.failed(e)
-        return _json({"error": "database unavailable"}, 503)
-
-    def guard(callback: Callable) -> Callable:
-        def wrapper(*args: object, **kwargs: object) -> object:
-            try:
-                return callback(*args, **kwargs)
-            except ParamError as e:
-                return on_param_error(e)
-            except storage.StorageError as e:
-                return on_storage_error(e)
-            except bottle.HTTPResponse:
-                raise
-            except Exception:
-                # Logged with its traceback; the client sees no detail.
-                log.error("unexpected error on %s %s\n%s", bottle.request.method,
-                          _loggable(bottle.request.path), traceback.format_exc())
-                metrics.errors.labels("internal").inc()
-                return _json({"error": "internal error"}, 500)
-        return wrapper
-
-    app.install(guard)
-
-    @app.hook("before_request")
-    def refuse_undecodable_path() -> None:
-        # bottle drops bytes that are not UTF-8 from the path ("ignore"), so
-        # /b%FFadge would reach /badge and count: refuse such a path instead.
-        try:
-            bottle.request.environ["bottle.raw_path"].encode("latin1").decode("utf-8")
-        except UnicodeError:
-            raise _json({"error": "path is not UTF-8"}, 400) from None
-
-    @app.hook("after_request")
-    def count_request() -> None:
-        route = bottle.request.route.rule if "bottle.route" in bottle.request.environ else "unknown"
-        metrics.requests.labels(route, str(bottle.response.status_code)).inc()
-
-    @app.error(404)
-    def not_found(error: bottle.HTTPError) -> str:
-        bottle.response.content_type = JSON_TYPE
-        return json.dumps({"error": "not found"})
-
-    @app.error(405)
-    def not_allowed(error: bottle.HTTPError) -> str:
-        bottle.response.content_type = JSON_TYPE
-        return json.dumps({"error": "method not allowed"})
-
-    return FrontDoor(badges, app)
+def create_app(config: Config, store: storage.Store) -> App:
+    """The app that serves a store with these settings."""
+    return App(config, store)
 
 
 # Markdown's image text ends at "]"; a backslash escapes it (CommonMark).
@@ -915,11 +464,6 @@ def badge_params(page_id: str, look: badge.Look) -> dict[str, str]:
         if value != getattr(defaults, field):
             query[name] = str(value)
     return query
-
-
-def _loggable(text: str) -> str:
-    """Query text made safe for a log line: printable ASCII only."""
-    return urllib.parse.quote(text, safe="/?&=:,.-_~%+", errors="surrogateescape")
 
 
 # Command line ##############################################################
@@ -981,7 +525,7 @@ def worker_app(config: Config) -> Callable:
     _die_with_parent()
     store = database.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
                                busy_timeout_s=config.busy_timeout)
-    return AsgiFront(config, create_app(config, store))
+    return create_app(config, store)
 
 
 def _free_port(host: str, port: int) -> int:

@@ -1,19 +1,22 @@
-"""Shared fixtures: a fresh database file per test, the app called as plain
-WSGI, and the real server as a subprocess on a free loopback port."""
+"""Shared fixtures: a fresh database file per test, the ASGI app production
+serves called in process, and the real server as a subprocess on a free
+loopback port."""
 
 from __future__ import annotations
 
-import io
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-from wsgiref.util import setup_testing_defaults
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,34 +52,43 @@ class Response:
         return self.body.decode("utf-8")
 
 
-class WSGIClient:
-    """Calls the app as plain WSGI, the way a server would."""
+# "#" would end the request target (a fragment): sent as %23, as a browser does.
+_QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "#")
+
+
+class Client:
+    """Calls the ASGI app that production serves (server.create_app), in
+    process, through httpx's ASGI transport: the same steps and routes as
+    granian runs. Text outside printable ASCII is sent percent-encoded as
+    UTF-8, as a browser sends it."""
 
     def __init__(self, app):
         self.app = app
+        # The app's own loop, in a thread of its own, as granian's worker has
+        # one: a test may run another loop (Playwright's) in its thread.
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                      base_url="http://127.0.0.1")
+
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
 
     def request(self, method: str, path: str, query: str = "", headers: dict | None = None) -> Response:
-        environ: dict = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
-                         "SCRIPT_NAME": "",
-                         "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr}
-        setup_testing_defaults(environ)
-        for name, value in (headers or {}).items():
-            environ["HTTP_" + name.upper().replace("-", "_")] = value
-        seen = {}
-
-        def start_response(status, response_headers, exc_info=None):
-            seen["status"], seen["headers"] = status, response_headers
-
-        result = self.app(environ, start_response)
-        try:
-            body = b"".join(result)
-        finally:
-            if hasattr(result, "close"):
-                result.close()
-        return Response(seen["status"], seen["headers"], body)
+        target = urllib.parse.quote(path + ("?" + query if query else ""), safe=_QUERY_SAFE)
+        url = httpx.URL("http://127.0.0.1", raw_path=target.encode("ascii"))
+        r = self._run(self.http.request(method, url, headers=headers or {}))
+        return Response(str(r.status_code), list(r.headers.items()), r.content)
 
     def get(self, path: str, query: str = "", **kw) -> Response:
         return self.request("GET", path, query, **kw)
+
+    def close(self) -> None:
+        self._run(self.http.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
 
 
 @pytest.fixture
@@ -84,12 +96,17 @@ def make_client(db_path: str):
     """Build an app over a fresh store with given settings."""
     stores = []
 
-    def build(**settings) -> tuple[WSGIClient, sqlite_store.Store]:
+    clients = []
+
+    def build(**settings) -> tuple[Client, sqlite_store.Store]:
         cfg = config.Config(db=db_path, **settings)
         s = sqlite_store.Store(db_path, max_pages=cfg.max_pages)
         stores.append(s)
-        return WSGIClient(server.create_app(cfg, s)), s
+        clients.append(Client(server.create_app(cfg, s)))
+        return clients[-1], s
     yield build
+    for c in clients:
+        c.close()
     for s in stores:
         s.close()
 

@@ -93,8 +93,8 @@ def test_full_disk_answers_503_keeps_counts_and_recovers(make_client, db_path):
     small = sqlite_store.Store(db_path, max_page_count=pages + 2)
     import config
     import server
-    from conftest import WSGIClient
-    full = WSGIClient(server.create_app(config.Config(db=db_path), small))
+    from conftest import Client
+    full = Client(server.create_app(config.Config(db=db_path), small))
     statuses = set()
     for i in range(3000):
         r = full.get("/badge", f"page_id=filler-{i:05d}-" + "x" * 200)
@@ -110,7 +110,7 @@ def test_full_disk_answers_503_keeps_counts_and_recovers(make_client, db_path):
     assert full.get("/healthz").status == 200
     small.close()
     with sqlite_store.Store(db_path) as roomy:  # space is back
-        assert WSGIClient(server.create_app(config.Config(db=db_path), roomy)).get(
+        assert Client(server.create_app(config.Config(db=db_path), roomy)).get(
             "/badge", "page_id=kept").status == 200
         assert roomy.counts("kept").total == 2
 

@@ -1,0 +1,387 @@
+"""Tally's answers to the requests every view makes, without a web framework.
+
+Badges.answer() takes a request's path, query, method and User-Agent and
+gives the Answer (status, headers, body) to /badge, /api/count and every
+URL of the old services (flavours.py): validated by params.py (flavours.py
+for old URLs), counted or read through the store, drawn by badge.py.
+Badges.failure() is the one place where every other outcome (a bad
+parameter, a limit, database trouble, an unexpected error) becomes its
+answer and its metric; bottle's routes in server.py use it too.
+
+server.py serves this (its ASGI front calls answer() on the event loop).
+This module imports no web framework, no HTTP server and no database
+library: it sees the store through storage.Store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import functools
+import json
+import logging
+import re
+import threading
+import time
+import traceback
+import typing
+import urllib.parse
+from typing import Callable
+
+import prometheus_client
+
+import badge
+import flavours
+import params
+import storage
+from config import Config
+from params import ParamError
+
+log = logging.getLogger("tally")
+
+# Answers ###################################################################
+
+SVG_TYPE = "image/svg+xml; charset=utf-8"
+JSON_TYPE = "application/json"
+# GitHub's image proxy (Camo) caches what it may; every one of these says
+# "do not". Expires is set per answer, ten minutes in the past.
+NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
+# An SVG opened directly in a browser tab may run nothing and load nothing
+# (a data: logo is embedded, not loaded; the badges use no <style>).
+SVG_CSP = "default-src 'none'; img-src data:; sandbox"
+
+CAMO_AGENT = re.compile(r"^github-camo\b", re.IGNORECASE)
+
+
+class Answer(typing.NamedTuple):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class _Expires:
+    """The Expires value, ten minutes in the past: formatted once a second,
+    not once per answer."""
+
+    def __init__(self) -> None:
+        self._cached = (0, "")
+
+    def __call__(self) -> str:
+        second, value = self._cached
+        now = int(time.time())
+        if now != second:
+            value = email.utils.formatdate(now - 600, usegmt=True)
+            self._cached = (now, value)
+        return value
+
+
+_expires = _Expires()
+
+
+def svg_headers(error: str | None = None) -> list[tuple[str, str]]:
+    """Every SVG answer's headers: never cached, and nothing in it may run."""
+    return [("Content-Type", SVG_TYPE),
+            ("Cache-Control", NO_CACHE if error is None else "no-store"),
+            ("Pragma", "no-cache"), ("Expires", _expires()),
+            ("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", SVG_CSP),
+            *([("X-Tally-Error", error)] if error is not None else [])]
+
+
+_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "'": "\\u0027"})
+
+
+def json_headers() -> list[tuple[str, str]]:
+    return [("Content-Type", JSON_TYPE), ("Cache-Control", NO_CACHE), ("Pragma", "no-cache"),
+            ("Expires", _expires()), ("X-Content-Type-Options", "nosniff")]
+
+
+def json_body(payload: object) -> bytes:
+    # <, >, & and ' escaped too (legal JSON), so no answer can be read as markup.
+    return json.dumps(payload, ensure_ascii=True).translate(_JSON_ESCAPES).encode()
+
+
+def svg_answer(body: str) -> Answer:
+    return Answer(200, svg_headers(), body.encode())
+
+
+def json_answer(payload: object, status: int = 200) -> Answer:
+    return Answer(status, json_headers(), json_body(payload))
+
+
+def loggable(text: str) -> str:
+    """Text made safe for a log line: printable ASCII only."""
+    return urllib.parse.quote(text, safe="/?&=:,.-_~%+", errors="surrogateescape")
+
+
+# Metrics and the outage log ################################################
+
+
+class Metrics:
+    """Prometheus counters of one app (its own registry: no global state)."""
+
+    def __init__(self, store: storage.Store) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        self.requests = prometheus_client.Counter(
+            "tally_requests", "HTTP requests by route and status", ["route", "status"],
+            registry=self.registry)
+        self.views = prometheus_client.Counter(
+            "tally_views_recorded", "Views counted", registry=self.registry)
+        self.errors = prometheus_client.Counter(
+            "tally_errors", "Errors by kind", ["kind"], registry=self.registry)
+        self.db_seconds = prometheus_client.Histogram(
+            "tally_db_seconds", "Time spent waiting on the database", ["operation"],
+            registry=self.registry,
+            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
+        pages = prometheus_client.Gauge("tally_pages", "Distinct page_ids stored",
+                                        registry=self.registry)
+        pages.set_function(store.page_count)
+
+    def timed(self, operation: str, call: Callable[[], object]) -> object:
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            self.db_seconds.labels(operation).observe(time.perf_counter() - started)
+
+    def render(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)
+
+
+class OutageLog:
+    """Logs a database problem once, with its cause, and its end once.
+
+    A full disk fails every request until space returns; one line per
+    request would fill the log of an unattended box (the count of failures
+    is in /metrics). Belongs to one app: no module-level state.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: str | None = None
+
+    def failed(self, error: storage.StorageError) -> None:
+        with self._lock:
+            if self._current != error.kind:
+                self._current = error.kind
+                log.error("database unavailable: %s (logged once until it recovers)", error)
+
+    def succeeded(self) -> None:
+        if self._current is not None:  # unlocked read: the common case costs nothing
+            with self._lock:
+                if self._current is not None:
+                    log.error("database recovered after: %s", self._current)
+                    self._current = None
+
+
+# The requests every view makes #############################################
+
+# The paths answered here; every old service's URL (flavours.match_path) too.
+FAST_ROUTES = ("/badge", "/api/count")
+OLD_URLS_ROUTE = "/<path:path>"  # the label of old services' URLs in /metrics
+
+# Parsed /badge queries kept, by their exact text: a README's badge asks the
+# same URL on every view. Long queries (a logo) are parsed each time, so the
+# cache stays small (at most QUERY_CACHE x 1 KB).
+QUERY_CACHE = 1024
+QUERY_CACHE_TEXT = 1024
+
+
+class _BadgeError(Exception):
+    """A refusal to be drawn as an error badge, with the badge's label and style."""
+
+    def __init__(self, error: Exception, label: str, style: str = "flat"):
+        super().__init__(str(error))
+        self.error, self.label, self.style = error, label, style
+
+
+class Badges:
+    """The answers to /badge, /api/count and the old services' URLs, and the
+    one mapping of every failure to its answer and metric."""
+
+    def __init__(self, config: Config, store: storage.Store) -> None:
+        self.config, self.store = config, store
+        self.metrics, self.outage = Metrics(store), OutageLog()
+        self.allow = re.compile(config.allow) if config.allow else None
+        self._cached_query = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse_badge)
+        self._cached_count = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse_count)
+        self._ok = {route: self.metrics.requests.labels(route, "200") for route in FAST_ROUTES}
+        self._record_seconds = self.metrics.db_seconds.labels("record_view")
+        self._read_seconds = self.metrics.db_seconds.labels("counts")
+
+    def check_allowed(self, page_id: str) -> None:
+        if self.allow is not None and not self.allow.fullmatch(page_id):
+            raise ParamError("page_id not allowed")
+
+    # The one place outcomes become answers ---------------------------------
+
+    def failure(self, error: Exception, route: str, method: str,
+                drawn: tuple[str, str] | None = None) -> Answer:
+        """The answer and the metric of a request that did not end in counts:
+        an error badge (drawn: its label and style; status 200 so GitHub's
+        proxy shows it) or JSON. A bad parameter or a limit: 200 badge or
+        400; database trouble: 503, logged once; anything else: 500, logged
+        with its traceback, no detail to the client."""
+        if isinstance(error, (ParamError, storage.PageLimitReached, storage.TotalLimitReached)):
+            problem = {storage.PageLimitReached: "page limit reached",
+                       storage.TotalLimitReached: "count at its maximum"}.get(type(error), str(error))
+            status, kind = (200 if drawn else 400), problem
+        elif isinstance(error, storage.StorageError):
+            self.outage.failed(error)
+            status, problem, kind = 503, "database unavailable", error.kind
+        else:
+            log.error("unexpected error on %s %s\n%s", method, loggable(route),
+                      traceback.format_exc())
+            status, problem, kind = 500, "internal error", "internal"
+        self.metrics.errors.labels(kind).inc()
+        if drawn is None:
+            return json_answer({"error": problem}, status)
+        label, style = drawn
+        return Answer(status, svg_headers(problem), badge.render_error(label, problem, style).encode())
+
+    def counted(self, route: str, status: int) -> None:
+        """The request counter of /metrics for the requests answered here."""
+        if status == 200 and route in self._ok:
+            self._ok[route].inc()
+        else:
+            self.metrics.requests.labels(route, str(status)).inc()
+
+    # Dispatch ------------------------------------------------------------------
+
+    async def answer(self, path: str, method: str, query: str, user_agent: str) -> Answer | None:
+        """The answer to /badge, /api/count or an old service's URL; None
+        for any other path (bottle's routes answer those)."""
+        old = None if path in FAST_ROUTES else flavours.match_path(path)
+        if path not in FAST_ROUTES and old is None:
+            return None
+        route = path if old is None else OLD_URLS_ROUTE
+        if method not in ("GET", "HEAD"):
+            answer = json_answer({"error": "method not allowed"}, 405)
+        else:
+            try:
+                if path == "/badge":
+                    answer = await self._badge(query, method, user_agent)
+                elif path == "/api/count":
+                    answer = await self._count(query)
+                else:
+                    answer = await self._old_url(old, query, method, user_agent)
+                self.outage.succeeded()
+            except _BadgeError as e:
+                answer = self.failure(e.error, path, method, (e.label, e.style))
+            except Exception as e:
+                # Where an image was asked for, even an unexpected error is one.
+                drawn = old is None and path == "/badge" or old is not None and old.answer in (
+                    "badge", "chart")
+                answer = self.failure(e, path, method,
+                                      (badge.DEFAULT_LABEL, "flat") if drawn else None)
+        self.counted(route, answer.status)
+        return answer
+
+    # /badge and /api/count ---------------------------------------------------
+
+    def _parse_badge(self, query: str) -> tuple[params.BadgeQuery | None, str, str, str]:
+        """(the request or None, its error badge's label, style, problem)."""
+        values: dict[str, str] = {}
+        try:
+            values = params.parse_query_string(query)
+            request = params.parse_badge_query(values)
+            self.check_allowed(request.page_id)
+            if request.count and params.is_service_id(request.page_id):
+                # "ghpvc:alice" is counted by komarev's URL alone (with its
+                # camo-only rule); shown with query_only it may be.
+                raise ParamError("reserved page_id")
+            return request, params.label_for_error(values), request.look.style, ""
+        except ParamError as e:
+            return None, params.label_for_error(values), params.style_for_error(values), str(e)
+
+    async def _badge(self, query: str, method: str, user_agent: str) -> Answer:
+        request, label, style, problem = (self._parse_badge(query) if len(query) > QUERY_CACHE_TEXT
+                                          else self._cached_query(query))
+        if request is None:
+            raise _BadgeError(ParamError(problem), label, style)
+        return await self._drawn(request, label, method, user_agent)
+
+    async def _drawn(self, request: params.BadgeQuery, label: str, method: str,
+                     user_agent: str) -> Answer:
+        """A valid badge request (native or an old service's), counted or read."""
+        try:
+            counts = await self._fetch(request.page_id, self._counting(request, method, user_agent))
+        except Exception as e:
+            raise _BadgeError(e, label, request.look.style) from None
+        return svg_answer(badge.render(request.look, counts.total, counts.today))
+
+    def _parse_count(self, query: str) -> tuple[str, str]:
+        """(page id, "") or ("", the problem)."""
+        try:
+            page_id = params.validate_page_id(params.parse_query_string(query).get("page_id"))
+            self.check_allowed(page_id)
+        except ParamError as e:
+            return "", str(e)
+        return page_id, ""
+
+    async def _count(self, query: str) -> Answer:
+        page_id, problem = (self._parse_count(query) if len(query) > QUERY_CACHE_TEXT
+                            else self._cached_count(query))
+        if problem:
+            raise ParamError(problem)
+        counts = await self._fetch(page_id, False)
+        return json_answer({"page_id": page_id, "total": counts.total, "today": counts.today})
+
+    def _counting(self, request: params.BadgeQuery, method: str, user_agent: str) -> bool:
+        # HEAD must not count. With TALLY_CAMO_ONLY (or a flavour that
+        # counted only GitHub's proxy) only GitHub's image proxy counts.
+        return bool(request.count and method == "GET"
+                    and (not (self.config.camo_only or request.camo_only)
+                         or CAMO_AGENT.match(user_agent)))
+
+    async def _fetch(self, page_id: str, counting: bool) -> storage.Counts:
+        """Count the view (awaiting its group commit without holding a
+        thread), or only read. Raises PageLimitReached, TotalLimitReached,
+        StorageError."""
+        started = time.perf_counter()
+        if counting:
+            result = await self.store.record_view_async(page_id)
+            self._record_seconds.observe(time.perf_counter() - started)
+            self.metrics.views.inc()
+            return result
+        result = await self._read(self.store.counts, page_id)
+        self._read_seconds.observe(time.perf_counter() - started)
+        return result  # type: ignore[return-value]
+
+    async def _read(self, read: Callable[..., object], *args: object) -> object:
+        """A read on the loop's own thread when the store's reads are that
+        fast (SQLite), else in a thread (PostgreSQL)."""
+        if self.store.inline_reads:
+            return read(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, read, *args)
+
+    # The old services' URLs --------------------------------------------------
+
+    async def _old_url(self, route: flavours.Route, query: str, method: str,
+                       user_agent: str) -> Answer:
+        label = flavours.label_for_error(route, query)
+        drawn = route.answer in ("badge", "chart")
+        try:
+            request = flavours.badge_query(route, query)
+            self.check_allowed(request.page_id)
+        except ParamError as e:
+            if drawn:
+                raise _BadgeError(e, label) from None
+            raise
+        if route.answer == "badge":
+            return await self._drawn(request, label, method, user_agent)
+        if route.answer == "chart":  # Hits' 60-day chart
+            history = await self._read(self.metrics.timed, "history",
+                                       lambda: self.store.history(request.page_id, 60))
+            return svg_answer(badge.history_chart(history))  # type: ignore[arg-type]
+        if route.answer == "urn-json":  # hits.sh: 404 for a counter never seen
+            page = await self._read(self.metrics.timed, "page",
+                                    lambda: self.store.page(request.page_id))
+            if page is None:
+                return json_answer({"error": "not found"}, 404)
+            return json_answer(flavours.urn_json(page.total, page.days,  # type: ignore[union-attr]
+                                                 storage.day(storage.utc_now())))
+        counts = await self._fetch(request.page_id, self._counting(request, method, user_agent))
+        if route.answer == "shields-json":  # dwyl's .json counts too
+            return json_answer(flavours.shields_json(query, str(counts.total)))
+        return json_answer({"path": request.page_id.split(":", 1)[1], "total": counts.total,
+                            "today": counts.today})
