@@ -10,10 +10,10 @@ A benchmark, not a test: it prints figures and ratios and asserts nothing.
    - Tally as `server.py serve` runs it (granian, one worker process, the
      default settings, sync=full): GET /badge counting (every request a new
      count), GET /badge?query_only=true, GET /api/count;
-   - the limit: a trivial WSGI app returning "ok", served by granian with
-     exactly Tally's settings (server.http_server);
-   - for comparison, what Tally served with before: the same Tally app on
-     waitress (2 threads, as shipped then), and the trivial app on it;
+   - the limit: a trivial app returning "ok", served by granian with
+     exactly Tally's settings (server.http_server), as ASGI and as WSGI;
+   - with --baseline DIR (a checkout of another commit): that commit's
+     `server.py serve`, on the same requests, in the same rounds;
    - with --postgres URL (or TALLY_TEST_POSTGRES set): Tally counting into
      PostgreSQL, one process and two processes sharing the database (the
      load split between them).
@@ -34,7 +34,6 @@ from statistics import median
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 CONNECTIONS = 32
-WAITRESS_THREADS = 2  # what Tally shipped with on waitress
 
 
 # The servers this process starts as itself (python bench.py --serve ...) ####
@@ -73,35 +71,6 @@ def serve_trivial_granian(port: int, wsgi: bool) -> None:
     server.http_server(settings, port, wsgi=wsgi).serve(target_loader=lambda: app, wrap_loader=False)
 
 
-def serve_waitress(port: int, app_name: str) -> None:
-    """Tally's app (or the trivial one) on waitress, as Tally served before
-    granian: 2 threads, poll, the same limits."""
-    import logging
-    import waitress
-    app = trivial_app
-    if app_name == "tally":
-        import config
-        import database
-        import server
-        settings = config.from_env(os.environ)
-        store = database.open_store(settings.db, sync=settings.sync, max_pages=settings.max_pages,
-                                   busy_timeout_s=settings.busy_timeout)
-        app = server.create_app(settings, store)
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    waitress.serve(app, host="127.0.0.1", port=port, threads=WAITRESS_THREADS,
-                   connection_limit=1000, channel_timeout=30, max_request_header_size=8192,
-                   asyncore_use_poll=True, _quiet=True)
-
-
-# Processes ##################################################################
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(url: str, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -116,7 +85,8 @@ def wait_for(url: str, proc: subprocess.Popen) -> None:
 
 
 def start(args: list[str], env: dict, health: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+    import server
+    port = server.free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     environment.update(env)
     command = [a.replace("{port}", str(port)) for a in args]
@@ -127,15 +97,14 @@ def start(args: list[str], env: dict, health: str) -> tuple[subprocess.Popen, st
     return proc, base
 
 
-def start_tally(db: str, threads: int | None) -> tuple[subprocess.Popen, str]:
+def start_tally(db: str, threads: int | None, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
     env = {"TALLY_THREADS": str(threads)} if threads else {}
-    return start([sys.executable, str(ROOT / "server.py"), "serve", "--db", db, "--port", "{port}",
+    return start([sys.executable, str(root / "server.py"), "serve", "--db", db, "--port", "{port}",
                   "--quiet"], env, "/healthz")
 
 
 def start_self(kind: str, env: dict) -> tuple[subprocess.Popen, str]:
-    return start([sys.executable, __file__, "--serve", kind, "--port", "{port}"], env,
-                 "/healthz" if kind == "waitress-tally" else "/")
+    return start([sys.executable, __file__, "--serve", kind, "--port", "{port}"], env, "/")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -346,10 +315,101 @@ def ratio_line(name: str, value: float, limit: float, goal: float) -> str:
     return f"  {name:<44}{value / limit:8.3f}   goal >= {goal:g}: {verdict}"
 
 
+def measure_throughput(load, tmp: str, threads: int, args: argparse.Namespace) -> None:
+    print(f"\n== Throughput and latency: {args.rounds} rounds of {args.seconds:g} s, servers "
+          "taking turns, medians shown (this VM's figures vary from run to run)")
+    threads_env = {"TALLY_THREADS": str(threads)}
+    tally_paths = {"count": "/badge?page_id=bench", "query_only": "/badge?page_id=bench&query_only=true",
+                   "api": "/api/count?page_id=bench"}
+    # name -> (how to start it, the paths loaded on it in turn, labelled)
+    servers = {
+        "hello": (lambda: start_self("granian-trivial", threads_env), {"hello": "/"}),
+        "hello-wsgi": (lambda: start_self("granian-trivial-wsgi", threads_env), {"hello-wsgi": "/"}),
+        "tally": (lambda: start_tally(os.path.join(tmp, "bench.db"), threads), tally_paths),
+    }
+    labels = {"hello": "trivial ASGI app, Tally's settings (limit)",
+              "hello-wsgi": "trivial WSGI app, granian, Tally's settings",
+              "count": "Tally GET /badge (counts)",
+              "query_only": "Tally GET /badge?query_only=true",
+              "api": "Tally GET /api/count"}
+    if args.baseline:
+        baseline = Path(args.baseline).resolve()
+        servers["baseline"] = (lambda: start_tally(os.path.join(tmp, "baseline.db"), threads, baseline),
+                               {f"base-{name}": path for name, path in tally_paths.items()})
+        labels.update({f"base-{name}": f"baseline {labels[name][6:]}" for name in tally_paths})
+    runs: dict[str, list[dict]] = {name: [] for name in labels}
+    if args.postgres:
+        labels.update({"pg1": "Tally GET /badge, PostgreSQL, 1 process",
+                       "pg2": "Tally GET /badge, PostgreSQL, 2 processes"})
+        runs.update({"pg1": [], "pg2": []})
+    for _ in range(args.rounds):
+        for starter, paths in servers.values():
+            proc, base = starter()
+            try:
+                for measured, path in paths.items():
+                    load_split(load, [base + path], 1)  # warm-up
+                    runs[measured].append(load_split(load, [base + path], args.seconds))
+            finally:
+                stop(proc)
+        for name in ("pg1", "pg2") if args.postgres else ():
+            procs, urls = zip(*[start_tally(args.postgres, threads) for _ in range(int(name[2:]))])
+            try:
+                urls = [u + "/badge?page_id=bench" for u in urls]
+                load_split(load, urls, 1)
+                runs[name].append(load_split(load, urls, args.seconds))
+            finally:
+                for proc in procs:
+                    stop(proc)
+    rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
+    p99 = {name: median(r["p99"] for r in results) for name, results in runs.items()}
+    print(f"  {'server and request':<44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}")
+    for name, results in runs.items():
+        print(f"  {labels[name]:<44}{rps[name]:>9.0f}{median(r['p50'] for r in results):>9.2f}"
+              f"{p99[name]:>9.2f}{sum(r['errors'] for r in results):>9}")
+    print("  each round (req/s): " + "; ".join(
+        f"{name} " + " ".join(f"{r['rps']:.0f}" for r in results) for name, results in runs.items()))
+    print("\n== Ratios")
+    print(ratio_line("/badge counting / trivial ASGI app", rps["count"], rps["hello"], 0.2))
+    print(f"  {'/badge counting p99 at 32 connections':<44}{p99['count']:8.2f}   goal <= 20 ms: "
+          f"{'met' if p99['count'] <= 20 else 'NOT met'}")
+    print(ratio_line("/badge?query_only=true / trivial ASGI app", rps["query_only"], rps["hello"], 0.3))
+    print(ratio_line("/api/count / trivial ASGI app", rps["api"], rps["hello"], 0.3))
+    if args.baseline:
+        for name in tally_paths:
+            print(ratio_line(f"{labels[name][6:]} / baseline", rps[name], rps[f"base-{name}"], 1))
+    if args.postgres:
+        print(f"  PostgreSQL 1 process / SQLite: {rps['pg1'] / rps['count']:.2f}; "
+              f"2 processes / 1: {rps['pg2'] / rps['pg1']:.2f}")
+
+
+def measure_memory(load, tmp: str, threads: int, args: argparse.Namespace) -> None:
+    print(f"\n== Memory: {args.memory_requests:,} requests, then {args.memory_requests:,} more"
+          " (a distinct label on each, sync=full)")
+    proc, url = start_tally(os.path.join(tmp, "bench-memory.db"), threads)
+    try:
+        target = url + "/badge?page_id=memory&left_text=l"
+        worker = worker_of(proc.pid)
+        first = load_until(load, target, args.memory_requests, True)
+        rss1, peak1 = memory_mb(worker)
+        second = load_until(load, target, args.memory_requests, True)
+        rss2, peak2 = memory_mb(worker)
+        serving, _ = memory_mb(proc.pid)
+        together = proportional_mb(proc.pid) + proportional_mb(worker)
+        counted = urllib.request.urlopen(url + "/api/count?page_id=memory").read().decode()
+    finally:
+        stop(proc)
+    print(f"  worker after {first['requests']:>7,} requests: resident {rss1:6.1f} MB, peak {peak1:6.1f} MB")
+    print(f"  worker after {first['requests'] + second['requests']:>7,} requests: resident {rss2:6.1f} MB, "
+          f"peak {peak2:6.1f} MB  (growth {rss2 - rss1:+.1f} MB; goal <= 60 MB, no growth)")
+    print(f"  the serving process (lock, start-up checks, granian's supervisor): resident {serving:.1f} MB;"
+          f" both processes together (PSS: pages they share counted once): {together:.1f} MB")
+    print(f"  server's count afterwards: {counted}; non-200 answers: "
+          f"{first['errors'] + second['errors']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--serve", choices=("granian-trivial", "granian-trivial-wsgi", "waitress-trivial",
-                                            "waitress-tally"),
+    parser.add_argument("--serve", choices=("granian-trivial", "granian-trivial-wsgi"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=5, help="length of each load run")
@@ -359,14 +419,13 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument("--flood-pages", type=int, default=500_000,
                         help="pages stored before the id flood (0: skip it)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="a checkout of another commit: its server measured beside this one")
     parser.add_argument("--postgres", default=os.environ.get("TALLY_TEST_POSTGRES"),
                         help="a PostgreSQL URL: also measure Tally on it, one and two processes")
     args = parser.parse_args()
-    if args.serve and args.serve.startswith("granian"):
-        serve_trivial_granian(args.port, args.serve.endswith("wsgi"))
-        return
     if args.serve:
-        serve_waitress(args.port, args.serve.split("-")[1])
+        serve_trivial_granian(args.port, args.serve.endswith("wsgi"))
         return
 
     import config
@@ -375,112 +434,18 @@ def main() -> None:
     print(f"Tally benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"load by {'wrk' if load is load_wrk else 'the bundled Python generator'}, "
           f"{CONNECTIONS} connections; granian: one worker, {threads} threads (TALLY_THREADS), "
-          f"Tally's settings for Tally and the trivial app alike; waitress: {WAITRESS_THREADS} threads")
+          f"Tally's settings for Tally and the trivial app alike")
 
     ours, plain = measure_render(20_000)
     print("\n== Render time per badge (flat, a new number each time)")
     print(f"  Tally render (template cache)  {ours * 1e3:8.4f} ms")
     print(f"  plain badge() call              {plain * 1e3:8.4f} ms")
     print(f"  ratio Tally / badge()          {ours / plain:8.4f}   (goal <= 0.1)")
-
-    print(f"\n== Throughput and latency: {args.rounds} rounds of {args.seconds:g} s, servers "
-          "taking turns, medians shown (this VM's figures vary from run to run)")
-    threads_env = {"TALLY_THREADS": str(threads)}
-    # name -> (label, how to start it, the paths loaded on it in turn)
-    servers = {
-        "hello": ("trivial ASGI app on granian", lambda tmp: start_self("granian-trivial", threads_env),
-                  {"hello": "/"}),
-        "hello-wsgi": ("trivial WSGI app on granian", lambda tmp: start_self(
-            "granian-trivial-wsgi", threads_env), {"hello-wsgi": "/"}),
-        "tally": ("Tally (server.py serve), sync=full",
-                  lambda tmp: start_tally(os.path.join(tmp, "bench.db"), threads),
-                  {"count": "/badge?page_id=bench", "query_only": "/badge?page_id=bench&query_only=true",
-                   "api": "/api/count?page_id=bench"}),
-        "waitress": ("Tally app on waitress (as before)", lambda tmp: start_self(
-            "waitress-tally", {"TALLY_DB": os.path.join(tmp, "bench-waitress.db")}),
-                     {"waitress": "/badge?page_id=bench"}),
-        "waitress-hello": ("trivial WSGI app on waitress", lambda tmp: start_self(
-            "waitress-trivial", {}), {"waitress-hello": "/"}),
-    }
-    labels = {"hello": "trivial ASGI app, Tally's settings (limit)",
-              "hello-wsgi": "trivial WSGI app, granian, Tally's settings",
-              "count": "Tally GET /badge (counts)",
-              "query_only": "Tally GET /badge?query_only=true",
-              "api": "Tally GET /api/count",
-              "waitress": "Tally GET /badge on waitress (before)",
-              "waitress-hello": "trivial app on waitress",
-              "pg1": "Tally GET /badge, PostgreSQL, 1 process",
-              "pg2": "Tally GET /badge, PostgreSQL, 2 processes"}
-    runs: dict[str, list[dict]] = {name: [] for name in labels if not name.startswith("pg")}
-    if args.postgres:
-        runs.update({"pg1": [], "pg2": []})
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.rounds):
-            for name, (_, starter, paths) in servers.items():
-                proc, base = starter(tmp)
-                try:
-                    for measured, path in paths.items():
-                        load_split(load, [base + path], 1)  # warm-up
-                        runs[measured].append(load_split(load, [base + path], args.seconds))
-                finally:
-                    stop(proc)
-            for name in ("pg1", "pg2") if args.postgres else ():
-                procs, urls = zip(*[start_tally(args.postgres, threads) for _ in range(int(name[2:]))])
-                try:
-                    urls = [u + "/badge?page_id=bench" for u in urls]
-                    load_split(load, urls, 1)
-                    runs[name].append(load_split(load, urls, args.seconds))
-                finally:
-                    for proc in procs:
-                        stop(proc)
-        rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
-        p99 = {name: median(r["p99"] for r in results) for name, results in runs.items()}
-        print(f"  {'server and request':<44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}")
-        for name, results in runs.items():
-            print(f"  {labels[name]:<44}{rps[name]:>9.0f}{median(r['p50'] for r in results):>9.2f}"
-                  f"{p99[name]:>9.2f}{sum(r['errors'] for r in results):>9}")
-        print("  each round (req/s): " + "; ".join(
-            f"{name} " + " ".join(f"{r['rps']:.0f}" for r in results) for name, results in runs.items()))
-        print("\n== Ratios (issue 12's goals)")
-        print(ratio_line("/badge counting / trivial ASGI app", rps["count"], rps["hello"], 0.2))
-        print(ratio_line("/badge counting / trivial WSGI app", rps["count"], rps["hello-wsgi"], 0.2))
-        print(ratio_line("/badge counting / Tally on waitress", rps["count"], rps["waitress"], 5))
-        print(f"  {'/badge counting p99 at 32 connections':<44}{p99['count']:8.2f}   goal <= 20 ms: "
-              f"{'met' if p99['count'] <= 20 else 'NOT met'}")
-        print(ratio_line("/badge?query_only=true / trivial ASGI app", rps["query_only"], rps["hello"], 0.3))
-        print(ratio_line("/badge?query_only=true / trivial WSGI app", rps["query_only"],
-                         rps["hello-wsgi"], 0.3))
-        print(ratio_line("/api/count / trivial ASGI app", rps["api"], rps["hello"], 0.3))
-        print(ratio_line("/api/count / trivial WSGI app", rps["api"], rps["hello-wsgi"], 0.3))
-        if args.postgres:
-            print(f"  PostgreSQL 1 process / SQLite: {rps['pg1'] / rps['count']:.2f}; "
-                  f"2 processes / 1: {rps['pg2'] / rps['pg1']:.2f}")
-
+        measure_throughput(load, tmp, threads, args)
         if args.flood_pages:
             measure_flood(load, tmp, threads, args)
-
-        print(f"\n== Memory: {args.memory_requests:,} requests, then {args.memory_requests:,} more"
-              " (a distinct label on each, sync=full)")
-        proc, url = start_tally(os.path.join(tmp, "bench-memory.db"), threads)
-        try:
-            target = url + "/badge?page_id=memory&left_text=l"
-            worker = worker_of(proc.pid)
-            first = load_until(load, target, args.memory_requests, True)
-            rss1, peak1 = memory_mb(worker)
-            second = load_until(load, target, args.memory_requests, True)
-            rss2, peak2 = memory_mb(worker)
-            serving, _ = memory_mb(proc.pid)
-            together = proportional_mb(proc.pid) + proportional_mb(worker)
-            counted = urllib.request.urlopen(url + "/api/count?page_id=memory").read().decode()
-        finally:
-            stop(proc)
-        print(f"  worker after {first['requests']:>7,} requests: resident {rss1:6.1f} MB, peak {peak1:6.1f} MB")
-        print(f"  worker after {first['requests'] + second['requests']:>7,} requests: resident {rss2:6.1f} MB, "
-              f"peak {peak2:6.1f} MB  (growth {rss2 - rss1:+.1f} MB; goal <= 60 MB, no growth)")
-        print(f"  the serving process (lock, start-up checks, granian's supervisor): resident {serving:.1f} MB;"
-              f" both processes together (PSS: pages they share counted once): {together:.1f} MB")
-        print(f"  server's count afterwards: {counted}; non-200 answers: "
-              f"{first['errors'] + second['errors']}")
+        measure_memory(load, tmp, threads, args)
 
 
 if __name__ == "__main__":

@@ -528,9 +528,10 @@ def worker_app(config: Config) -> Callable:
     return create_app(config, store)
 
 
-def _free_port(host: str, port: int) -> int:
+def free_port(host: str = "127.0.0.1", port: int = 0) -> int:
     """Refuse an address in use (granian would fail with a Rust backtrace);
-    port 0 picks a free port, which the start line shows."""
+    port 0 picks a free port, which the start line shows (the tests and
+    the benchmark pick theirs with it too)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family) as probe:
@@ -597,7 +598,7 @@ def serve(config: Config) -> int:
         with database.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
                                 busy_timeout_s=config.busy_timeout) as store:
             description = store.describe()
-        port = _free_port(config.host, config.port)
+        port = free_port(config.host, config.port)
         server = http_server(config, port)
         print(f"Tally serving http://{config.host}:{port}/ with "
               f"{storage.masked(config.db)} ({description})", flush=True)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
+import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import typing
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -116,10 +118,16 @@ def client(make_client):
     return make_client()[0]
 
 
+def missing(reason: str, in_ci: str) -> typing.NoReturn:
+    """A service a test needs is not here: skip on a developer's machine,
+    fail under CI (whose .ci/run installs and starts every one)."""
+    if os.environ.get("CI"):
+        pytest.fail(in_ci)
+    pytest.skip(reason)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return server.free_port()
 
 
 def wait_until(condition, timeout: float = 20.0, interval: float = 0.02):
@@ -245,9 +253,8 @@ POSTGRES_DIR = os.environ.get("TALLY_TEST_POSTGRES_DIR")
 
 def postgres_url() -> str:
     if not POSTGRES_URL:
-        if os.environ.get("CI"):
-            pytest.fail("TALLY_TEST_POSTGRES must be set in CI (.ci/run starts PostgreSQL)")
-        pytest.skip("no PostgreSQL: `make postgres` starts one and prints TALLY_TEST_POSTGRES")
+        missing("no PostgreSQL: `make postgres` starts one and prints TALLY_TEST_POSTGRES",
+                "TALLY_TEST_POSTGRES must be set in CI (.ci/run starts PostgreSQL)")
     return POSTGRES_URL
 
 
@@ -283,3 +290,59 @@ def make_store(backend_db):
 @pytest.fixture
 def any_store(make_store):
     return make_store()
+
+
+# Helpers several test files share #############################################
+
+
+def tally(*args: str, db: str | None = None, stdin: str | None = None, env: dict | None = None):
+    command = [sys.executable, str(ROOT / "server.py"), *args]
+    if db is not None:
+        command += ["--db", db]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    environment.update(env or {})
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60,
+                          env=environment)
+
+
+def totals(db: str) -> dict[str, int]:
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute("SELECT page_id, total FROM pages"))
+    finally:
+        conn.close()
+
+
+def snapshot(db: str) -> tuple:
+    conn = sqlite3.connect(db)
+    try:
+        return (conn.execute("SELECT * FROM pages ORDER BY page_id").fetchall(),
+                conn.execute("SELECT * FROM daily ORDER BY page_id, day").fetchall())
+    finally:
+        conn.close()
+
+
+# A real headless Chromium (Debian's), driven by playwright: the browser
+# tests and the looks comparison.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        missing("chromium is not installed", "chromium is required in CI (.ci/run installs it)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing("playwright is not installed (it has no wheel for this machine, e.g. 32-bit ARM)",
+                "playwright is required in CI (requirements-dev.txt)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -17,17 +17,7 @@ import pytest
 import params
 import sqlite_store
 import storage
-from conftest import ROOT, wait_until
-
-
-def tally(*args: str, db: str | None = None, stdin: str | None = None, env: dict | None = None):
-    command = [sys.executable, str(ROOT / "server.py"), *args]
-    if db is not None:
-        command += ["--db", db]
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
-    environment.update(env or {})
-    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60,
-                          env=environment)
+from conftest import ROOT, snapshot, tally, totals, wait_until
 
 
 @pytest.fixture
@@ -37,23 +27,6 @@ def filled(db_path):
             s.record_view(f"page-{i % 3}")
         s.record_view("only-once")
     return db_path
-
-
-def totals(db: str) -> dict[str, int]:
-    conn = sqlite3.connect(db)
-    try:
-        return dict(conn.execute("SELECT page_id, total FROM pages"))
-    finally:
-        conn.close()
-
-
-def snapshot(db: str) -> tuple:
-    conn = sqlite3.connect(db)
-    try:
-        return (conn.execute("SELECT * FROM pages ORDER BY page_id").fetchall(),
-                conn.execute("SELECT * FROM daily ORDER BY page_id, day").fetchall())
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize("command", ["serve", "backup", "restore", "export", "import", "set",

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import conftest
-from conftest import ROOT, free_port, wait_until
+from conftest import ROOT, free_port, missing, wait_until
 
 IMAGE = "tally-test"
 BASE = "debian:bookworm-slim"
@@ -33,9 +33,8 @@ MAX_IMAGE_BYTES = 200 * 1000 * 1000
 def podman_or_skip() -> str:
     podman = shutil.which("podman")
     if podman is None or os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("podman (as root) is required in CI (.ci/run installs it)")
-        pytest.skip("podman is not installed, or not run as root")
+        missing("podman is not installed, or not run as root",
+                "podman (as root) is required in CI (.ci/run installs it)")
     return podman
 
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, free_port, wait_until
+from conftest import ROOT, free_port, missing, wait_until
 
 DEPLOY = ROOT / "deploy"
 NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
@@ -24,9 +24,7 @@ def require(program: str) -> str:
     path = shutil.which(program) or next(
         (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.path.exists(p)), None)
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{program} is required in CI (.ci/run installs it)")
-        pytest.skip(f"{program} is not installed")
+        missing(f"{program} is not installed", f"{program} is required in CI (.ci/run installs it)")
     return path
 
 

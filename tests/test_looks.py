@@ -20,8 +20,7 @@ import pytest
 
 import badge
 import params
-from conftest import ROOT
-from test_browser import browser  # noqa: F401  (the headless Chromium fixture)
+from conftest import ROOT, missing
 
 NODE_DIR = ROOT / "tests" / "node"
 OUTPUT = ROOT / "test-output"
@@ -41,9 +40,8 @@ CASES = list(itertools.product(STYLES, LABELS, MESSAGES, COLOURS))
 def shields_svgs() -> list[str]:
     npm, node = shutil.which("npm"), shutil.which("node")
     if not (npm and node):
-        if os.environ.get("CI"):
-            pytest.fail("node and npm are required in CI (.ci/run installs them)")
-        pytest.skip("node and npm are not installed")
+        missing("node and npm are not installed",
+                "node and npm are required in CI (.ci/run installs them)")
     if not (NODE_DIR / "node_modules" / "badge-maker").is_dir():
         subprocess.run([npm, "install", "--no-package-lock", "--no-audit", "--no-fund",
                         "--prefix", str(NODE_DIR)], check=True, capture_output=True, timeout=600)

@@ -22,8 +22,7 @@ import pytest
 import conftest
 import database
 import storage
-from conftest import ROOT, wait_until
-from test_cli import tally
+from conftest import ROOT, missing, tally, wait_until
 
 TOTAL_RE = re.compile(rb">(\d+)</text></g>")
 
@@ -93,9 +92,8 @@ def test_kill_9_of_one_server_loses_no_answered_count(live_server, pg):
 
 def test_postgresql_restarted_under_load_answers_503_then_resumes(live_server, pg):
     if not conftest.POSTGRES_DIR:
-        if os.environ.get("CI"):
-            pytest.fail("TALLY_TEST_POSTGRES_DIR must be set in CI")
-        pytest.skip("needs TALLY_TEST_POSTGRES_DIR to restart the server")
+        missing("needs TALLY_TEST_POSTGRES_DIR to restart the server",
+                "TALLY_TEST_POSTGRES_DIR must be set in CI")
     live = live_server(db=pg, env={"TALLY_BUSY_TIMEOUT": "2"})
     answered: list[int] = []
     statuses: list[int] = []

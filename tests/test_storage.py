@@ -302,9 +302,12 @@ def test_server_lock_is_exclusive(db_path):
 def test_health_ping_fails_once_the_writer_stopped(db_path):
     s = sqlite_store.Store(db_path)
     s.ping()
-    s.close()
+    s._stop_writer()  # the writer thread ends, as if it had died; reads still answer
+    with pytest.raises(storage.StorageError, match="writer has stopped"):
+        s.ping()
     with pytest.raises(storage.StorageError):
         s.record_view("p")
+    s.close()
 
 
 # Hardening ##################################################################
