@@ -112,7 +112,196 @@ _IMPORT_DAY = {
 }
 
 
-class Store(storage.GroupCommitStore):
+# Opening ###################################################################
+
+
+def check_encoding(conn: psycopg.Connection, url: str) -> None:
+    """Refuse, before anything is created, a database that is not UTF-8:
+    on LATIN1 one emoji page id failed a whole group commit, and on
+    SQL_ASCII names come back as bytes."""
+    encoding = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                            "WHERE datname = current_database()").fetchone()[0]
+    if isinstance(encoding, bytes):  # SQL_ASCII: psycopg answers bytes
+        encoding = encoding.decode("ascii", "replace")
+    if encoding != "UTF8":
+        raise UnusableDatabase(
+            f"{storage.masked(url)}: the database's encoding is {encoding}; Tally needs "
+            f"UTF8 (createdb --encoding=UTF8 --template=template0 ...)")
+
+def migrate(conn: psycopg.Connection, url: str) -> None:
+    """Create or update Tally's tables, once for several servers starting at once."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        version = schema_version(conn, url)
+        for number, body in storage.migrations(SCHEMA_FILE):
+            if number <= version:
+                continue
+            for statement in storage.statements(body):
+                conn.execute(statement)
+            conn.execute("UPDATE tally_schema SET version = %s", (number,))
+
+def schema_version(conn: psycopg.Connection, url: str) -> int:
+    """The schema version (0: no Tally tables); another program's tables or a
+    newer version are refused."""
+    tables = {name for (name,) in conn.execute(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = current_schema() AND table_name IN "
+        "('tally_schema', 'pages', 'daily')")}
+    if "tally_schema" not in tables:
+        if tables:
+            raise UnusableDatabase(f"{storage.masked(url)}: not a Tally database "
+                                   f"(it has a table {sorted(tables)[0]} of its own)")
+        return 0
+    version = conn.execute("SELECT version FROM tally_schema").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise UnusableDatabase(f"{storage.masked(url)}: schema version {version} is "
+                               f"newer than this Tally ({SCHEMA_VERSION}); upgrade Tally")
+    return version
+
+
+class Changes(storage.GroupCommitStore):
+    """What the owner's commands write into PostgreSQL (set, rename, delete,
+    import's steps), each as a task in one transaction on the writer's
+    connection; Store below opens the connections, counts and reads."""
+
+    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None) -> None:
+        stamp = storage.stamp(now or utc_now())
+
+        def run(conn: psycopg.Connection) -> None:
+            conn.execute("INSERT INTO pages (page_id, total, created_at, last_seen) "
+                         "VALUES (%s, %s, %s, %s) ON CONFLICT (page_id) DO UPDATE SET "
+                         "total = excluded.total", (page_id, total, stamp, stamp))
+        self._wait(Task(run))
+
+    def rename(self, old: str, new: str, merge: bool = False) -> None:
+        def run(conn: psycopg.Connection) -> None:
+            # Both rows locked in one statement, in the order every writer
+            # takes page rows (byte order, COLLATE "C"): no deadlock with a batch.
+            found = {page_id for (page_id,) in conn.execute(
+                'SELECT page_id FROM pages WHERE page_id IN (%s, %s) '
+                'ORDER BY page_id COLLATE "C" FOR UPDATE', (old, new))}
+            if old not in found:
+                raise NotFound(old)
+            exists = new in found
+            if exists and not merge:
+                raise AlreadyExists(new)
+            if exists:
+                # The sum must stay within TOTAL_MAX, as a view's would.
+                over = conn.execute(
+                    "SELECT (SELECT sum(total) FROM pages WHERE page_id IN (%s, %s)) > %s "
+                    "OR EXISTS (SELECT 1 FROM daily WHERE page_id IN (%s, %s) "
+                    "GROUP BY day HAVING sum(views) > %s)",
+                    (old, new, TOTAL_MAX, old, new, TOTAL_MAX)).fetchone()[0]
+                if over:
+                    raise TotalLimitReached(new)
+                conn.execute(
+                    "UPDATE pages SET total = pages.total + o.total, "
+                    "created_at = LEAST(pages.created_at, o.created_at), "
+                    "last_seen = GREATEST(pages.last_seen, o.last_seen) "
+                    "FROM pages o WHERE o.page_id = %s AND pages.page_id = %s", (old, new))
+                conn.execute(
+                    "INSERT INTO daily (page_id, day, views) SELECT %s, day, views FROM daily "
+                    "WHERE page_id = %s "
+                    "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views",
+                    (new, old))
+                conn.execute("DELETE FROM daily WHERE page_id = %s", (old,))
+                conn.execute("DELETE FROM pages WHERE page_id = %s", (old,))
+            else:
+                conn.execute("UPDATE pages SET page_id = %s WHERE page_id = %s", (new, old))
+                conn.execute("UPDATE daily SET page_id = %s WHERE page_id = %s", (new, old))
+        self._wait(Task(run))
+
+    def delete(self, page_id: str) -> None:
+        def run(conn: psycopg.Connection) -> None:
+            if conn.execute("DELETE FROM pages WHERE page_id = %s", (page_id,)).rowcount == 0:
+                raise NotFound(page_id)
+            conn.execute("DELETE FROM daily WHERE page_id = %s", (page_id,))
+        self._wait(Task(run))
+
+    # Import staging: temporary tables of the writer's connection
+    # (storage.GroupCommitStore.import_pages runs the steps) -----------------
+
+    @staticmethod
+    def _stage(conn: psycopg.Connection, pages: Iterable[Page]) -> None:
+        conn.execute("DROP TABLE IF EXISTS pg_temp.staged_days, pg_temp.staged_pages")
+        # The CHECKs repeat schema_postgres.sql's (and TOTAL_MAX), so that a
+        # value the database would refuse stops the import here.
+        conn.execute("CREATE TEMP TABLE staged_pages (number BIGINT PRIMARY KEY, "
+                     "page_id TEXT NOT NULL UNIQUE, "
+                     f"total BIGINT NOT NULL CHECK (total BETWEEN 0 AND {TOTAL_MAX}), "
+                     "created_at TEXT NOT NULL, last_seen TEXT NOT NULL)")
+        conn.execute("CREATE TEMP TABLE staged_days (number BIGINT NOT NULL, day TEXT NOT NULL, "
+                     f"views BIGINT NOT NULL CHECK (views BETWEEN 0 AND {TOTAL_MAX}), "
+                     "PRIMARY KEY (number, day))")
+        # COPY: one stream, not one round trip per line.
+        with conn.cursor() as cursor:
+            with cursor.copy("COPY staged_pages FROM STDIN") as pages_copy:
+                days: list[tuple[int, str, int]] = []
+                for number, page in enumerate(pages):
+                    pages_copy.write_row((number, page.page_id, page.total, page.created_at,
+                                          page.last_seen))
+                    days.extend((number, day, views) for day, views in page.days.items())
+            with cursor.copy("COPY staged_days FROM STDIN") as days_copy:
+                for row in days:
+                    days_copy.write_row(row)
+
+    @staticmethod
+    def _staged_report(conn: psycopg.Connection, mode: str) -> dict[str, int]:
+        """Created, changed and days of the staged import; refuses (before any
+        write) a sum past TOTAL_MAX in add mode."""
+        add = mode == "add"
+        changed, created, over = conn.execute(
+            "SELECT count(p.page_id), count(*) - count(p.page_id), "
+            "count(*) FILTER (WHERE %s AND coalesce(p.total, 0) + s.total > %s) "
+            "FROM staged_pages s LEFT JOIN pages p ON p.page_id = s.page_id",
+            (add, TOTAL_MAX)).fetchone()
+        days, days_over = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE %s AND coalesce(d.views, 0) + s.views > %s) "
+            "FROM staged_days s JOIN staged_pages p ON p.number = s.number "
+            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = s.day",
+            (add, TOTAL_MAX)).fetchone()
+        if over or days_over:
+            raise TotalLimitReached(f"adding would take a total past {TOTAL_MAX}")
+        return {"created": created, "changed": changed, "days": days}
+
+    @staticmethod
+    def _merge_staged(conn: psycopg.Connection, mode: str, first: int, chunk: int) -> None:
+        # Rows in COLLATE "C" order, the order a group commit locks them in
+        # (_write_views): a database collation such as ICU's en-US sorts
+        # "a" before "B" and deadlocked imports with served views.
+        numbers = (first, first + chunk - 1)
+        conn.execute(_IMPORT_PAGE[mode].format(
+            source="SELECT page_id, total, created_at, last_seen FROM staged_pages "
+                   'WHERE number BETWEEN %s AND %s ORDER BY page_id COLLATE "C"'), numbers)
+        conn.execute(_IMPORT_DAY[mode].format(
+            source="SELECT p.page_id, s.day, s.views FROM staged_days s "
+                   "JOIN staged_pages p ON p.number = s.number "
+                   'WHERE s.number BETWEEN %s AND %s ORDER BY p.page_id COLLATE "C", s.day'),
+            numbers)
+
+    @staticmethod
+    def _import_progress(conn: psycopg.Connection, key: str, mode: str
+                         ) -> tuple[int, int, str | None] | None:
+        if conn.execute("SELECT to_regclass('imports')").fetchone()[0] is None:
+            return None  # schema 1, read by import --dry-run: no import recorded
+        row = conn.execute("SELECT written, pages, finished FROM imports "
+                           "WHERE sha256 = %s AND mode = %s", (key, mode)).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    @staticmethod
+    def _record_import(conn: psycopg.Connection, key: str, mode: str, written: int, pages: int,
+                       finished: str | None) -> None:
+        conn.execute("INSERT INTO imports (sha256, mode, written, pages, finished) "
+                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256, mode) DO UPDATE SET "
+                     "written = excluded.written, pages = excluded.pages, "
+                     "finished = excluded.finished", (key, mode, written, pages, finished))
+
+    @staticmethod
+    def _drop_staging(conn: psycopg.Connection) -> None:
+        conn.execute("DROP TABLE IF EXISTS pg_temp.staged_days, pg_temp.staged_pages")
+
+
+class Store(Changes):
     """The counts in one PostgreSQL database, shared by any number of Tally
     processes. One writer connection per process (its writer thread does
     group commit), a small pool of reader connections. A dropped connection
@@ -145,16 +334,16 @@ class Store(storage.GroupCommitStore):
                 f"(check its quoting and percent-encoding)") from None
         try:
             conn = self._connection()
-            self._check_encoding(conn)
+            check_encoding(conn, url)
             if readonly:
                 # A reading command never creates or migrates anything:
                 # pointed at another application's database it only reads.
                 with conn.transaction():
-                    if self._schema_version(conn) == 0:
+                    if schema_version(conn, url) == 0:
                         raise UnusableDatabase(f"{storage.masked(url)}: no Tally tables in it "
                                                f"(`serve` creates them)")
             else:
-                self._migrate(conn)
+                migrate(conn, url)
             self._server_version = conn.info.server_version
         except psycopg.Error as e:
             self._close_connection()
@@ -197,46 +386,6 @@ class Store(storage.GroupCommitStore):
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.close()
-
-    def _check_encoding(self, conn: psycopg.Connection) -> None:
-        """Refuse, before anything is created, a database that is not UTF-8:
-        on LATIN1 one emoji page id failed a whole group commit, and on
-        SQL_ASCII names come back as bytes."""
-        encoding = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
-                                "WHERE datname = current_database()").fetchone()[0]
-        if isinstance(encoding, bytes):  # SQL_ASCII: psycopg answers bytes
-            encoding = encoding.decode("ascii", "replace")
-        if encoding != "UTF8":
-            raise UnusableDatabase(
-                f"{storage.masked(self.url)}: the database's encoding is {encoding}; Tally needs "
-                f"UTF8 (createdb --encoding=UTF8 --template=template0 ...)")
-
-    def _migrate(self, conn: psycopg.Connection) -> None:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            version = self._schema_version(conn)
-            for number, body in storage.migrations(SCHEMA_FILE):
-                if number <= version:
-                    continue
-                for statement in storage.statements(body):
-                    conn.execute(statement)
-                conn.execute("UPDATE tally_schema SET version = %s", (number,))
-
-    def _schema_version(self, conn: psycopg.Connection) -> int:
-        tables = {name for (name,) in conn.execute(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema() AND table_name IN "
-            "('tally_schema', 'pages', 'daily')")}
-        if "tally_schema" not in tables:
-            if tables:
-                raise UnusableDatabase(f"{storage.masked(self.url)}: not a Tally database "
-                                       f"(it has a table {sorted(tables)[0]} of its own)")
-            return 0
-        version = conn.execute("SELECT version FROM tally_schema").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise UnusableDatabase(f"{storage.masked(self.url)}: schema version {version} is "
-                                   f"newer than this Tally ({SCHEMA_VERSION}); upgrade Tally")
-        return version
 
     # The writer thread (storage.GroupCommitStore runs the loop) ------------
 
@@ -396,140 +545,3 @@ class Store(storage.GroupCommitStore):
         for row in rows:
             yield Page(*row, days=days.get(row[0], {}))
 
-    # Owner controls -------------------------------------------------------------
-
-    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None) -> None:
-        stamp = storage.stamp(now or utc_now())
-
-        def run(conn: psycopg.Connection) -> None:
-            conn.execute("INSERT INTO pages (page_id, total, created_at, last_seen) "
-                         "VALUES (%s, %s, %s, %s) ON CONFLICT (page_id) DO UPDATE SET "
-                         "total = excluded.total", (page_id, total, stamp, stamp))
-        self._wait(Task(run))
-
-    def rename(self, old: str, new: str, merge: bool = False) -> None:
-        def run(conn: psycopg.Connection) -> None:
-            # Both rows locked in one statement, in the order every writer
-            # takes page rows (byte order, COLLATE "C"): no deadlock with a batch.
-            found = {page_id for (page_id,) in conn.execute(
-                'SELECT page_id FROM pages WHERE page_id IN (%s, %s) '
-                'ORDER BY page_id COLLATE "C" FOR UPDATE', (old, new))}
-            if old not in found:
-                raise NotFound(old)
-            exists = new in found
-            if exists and not merge:
-                raise AlreadyExists(new)
-            if exists:
-                # The sum must stay within TOTAL_MAX, as a view's would.
-                over = conn.execute(
-                    "SELECT (SELECT sum(total) FROM pages WHERE page_id IN (%s, %s)) > %s "
-                    "OR EXISTS (SELECT 1 FROM daily WHERE page_id IN (%s, %s) "
-                    "GROUP BY day HAVING sum(views) > %s)",
-                    (old, new, TOTAL_MAX, old, new, TOTAL_MAX)).fetchone()[0]
-                if over:
-                    raise TotalLimitReached(new)
-                conn.execute(
-                    "UPDATE pages SET total = pages.total + o.total, "
-                    "created_at = LEAST(pages.created_at, o.created_at), "
-                    "last_seen = GREATEST(pages.last_seen, o.last_seen) "
-                    "FROM pages o WHERE o.page_id = %s AND pages.page_id = %s", (old, new))
-                conn.execute(
-                    "INSERT INTO daily (page_id, day, views) SELECT %s, day, views FROM daily "
-                    "WHERE page_id = %s "
-                    "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views",
-                    (new, old))
-                conn.execute("DELETE FROM daily WHERE page_id = %s", (old,))
-                conn.execute("DELETE FROM pages WHERE page_id = %s", (old,))
-            else:
-                conn.execute("UPDATE pages SET page_id = %s WHERE page_id = %s", (new, old))
-                conn.execute("UPDATE daily SET page_id = %s WHERE page_id = %s", (new, old))
-        self._wait(Task(run))
-
-    def delete(self, page_id: str) -> None:
-        def run(conn: psycopg.Connection) -> None:
-            if conn.execute("DELETE FROM pages WHERE page_id = %s", (page_id,)).rowcount == 0:
-                raise NotFound(page_id)
-            conn.execute("DELETE FROM daily WHERE page_id = %s", (page_id,))
-        self._wait(Task(run))
-
-    # Import staging: temporary tables of the writer's connection
-    # (storage.GroupCommitStore.import_pages runs the steps) -----------------
-
-    @staticmethod
-    def _stage(conn: psycopg.Connection, pages: Iterable[Page]) -> None:
-        conn.execute("DROP TABLE IF EXISTS pg_temp.staged_days, pg_temp.staged_pages")
-        # The CHECKs repeat schema_postgres.sql's (and TOTAL_MAX), so that a
-        # value the database would refuse stops the import here.
-        conn.execute("CREATE TEMP TABLE staged_pages (number BIGINT PRIMARY KEY, "
-                     "page_id TEXT NOT NULL UNIQUE, "
-                     f"total BIGINT NOT NULL CHECK (total BETWEEN 0 AND {TOTAL_MAX}), "
-                     "created_at TEXT NOT NULL, last_seen TEXT NOT NULL)")
-        conn.execute("CREATE TEMP TABLE staged_days (number BIGINT NOT NULL, day TEXT NOT NULL, "
-                     f"views BIGINT NOT NULL CHECK (views BETWEEN 0 AND {TOTAL_MAX}), "
-                     "PRIMARY KEY (number, day))")
-        # COPY: one stream, not one round trip per line.
-        with conn.cursor() as cursor:
-            with cursor.copy("COPY staged_pages FROM STDIN") as pages_copy:
-                days: list[tuple[int, str, int]] = []
-                for number, page in enumerate(pages):
-                    pages_copy.write_row((number, page.page_id, page.total, page.created_at,
-                                          page.last_seen))
-                    days.extend((number, day, views) for day, views in page.days.items())
-            with cursor.copy("COPY staged_days FROM STDIN") as days_copy:
-                for row in days:
-                    days_copy.write_row(row)
-
-    @staticmethod
-    def _staged_report(conn: psycopg.Connection, mode: str) -> dict[str, int]:
-        """Created, changed and days of the staged import; refuses (before any
-        write) a sum past TOTAL_MAX in add mode."""
-        add = mode == "add"
-        changed, created, over = conn.execute(
-            "SELECT count(p.page_id), count(*) - count(p.page_id), "
-            "count(*) FILTER (WHERE %s AND coalesce(p.total, 0) + s.total > %s) "
-            "FROM staged_pages s LEFT JOIN pages p ON p.page_id = s.page_id",
-            (add, TOTAL_MAX)).fetchone()
-        days, days_over = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE %s AND coalesce(d.views, 0) + s.views > %s) "
-            "FROM staged_days s JOIN staged_pages p ON p.number = s.number "
-            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = s.day",
-            (add, TOTAL_MAX)).fetchone()
-        if over or days_over:
-            raise TotalLimitReached(f"adding would take a total past {TOTAL_MAX}")
-        return {"created": created, "changed": changed, "days": days}
-
-    @staticmethod
-    def _merge_staged(conn: psycopg.Connection, mode: str, first: int, chunk: int) -> None:
-        # Rows in COLLATE "C" order, the order a group commit locks them in
-        # (_write_views): a database collation such as ICU's en-US sorts
-        # "a" before "B" and deadlocked imports with served views.
-        numbers = (first, first + chunk - 1)
-        conn.execute(_IMPORT_PAGE[mode].format(
-            source="SELECT page_id, total, created_at, last_seen FROM staged_pages "
-                   'WHERE number BETWEEN %s AND %s ORDER BY page_id COLLATE "C"'), numbers)
-        conn.execute(_IMPORT_DAY[mode].format(
-            source="SELECT p.page_id, s.day, s.views FROM staged_days s "
-                   "JOIN staged_pages p ON p.number = s.number "
-                   'WHERE s.number BETWEEN %s AND %s ORDER BY p.page_id COLLATE "C", s.day'),
-            numbers)
-
-    @staticmethod
-    def _import_progress(conn: psycopg.Connection, key: str, mode: str
-                         ) -> tuple[int, int, str | None] | None:
-        if conn.execute("SELECT to_regclass('imports')").fetchone()[0] is None:
-            return None  # schema 1, read by import --dry-run: no import recorded
-        row = conn.execute("SELECT written, pages, finished FROM imports "
-                           "WHERE sha256 = %s AND mode = %s", (key, mode)).fetchone()
-        return tuple(row) if row else None  # type: ignore[return-value]
-
-    @staticmethod
-    def _record_import(conn: psycopg.Connection, key: str, mode: str, written: int, pages: int,
-                       finished: str | None) -> None:
-        conn.execute("INSERT INTO imports (sha256, mode, written, pages, finished) "
-                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (sha256, mode) DO UPDATE SET "
-                     "written = excluded.written, pages = excluded.pages, "
-                     "finished = excluded.finished", (key, mode, written, pages, finished))
-
-    @staticmethod
-    def _drop_staging(conn: psycopg.Connection) -> None:
-        conn.execute("DROP TABLE IF EXISTS pg_temp.staged_days, pg_temp.staged_pages")

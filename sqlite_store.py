@@ -236,6 +236,65 @@ def inspect_file(path: str) -> tuple[int, int, int]:
         conn.close()
 
 
+# Opening ###################################################################
+
+
+def open_writer(path: str, sync: str, timeout_s: float,
+                max_page_count: int | None = None) -> sqlite3.Connection:
+    """The writer's connection to a file checked, set up (WAL, synchronous)
+    and migrated, or UnusableDatabase with a one-line reason."""
+    _make_folder(path)
+    existed = os.path.exists(path) and os.path.getsize(path) > 0
+    try:
+        conn = _connect(path, timeout_s=timeout_s)
+    except sqlite3.Error as e:
+        raise UnusableDatabase(f"{path}: cannot open: {e}") from None
+    try:
+        # Read before any write: a file that is not SQLite, or is damaged
+        # or newer, must be refused before WAL mode touches it.
+        version = _schema_version(conn, path)
+        if existed:
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise UnusableDatabase(f"{path}: database is damaged: {check}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise UnusableDatabase(f"{path}: cannot enable WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous={'NORMAL' if sync == 'normal' else 'FULL'}")
+        if max_page_count is not None:
+            # Tests simulate a full disk with this.
+            conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
+        _migrate(conn, version)
+        # A read-only file opens and even serves reads, then fails every
+        # count: refuse it at start-up instead. The probe is rolled back.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        conn.close()
+        raise UnusableDatabase(f"{path}: {e}") from None
+    except UnusableDatabase:
+        conn.close()
+        raise
+    return conn
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    for number, body in migrations():
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(body):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
 # The store #################################################################
 
 
@@ -248,28 +307,148 @@ def by_page_and_day(batch: list[View]) -> list[list[View]]:
     return list(groups.values())
 
 
-class Store(storage.GroupCommitStore):
-    """The counts in one SQLite file.
+class Changes(storage.GroupCommitStore):
+    """What the owner's commands write into a SQLite file (set, rename, delete,
+    import's steps), each as a task in one transaction on the writer's
+    connection; Store below opens the connections, counts and reads."""
 
-    Connection scheme, chosen by measurement (README, Performance): one writer
-    connection owned by one writer thread, fed by a queue, plus a pool of read
-    connections (WAL lets reads run beside the writer). A connection per
-    thread fighting for SQLite's write lock with a busy timeout gave long
-    latency tails in an earlier trial. Letting each request's own thread write
-    behind a Python lock (group commit by whoever holds it) was measured here
-    too: faster alone (0.05 ms against 0.26 ms a view with synchronous=NORMAL)
-    but slower under 32 connections on 2 cores (670-970 against 890-1,490
-    requests/s over several runs), because the lock holder waits for the GIL
-    after each SQLite call while the other threads wait for the lock.
+    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None) -> None:
+        stamp = _stamp(now or utc_now())
 
-    The writer does group commit: the views that queued up while the previous
-    commit was being written are written in one transaction, the views of
-    one page and day with one UPSERT per table that adds their number and
-    returns the new values (each view is answered its own number of that
-    range), and every caller is answered only after that COMMIT returned, so
-    an answered count is on disk (synchronous=FULL) and one fsync serves
-    many views. Since the server answers /badge on an event loop, every
-    request in flight can join a batch (README, Performance).
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO pages (page_id, total, created_at, last_seen) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT(page_id) DO UPDATE SET "
+                         "total = excluded.total", (page_id, total, stamp, stamp))
+        self._wait(Task(run))
+
+    def rename(self, old: str, new: str, merge: bool = False) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if not conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (old,)).fetchone():
+                raise NotFound(old)
+            exists = conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (new,)).fetchone()
+            if exists and not merge:
+                raise AlreadyExists(new)
+            if exists:
+                # The sum must stay within TOTAL_MAX, as a view's would
+                # (past 2**63 SQLite stores a float).
+                over = conn.execute(
+                    "SELECT (SELECT sum(total) FROM pages WHERE page_id IN (?, ?)) > ? "
+                    "OR EXISTS (SELECT 1 FROM daily WHERE page_id IN (?, ?) "
+                    "GROUP BY day HAVING sum(views) > ?)",
+                    (old, new, TOTAL_MAX, old, new, TOTAL_MAX)).fetchone()[0]
+                if over:
+                    raise TotalLimitReached(new)
+                conn.execute(
+                    "UPDATE pages SET total = total + (SELECT total FROM pages WHERE page_id = ?), "
+                    "created_at = min(created_at, (SELECT created_at FROM pages WHERE page_id = ?)), "
+                    "last_seen = max(last_seen, (SELECT last_seen FROM pages WHERE page_id = ?)) "
+                    "WHERE page_id = ?", (old, old, old, new))
+                conn.execute(
+                    "INSERT INTO daily (page_id, day, views) SELECT ?, day, views FROM daily "
+                    "WHERE page_id = ? AND true "
+                    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
+                    (new, old))
+                conn.execute("DELETE FROM daily WHERE page_id = ?", (old,))
+                conn.execute("DELETE FROM pages WHERE page_id = ?", (old,))
+            else:
+                conn.execute("UPDATE pages SET page_id = ? WHERE page_id = ?", (new, old))
+                conn.execute("UPDATE daily SET page_id = ? WHERE page_id = ?", (new, old))
+        self._wait(Task(run))
+
+    def delete(self, page_id: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM pages WHERE page_id = ?", (page_id,)).rowcount == 0:
+                raise NotFound(page_id)
+            conn.execute("DELETE FROM daily WHERE page_id = ?", (page_id,))
+        self._wait(Task(run))
+
+    # Import staging: temporary tables of the writer's connection
+    # (storage.GroupCommitStore.import_pages runs the steps) -----------------
+
+    @staticmethod
+    def _stage(conn: sqlite3.Connection, pages: Iterable[Page]) -> None:
+        conn.execute("DROP TABLE IF EXISTS temp.staged_days")
+        conn.execute("DROP TABLE IF EXISTS temp.staged_pages")
+        # number: the page's position, so chunks are ranges of it.
+        # The CHECKs repeat schema.sql's (and TOTAL_MAX), so that a value the
+        # database would refuse stops the import here, before any write.
+        count = (f"INTEGER NOT NULL CHECK (typeof({{0}}) = 'integer' "
+                 f"AND {{0}} BETWEEN 0 AND {TOTAL_MAX})")
+        conn.execute("CREATE TEMP TABLE staged_pages (number INTEGER PRIMARY KEY, "
+                     f"page_id TEXT NOT NULL UNIQUE, total {count.format('total')}, "
+                     "created_at TEXT NOT NULL, last_seen TEXT NOT NULL)")
+        conn.execute("CREATE TEMP TABLE staged_days (number INTEGER NOT NULL, day TEXT NOT NULL, "
+                     f"views {count.format('views')}, PRIMARY KEY (number, day))")
+        for number, page in enumerate(pages):
+            try:
+                conn.execute("INSERT INTO temp.staged_pages VALUES (?, ?, ?, ?, ?)",
+                             (number, page.page_id, page.total, page.created_at, page.last_seen))
+                conn.executemany("INSERT INTO temp.staged_days VALUES (?, ?, ?)",
+                                 [(number, day, views) for day, views in page.days.items()])
+            except sqlite3.IntegrityError as e:
+                if "UNIQUE" not in str(e):
+                    raise
+                raise Duplicate(page.page_id) from None
+
+    @staticmethod
+    def _staged_report(conn: sqlite3.Connection, mode: str) -> dict[str, int]:
+        """Created, changed and days of the staged import; refuses (before any
+        write) a sum past TOTAL_MAX in add mode."""
+        changed, created, over = conn.execute(
+            "SELECT count(p.page_id), count(*) - count(p.page_id), "
+            "coalesce(sum(? = 'add' AND coalesce(p.total, 0) + s.total > ?), 0) "
+            "FROM temp.staged_pages s LEFT JOIN pages p ON p.page_id = s.page_id",
+            (mode, TOTAL_MAX)).fetchone()
+        days = conn.execute(
+            "SELECT count(*), coalesce(sum(? = 'add' AND coalesce(d.views, 0) + s.views > ?), 0) "
+            "FROM temp.staged_days s JOIN temp.staged_pages p ON p.number = s.number "
+            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = s.day",
+            (mode, TOTAL_MAX)).fetchone()
+        if over or days[1]:
+            raise TotalLimitReached(f"adding would take a total past {TOTAL_MAX}")
+        return {"created": created, "changed": changed, "days": days[0]}
+
+    @staticmethod
+    def _merge_staged(conn: sqlite3.Connection, mode: str, first: int, chunk: int) -> None:
+        numbers = (first, first + chunk - 1)
+        conn.execute(_IMPORT_PAGE[mode].format(
+            source="SELECT page_id, total, created_at, last_seen FROM temp.staged_pages "
+                   "WHERE number BETWEEN ? AND ?"), numbers)
+        conn.execute(_IMPORT_DAY[mode].format(
+            source="SELECT p.page_id, s.day, s.views FROM temp.staged_days s "
+                   "JOIN temp.staged_pages p ON p.number = s.number "
+                   "WHERE s.number BETWEEN ? AND ?"), numbers)
+
+    @staticmethod
+    def _import_progress(conn: sqlite3.Connection, key: str, mode: str
+                         ) -> tuple[int, int, str | None] | None:
+        try:
+            return conn.execute("SELECT written, pages, finished FROM imports "
+                                "WHERE sha256 = ? AND mode = ?", (key, mode)).fetchone()
+        except sqlite3.OperationalError:
+            return None  # a file of schema 1, read by import --dry-run: no import recorded
+
+    @staticmethod
+    def _record_import(conn: sqlite3.Connection, key: str, mode: str, written: int, pages: int,
+                       finished: str | None) -> None:
+        conn.execute("INSERT INTO imports (sha256, mode, written, pages, finished) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(sha256, mode) DO UPDATE SET "
+                     "written = excluded.written, pages = excluded.pages, "
+                     "finished = excluded.finished", (key, mode, written, pages, finished))
+
+    @staticmethod
+    def _drop_staging(conn: sqlite3.Connection) -> None:
+        conn.execute("DROP TABLE IF EXISTS temp.staged_days")
+        conn.execute("DROP TABLE IF EXISTS temp.staged_pages")
+
+
+class Store(Changes):
+    """The counts in one SQLite file: one writer connection owned by the
+    writer thread (group commit: the views of one page and day in a batch
+    are one UPSERT per table, each view answered its own number of the
+    range, every caller only after COMMIT), plus a pool of read connections
+    beside it (WAL). Chosen by measurement over a connection per thread and
+    over group commit by whoever holds a lock (docs/design.md).
     """
 
     inline_reads = True
@@ -300,68 +479,13 @@ class Store(storage.GroupCommitStore):
             except sqlite3.Error as e:
                 raise UnusableDatabase(f"{path}: {e}") from None
         else:
-            self._writer = self._open_writer(path, sync, max_page_count)
+            self._writer = open_writer(path, sync, busy_timeout_s, max_page_count)
             self._start_writer()
         # The file this store opened; if the path stops naming it, counting
         # stops (FileGone) instead of writing where nobody will look.
         self._identity = file_identity(path)
         self._file_checked_at = time.monotonic()
         self._file_ok = True
-
-    # Opening ----------------------------------------------------------------
-
-    def _open_writer(self, path: str, sync: str, max_page_count: int | None) -> sqlite3.Connection:
-        _make_folder(path)
-        existed = os.path.exists(path) and os.path.getsize(path) > 0
-        try:
-            conn = _connect(path, timeout_s=self._timeout)
-        except sqlite3.Error as e:
-            raise UnusableDatabase(f"{path}: cannot open: {e}") from None
-        try:
-            # Read before any write: a file that is not SQLite, or is damaged
-            # or newer, must be refused before WAL mode touches it.
-            version = _schema_version(conn, path)
-            if existed:
-                check = conn.execute("PRAGMA quick_check").fetchone()[0]
-                if check != "ok":
-                    raise UnusableDatabase(f"{path}: database is damaged: {check}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise UnusableDatabase(f"{path}: cannot enable WAL mode (got {mode})")
-            conn.execute(f"PRAGMA synchronous={'NORMAL' if sync == 'normal' else 'FULL'}")
-            if max_page_count is not None:
-                # Tests simulate a full disk with this.
-                conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
-            self._migrate(conn, version)
-            # A read-only file opens and even serves reads, then fails every
-            # count: refuse it at start-up instead. The probe is rolled back.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            finally:
-                conn.execute("ROLLBACK")
-        except sqlite3.Error as e:
-            conn.close()
-            raise UnusableDatabase(f"{path}: {e}") from None
-        except UnusableDatabase:
-            conn.close()
-            raise
-        return conn
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection, version: int) -> None:
-        for number, body in migrations():
-            if number <= version:
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _statements(body):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={number}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
     def close(self) -> None:
         self._stop_writer()
@@ -561,138 +685,6 @@ class Store(storage.GroupCommitStore):
             self._readers.put(conn)
         for row in rows:
             yield Page(*row, days=days.get(row[0], {}))
-
-    # Owner controls -------------------------------------------------------------
-
-    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None) -> None:
-        stamp = _stamp(now or utc_now())
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO pages (page_id, total, created_at, last_seen) "
-                         "VALUES (?, ?, ?, ?) ON CONFLICT(page_id) DO UPDATE SET "
-                         "total = excluded.total", (page_id, total, stamp, stamp))
-        self._wait(Task(run))
-
-    def rename(self, old: str, new: str, merge: bool = False) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            if not conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (old,)).fetchone():
-                raise NotFound(old)
-            exists = conn.execute("SELECT 1 FROM pages WHERE page_id = ?", (new,)).fetchone()
-            if exists and not merge:
-                raise AlreadyExists(new)
-            if exists:
-                # The sum must stay within TOTAL_MAX, as a view's would
-                # (past 2**63 SQLite stores a float).
-                over = conn.execute(
-                    "SELECT (SELECT sum(total) FROM pages WHERE page_id IN (?, ?)) > ? "
-                    "OR EXISTS (SELECT 1 FROM daily WHERE page_id IN (?, ?) "
-                    "GROUP BY day HAVING sum(views) > ?)",
-                    (old, new, TOTAL_MAX, old, new, TOTAL_MAX)).fetchone()[0]
-                if over:
-                    raise TotalLimitReached(new)
-                conn.execute(
-                    "UPDATE pages SET total = total + (SELECT total FROM pages WHERE page_id = ?), "
-                    "created_at = min(created_at, (SELECT created_at FROM pages WHERE page_id = ?)), "
-                    "last_seen = max(last_seen, (SELECT last_seen FROM pages WHERE page_id = ?)) "
-                    "WHERE page_id = ?", (old, old, old, new))
-                conn.execute(
-                    "INSERT INTO daily (page_id, day, views) SELECT ?, day, views FROM daily "
-                    "WHERE page_id = ? AND true "
-                    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
-                    (new, old))
-                conn.execute("DELETE FROM daily WHERE page_id = ?", (old,))
-                conn.execute("DELETE FROM pages WHERE page_id = ?", (old,))
-            else:
-                conn.execute("UPDATE pages SET page_id = ? WHERE page_id = ?", (new, old))
-                conn.execute("UPDATE daily SET page_id = ? WHERE page_id = ?", (new, old))
-        self._wait(Task(run))
-
-    def delete(self, page_id: str) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM pages WHERE page_id = ?", (page_id,)).rowcount == 0:
-                raise NotFound(page_id)
-            conn.execute("DELETE FROM daily WHERE page_id = ?", (page_id,))
-        self._wait(Task(run))
-
-    # Import staging: temporary tables of the writer's connection
-    # (storage.GroupCommitStore.import_pages runs the steps) -----------------
-
-    @staticmethod
-    def _stage(conn: sqlite3.Connection, pages: Iterable[Page]) -> None:
-        conn.execute("DROP TABLE IF EXISTS temp.staged_days")
-        conn.execute("DROP TABLE IF EXISTS temp.staged_pages")
-        # number: the page's position, so chunks are ranges of it.
-        # The CHECKs repeat schema.sql's (and TOTAL_MAX), so that a value the
-        # database would refuse stops the import here, before any write.
-        count = (f"INTEGER NOT NULL CHECK (typeof({{0}}) = 'integer' "
-                 f"AND {{0}} BETWEEN 0 AND {TOTAL_MAX})")
-        conn.execute("CREATE TEMP TABLE staged_pages (number INTEGER PRIMARY KEY, "
-                     f"page_id TEXT NOT NULL UNIQUE, total {count.format('total')}, "
-                     "created_at TEXT NOT NULL, last_seen TEXT NOT NULL)")
-        conn.execute("CREATE TEMP TABLE staged_days (number INTEGER NOT NULL, day TEXT NOT NULL, "
-                     f"views {count.format('views')}, PRIMARY KEY (number, day))")
-        for number, page in enumerate(pages):
-            try:
-                conn.execute("INSERT INTO temp.staged_pages VALUES (?, ?, ?, ?, ?)",
-                             (number, page.page_id, page.total, page.created_at, page.last_seen))
-                conn.executemany("INSERT INTO temp.staged_days VALUES (?, ?, ?)",
-                                 [(number, day, views) for day, views in page.days.items()])
-            except sqlite3.IntegrityError as e:
-                if "UNIQUE" not in str(e):
-                    raise
-                raise Duplicate(page.page_id) from None
-
-    @staticmethod
-    def _staged_report(conn: sqlite3.Connection, mode: str) -> dict[str, int]:
-        """Created, changed and days of the staged import; refuses (before any
-        write) a sum past TOTAL_MAX in add mode."""
-        changed, created, over = conn.execute(
-            "SELECT count(p.page_id), count(*) - count(p.page_id), "
-            "coalesce(sum(? = 'add' AND coalesce(p.total, 0) + s.total > ?), 0) "
-            "FROM temp.staged_pages s LEFT JOIN pages p ON p.page_id = s.page_id",
-            (mode, TOTAL_MAX)).fetchone()
-        days = conn.execute(
-            "SELECT count(*), coalesce(sum(? = 'add' AND coalesce(d.views, 0) + s.views > ?), 0) "
-            "FROM temp.staged_days s JOIN temp.staged_pages p ON p.number = s.number "
-            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = s.day",
-            (mode, TOTAL_MAX)).fetchone()
-        if over or days[1]:
-            raise TotalLimitReached(f"adding would take a total past {TOTAL_MAX}")
-        return {"created": created, "changed": changed, "days": days[0]}
-
-    @staticmethod
-    def _merge_staged(conn: sqlite3.Connection, mode: str, first: int, chunk: int) -> None:
-        numbers = (first, first + chunk - 1)
-        conn.execute(_IMPORT_PAGE[mode].format(
-            source="SELECT page_id, total, created_at, last_seen FROM temp.staged_pages "
-                   "WHERE number BETWEEN ? AND ?"), numbers)
-        conn.execute(_IMPORT_DAY[mode].format(
-            source="SELECT p.page_id, s.day, s.views FROM temp.staged_days s "
-                   "JOIN temp.staged_pages p ON p.number = s.number "
-                   "WHERE s.number BETWEEN ? AND ?"), numbers)
-
-    @staticmethod
-    def _import_progress(conn: sqlite3.Connection, key: str, mode: str
-                         ) -> tuple[int, int, str | None] | None:
-        try:
-            return conn.execute("SELECT written, pages, finished FROM imports "
-                                "WHERE sha256 = ? AND mode = ?", (key, mode)).fetchone()
-        except sqlite3.OperationalError:
-            return None  # a file of schema 1, read by import --dry-run: no import recorded
-
-    @staticmethod
-    def _record_import(conn: sqlite3.Connection, key: str, mode: str, written: int, pages: int,
-                       finished: str | None) -> None:
-        conn.execute("INSERT INTO imports (sha256, mode, written, pages, finished) "
-                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(sha256, mode) DO UPDATE SET "
-                     "written = excluded.written, pages = excluded.pages, "
-                     "finished = excluded.finished", (key, mode, written, pages, finished))
-
-    @staticmethod
-    def _drop_staging(conn: sqlite3.Connection) -> None:
-        conn.execute("DROP TABLE IF EXISTS temp.staged_days")
-        conn.execute("DROP TABLE IF EXISTS temp.staged_pages")
-
 
 def copy_database(source_path: str, dest_path: str,
                   progress: Callable[[int, int], None] | None = None,
