@@ -1,4 +1,4 @@
-# Tally as a container image (README, "Run in a container"):
+# Tally as a container image (docs/deploy.md, "Run in a container"):
 #   docker build -t tally .            podman build --format docker -t tally .
 # (podman's default OCI format drops the HEALTHCHECK; --format docker keeps it).
 

@@ -63,7 +63,7 @@ backup: $(VENV)/.installed ## write backups/counts-<UTC time>.db, keep the newes
 	$(BIN)/python server.py backup backups --keep $(KEEP)
 
 # docker where its daemon answers, else podman (in docker format, which
-# keeps the image's HEALTHCHECK). IMAGE_FLAGS: more build flags (README).
+# keeps the image's HEALTHCHECK). IMAGE_FLAGS: more build flags (docs/deploy.md).
 ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 
 .PHONY: image

@@ -80,7 +80,7 @@ class Look:
     show: str = "total"
     base: int = 0
     logo: str | None = None
-    logo_color: str | None = None  # accepted for shields URLs; see README
+    logo_color: str | None = None  # accepted for shields URLs; see docs/parameters.md
 
 
 # Colours ###################################################################

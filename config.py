@@ -1,7 +1,7 @@
 """Tally's settings: one frozen dataclass, read from the environment in one
 function (from_env) and overridden by command-line flags (with_overrides).
 
-Every setting is listed in README ("Settings"); tests/test_config.py fails
+Every setting is listed in docs/settings.md; tests/test_config.py fails
 when one is missing there.
 """
 
@@ -23,7 +23,7 @@ class Config:
     db: str = "data/counts.db"
     # Threads for the routes bottle answers (the builder page, stats, JSON
     # of old services): /badge, /api/count and old badge URLs run on the
-    # event loop and need none (README, Performance).
+    # event loop and need none (docs/performance.md).
     threads: int = 4
     # "full": an answered count survives a power cut; "normal": the last
     # few counts may be lost on power loss (not on a crash), but it is faster.
@@ -38,7 +38,7 @@ class Config:
     quiet: bool = False
     # A reverse proxy whose X-Forwarded-* headers are believed.
     trusted_proxy: str | None = "127.0.0.1"
-    # Limits of the HTTP server (README, "Limits"). Idle and slowly sending
+    # Limits of the HTTP server (docs/settings.md, "Limits"). Idle and slowly sending
     # connections hold a connection each until channel_timeout: a cap well
     # above what one attacker's idle connections use up in that time.
     connection_limit: int = 10000

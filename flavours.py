@@ -29,14 +29,14 @@ from params import BadgeQuery, ParamError
 @dataclasses.dataclass(frozen=True)
 class Flavour:
     name: str                                # also the page id prefix: "<name>:<key>"
-    title: str                               # for README and the builder
+    title: str                               # for the docs and the builder
     defaults: dict[str, str]                 # Tally option -> value, as the service drew it
     # Old parameter -> (Tally option, conversion); a conversion returns None
     # for "leave the default" (a simple-icons name Tally cannot draw).
     options: dict[str, tuple[str, Callable[[str], str | None]]]
     key_names: tuple[str, ...] = ()          # query parameters the key is read from
     extra: tuple[str, ...] = ()              # read by a small function of their own
-    ignored: tuple[str, ...] = ()            # accepted, no effect (listed in README)
+    ignored: tuple[str, ...] = ()            # accepted, no effect (listed in docs/moving.md)
     camo_only: bool = False                  # counts only GitHub's image proxy
 
     @property

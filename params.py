@@ -64,7 +64,7 @@ class BadgeQuery:
 
 # Each badge option: the canonical name first, then the aliases accepted for
 # compatibility. Where a request gives several names of one option, the first
-# in this list that is present wins (README, "Parameters").
+# in this list that is present wins (docs/parameters.md).
 _ALIASES = {
     "page_id": ("page_id",),
     "label": ("left_text", "label", "title"),

@@ -412,7 +412,7 @@ class Dispatch:
 
 
 class App:
-    """The ASGI app granian serves (README "Performance" says why ASGI):
+    """The ASGI app granian serves (docs/performance.md says why ASGI):
     the steps above, outermost first. routes and badges are kept for the
     tests and the metrics."""
 

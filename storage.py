@@ -215,7 +215,7 @@ def scrubbed(text: str, db: str) -> str:
 class Done:
     """A one-shot signal from the writer to one waiting caller: a bare lock,
     held until set(). Cheaper than threading.Event (no Condition), which
-    counts when every view waits for one (README, Performance)."""
+    counts when every view waits for one (docs/performance.md)."""
 
     __slots__ = ("_lock",)
 

@@ -1,4 +1,4 @@
-"""config.py: settings from the environment, flags over them, README lists them all."""
+"""config.py: settings from the environment, flags over them, docs/settings.md lists them all."""
 
 from __future__ import annotations
 
@@ -51,10 +51,10 @@ def test_bad_values_name_the_variable(name, value, message):
         config.from_env({name: value})
 
 
-def test_every_setting_is_in_the_readme():
-    readme = (ROOT / "README.md").read_text()
+def test_every_setting_is_in_the_docs():
+    settings = (ROOT / "docs" / "settings.md").read_text()
     for name in config.ENVIRONMENT:
-        assert f"`{name}`" in readme, name
+        assert f"`{name}`" in settings, name
     fields = {f.name for f in dataclasses.fields(config.Config)}
     assert fields == {field for field, _ in config.ENVIRONMENT.values()}
 

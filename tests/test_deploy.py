@@ -167,7 +167,7 @@ STALLED = {"env": {"TALLY_CONNECTION_LIMIT": "50"}, "send_timeout": 2, "sndbuf":
 
 @pytest.mark.parametrize("nginx_in_front", [STALLED], indirect=True)
 def test_clients_that_never_read_are_closed_by_nginx_and_others_get_badges(nginx_in_front):
-    # granian has no write deadline (README, Limits): behind the shipped
+    # granian has no write deadline (docs/settings.md, Limits): behind the shipped
     # nginx, 50 clients that pipeline 10 large answers each (73 KB, far more
     # than their 1 KB receive buffers hold) and never read hold only
     # nginx's side, until its send_timeout; Tally (capped at 50 connections

@@ -32,7 +32,7 @@ MESSAGES = ["7", "1,234,567"]
 COLOURS = [("#555", "#1283c3"), ("#eee", "#f0f0f0"), ("grey", "brightgreen"),
            ("#595959", "yellow"), ("lightgrey", "orange")]
 # flat stays pybadges' badge(), measured with its DejaVu Sans table rather
-# than shields' Verdana: its widths may differ by a little more (README).
+# than shields' Verdana: its widths may differ by a little more (docs/parameters.md).
 TOLERANCE = {"flat": 3.0}
 CASES = list(itertools.product(STYLES, LABELS, MESSAGES, COLOURS))
 
