@@ -5,11 +5,11 @@ database.open_store), never builds SVG (badge.py does), and answers the
 requests every view makes through answers.Badges, which holds no HTTP.
 
 How a request travels (`serve`, and the in-process tests alike): granian
-(Rust) -> the front, a few steps each wrapping the next (ProxyHeaders ->
-AccessLog -> Limits -> Dispatch) -> /badge, /api/count and the old
-services' URLs: answers.Badges on the event loop (a count awaits its group
-commit without holding a thread); every other route: a2wsgi -> bottle's
-routes (Pages) in a pool of threads.
+(Rust) -> App, a few steps in order (proxied, refusal, the query made ASCII,
+dispatch, log_request) -> /badge, /api/count and the old services' URLs:
+answers.Badges on the event loop (a count awaits its group commit without
+holding a thread); every other route: a2wsgi -> bottle's routes (Pages) in a
+pool of threads.
 """
 
 from __future__ import annotations
@@ -246,15 +246,65 @@ def _public_base() -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-# The ASGI front: small steps, each wrapping the next #######################
+# The ASGI front: a few small steps ########################################
 
 MAX_BODY_BYTES = 65536
 
 
-async def send_answer(send: Callable, answer: Answer, method: str) -> None:
+class App:
+    """The ASGI app granian serves (docs/performance.md says why ASGI), a few
+    steps in order: the proxy's headers (proxied), what no route may get
+    (refusal), the query made ASCII, then /badge, /api/count and the old
+    services' URLs to answers.Badges on the event loop and every other
+    route to bottle's (a2wsgi, config.threads threads), then the access log.
+    The steps are plain functions called in turn, not apps wrapping apps: a
+    count that awaits its commit resumes through as few frames as it can."""
+
+    def __init__(self, config: Config, store: storage.Store) -> None:
+        self.badges = answers.Badges(config, store)
+        self.routes = Pages(config, store, self.badges).app()
+        self.wsgi = a2wsgi.WSGIMiddleware(self.routes, workers=config.threads)
+        self.trusted_proxy, self.logging = config.trusted_proxy, not config.quiet
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":  # granian's ASGI without lifespan sends nothing else
+            return
+        started = time.perf_counter()
+        scope = proxied(scope, self.trusted_proxy)
+        method, headers = scope["method"], scope["headers"]
+        refused = refusal(scope)
+        if refused is not None:
+            status = await send_answer(send, refused, method)
+        else:
+            if not scope["query_string"].isascii():
+                scope = dict(scope, query_string=_ascii_query(scope["query_string"]))
+            agent = next((value for name, value in headers if name == b"user-agent"), b"")
+            answer = await self.badges.answer(scope["path"], method,
+                                              scope["query_string"].decode("ascii"),
+                                              agent.decode("latin-1"))
+            if answer is None:
+                status = await self._routes(scope, receive, send)
+            else:
+                status = await send_answer(send, answer, method)
+        if self.logging:
+            log_request(scope, status, started)
+
+    async def _routes(self, scope: dict, receive: Callable, send: Callable) -> int:
+        seen = {"status": 500}
+
+        async def watched(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            await send(message)
+        await self.wsgi(scope, receive, watched)
+        return seen["status"]
+
+
+async def send_answer(send: Callable, answer: Answer, method: str) -> int:
     headers = [*_encoded(tuple(answer.headers)), (b"content-length", b"%d" % len(answer.body))]
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else answer.body})
+    return answer.status
 
 
 @functools.lru_cache(maxsize=64)
@@ -264,32 +314,6 @@ def _encoded(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes],
     return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
 
 
-class AccessLog:
-    """One line per request on stdout (escaped), with its status and time."""
-
-    def __init__(self, app: Callable, enabled: bool) -> None:
-        self.app, self.enabled = app, enabled
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if not self.enabled:
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        seen = {"status": 500}
-
-        async def watched(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                seen["status"] = message["status"]
-            await send(message)
-        await self.app(scope, receive, watched)
-        client = (scope.get("client") or ("-",))[0]  # as the trusted proxy named it
-        query = scope["query_string"].decode("latin-1")
-        access_log.info("%s %s %s%s %s %.1fms", loggable(client), scope["method"],
-                        loggable(scope["path"]),
-                        "?" + loggable(urllib.parse.unquote(query)) if query else "",
-                        seen["status"], (time.perf_counter() - started) * 1000)
-
-
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded")
 
 
@@ -297,41 +321,33 @@ def _is_forwarded(name: bytes) -> bool:
     return name.replace(b"_", b"-") in _FORWARDED
 
 
-class ProxyHeaders:
+def proxied(scope: dict, trusted_proxy: str | None) -> dict:
     """X-Forwarded-For, -Proto and -Host are believed from the trusted proxy
     only (its last hop: the address that connected to it, and only if it is
     an IP address), and removed from every other request, in every spelling
     (a2wsgi and bottle read X_Forwarded_Host as HTTP_X_FORWARDED_HOST too),
     so nobody else can claim an address or a host name for the builder
     page's links."""
-
-    def __init__(self, app: Callable, trusted_proxy: str | None) -> None:
-        self.app, self.trusted_proxy = app, trusted_proxy
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        headers = scope["headers"]
-        if any(_is_forwarded(name) for name, _ in headers):
-            scope = self._proxied(scope, headers)
-        await self.app(scope, receive, send)
-
-    def _proxied(self, scope: dict, headers: list) -> dict:
-        forwarded = {name: value.decode("latin-1").rsplit(",", 1)[-1].strip()
-                     for name, value in headers if name in _FORWARDED}
-        scope = dict(scope, headers=[(n, v) for n, v in headers if not _is_forwarded(n)])
-        peer = (scope.get("client") or ("",))[0]
-        if self.trusted_proxy is None or peer != self.trusted_proxy:
-            return scope
-        client = forwarded.get(b"x-forwarded-for", "")
-        if _is_address(client):
-            scope["client"] = (client, 0)
-        scheme = forwarded.get(b"x-forwarded-proto", "").lower()
-        if scheme in ("http", "https"):
-            scope["scheme"] = scheme
-        host = forwarded.get(b"x-forwarded-host", "")
-        if host:
-            scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"host"]
-            scope["headers"].append((b"host", host.encode("latin-1")))
+    headers = scope["headers"]
+    if not any(_is_forwarded(name) for name, _ in headers):
         return scope
+    forwarded = {name: value.decode("latin-1").rsplit(",", 1)[-1].strip()
+                 for name, value in headers if name in _FORWARDED}
+    scope = dict(scope, headers=[(n, v) for n, v in headers if not _is_forwarded(n)])
+    peer = (scope.get("client") or ("",))[0]
+    if trusted_proxy is None or peer != trusted_proxy:
+        return scope
+    client = forwarded.get(b"x-forwarded-for", "")
+    if _is_address(client):
+        scope["client"] = (client, 0)
+    scheme = forwarded.get(b"x-forwarded-proto", "").lower()
+    if scheme in ("http", "https"):
+        scope["scheme"] = scheme
+    host = forwarded.get(b"x-forwarded-host", "")
+    if host:
+        scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"host"]
+        scope["headers"].append((b"host", host.encode("latin-1")))
+    return scope
 
 
 def _is_address(text: str) -> bool:
@@ -342,32 +358,18 @@ def _is_address(text: str) -> bool:
     return True
 
 
-class Limits:
-    """A path that is not UTF-8 and a body (no route reads one) that is too
-    large are refused before any route sees them; a query's bytes outside
-    printable ASCII are percent-escaped, so every route reads raw UTF-8 as
-    its escapes (one page id) and a2wsgi, which decodes the query as ASCII,
-    never fails on it."""
-
-    def __init__(self, app: Callable) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if not _utf8_path(scope):
-            # The path was decoded with replacement characters: refused
-            # rather than routed by a guess.
-            await send_answer(send, json_answer({"error": "path is not UTF-8"}, 400), scope["method"])
-            return
-        length = next((value for name, value in scope["headers"] if name == b"content-length"), b"0")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            too_large = length.isdigit()
-            await send_answer(send, json_answer(
-                {"error": "request body too large" if too_large else "invalid Content-Length"},
-                413 if too_large else 400), scope["method"])
-            return
-        if not scope["query_string"].isascii():
-            scope = dict(scope, query_string=_ascii_query(scope["query_string"]))
-        await self.app(scope, receive, send)
+def refusal(scope: dict) -> Answer | None:
+    """What no route may get: a path that is not UTF-8 (decoded with
+    replacement characters, it would be routed by a guess) and a body (no
+    route reads one) past MAX_BODY_BYTES, refused unread."""
+    if not _utf8_path(scope):
+        return json_answer({"error": "path is not UTF-8"}, 400)
+    length = next((value for name, value in scope["headers"] if name == b"content-length"), b"0")
+    if not length.isdigit():
+        return json_answer({"error": "invalid Content-Length"}, 400)
+    if int(length) > MAX_BODY_BYTES:
+        return json_answer({"error": "request body too large"}, 413)
+    return None
 
 
 _QUERY_SAFE = bytes(range(0x21, 0x7F))
@@ -375,8 +377,9 @@ _QUERY_SAFE = bytes(range(0x21, 0x7F))
 
 def _ascii_query(raw: bytes) -> bytes:
     """Every byte outside printable ASCII percent-escaped: raw "é" then reads
-    as "%C3%A9" does, a byte that is not UTF-8 as a lone surrogate that
-    validation refuses."""
+    as "%C3%A9" does (UTF-8, one page id) on every route, a byte that is not
+    UTF-8 as a lone surrogate that validation refuses, and a2wsgi, which
+    decodes the query as ASCII, never fails on it."""
     return urllib.parse.quote_from_bytes(raw, _QUERY_SAFE).encode()
 
 
@@ -391,40 +394,15 @@ def _utf8_path(scope: dict) -> bool:
     return True
 
 
-class Dispatch:
-    """GET and HEAD of /badge, /api/count and the old services' URLs to
-    answers.Badges on the event loop; everything else to bottle's routes,
-    through a2wsgi in a pool of config.threads threads."""
-
-    def __init__(self, badges: answers.Badges, routes: bottle.Bottle, threads: int) -> None:
-        self.badges, self.routes = badges, routes
-        self.wsgi = a2wsgi.WSGIMiddleware(routes, workers=threads)
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        agent = next((value for name, value in scope["headers"] if name == b"user-agent"), b"")
-        answer = await self.badges.answer(scope["path"], scope["method"],
-                                          scope["query_string"].decode("ascii"),
-                                          agent.decode("latin-1"))
-        if answer is None:
-            await self.wsgi(scope, receive, send)
-        else:
-            await send_answer(send, answer, scope["method"])
-
-
-class App:
-    """The ASGI app granian serves (docs/performance.md says why ASGI):
-    the steps above, outermost first. routes and badges are kept for the
-    tests and the metrics."""
-
-    def __init__(self, config: Config, store: storage.Store) -> None:
-        self.badges = answers.Badges(config, store)
-        self.routes = Pages(config, store, self.badges).app()
-        self.app = ProxyHeaders(AccessLog(Limits(Dispatch(self.badges, self.routes, config.threads)),
-                                          not config.quiet), config.trusted_proxy)
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http":  # granian's ASGI without lifespan sends nothing else
-            await self.app(scope, receive, send)
+def log_request(scope: dict, status: int, started: float) -> None:
+    """The access log's line: the client (as the trusted proxy named it),
+    method, path and query escaped to printable ASCII, status and time."""
+    client = (scope.get("client") or ("-",))[0]
+    query = scope["query_string"].decode("latin-1")
+    access_log.info("%s %s %s%s %s %.1fms", loggable(client), scope["method"],
+                    loggable(scope["path"]),
+                    "?" + loggable(urllib.parse.unquote(query)) if query else "",
+                    status, (time.perf_counter() - started) * 1000)
 
 
 def create_app(config: Config, store: storage.Store) -> App:
