@@ -271,14 +271,18 @@ class App:
             return
         started = time.perf_counter()
         scope = proxied(scope, self.trusted_proxy)
-        method, headers = scope["method"], scope["headers"]
-        refused = refusal(scope)
+        method, length, agent = scope["method"], b"0", b""
+        for name, value in scope["headers"]:  # one pass: every request pays for it
+            if name == b"content-length":
+                length = value
+            elif name == b"user-agent":
+                agent = value
+        refused = refusal(scope, length)
         if refused is not None:
             status = await send_answer(send, refused, method)
         else:
             if not scope["query_string"].isascii():
                 scope = dict(scope, query_string=_ascii_query(scope["query_string"]))
-            agent = next((value for name, value in headers if name == b"user-agent"), b"")
             answer = await self.badges.answer(scope["path"], method,
                                               scope["query_string"].decode("ascii"),
                                               agent.decode("latin-1"))
@@ -358,13 +362,13 @@ def _is_address(text: str) -> bool:
     return True
 
 
-def refusal(scope: dict) -> Answer | None:
+def refusal(scope: dict, length: bytes) -> Answer | None:
     """What no route may get: a path that is not UTF-8 (decoded with
     replacement characters, it would be routed by a guess) and a body (no
-    route reads one) past MAX_BODY_BYTES, refused unread."""
+    route reads one) past MAX_BODY_BYTES (length: its Content-Length),
+    refused unread."""
     if not _utf8_path(scope):
         return json_answer({"error": "path is not UTF-8"}, 400)
-    length = next((value for name, value in scope["headers"] if name == b"content-length"), b"0")
     if not length.isdigit():
         return json_answer({"error": "invalid Content-Length"}, 400)
     if int(length) > MAX_BODY_BYTES:

@@ -74,3 +74,8 @@ def test_only_database_py_knows_the_concrete_stores():
     users = sorted(p.name for p in MODULES if p.name != "bench.py"
                    and own_imports(p) & {"sqlite_store", "postgres_store"})
     assert users == ["database.py"]
+
+
+def test_nothing_below_server_py_imports_it():
+    users = sorted(p.name for p in MODULES if "server" in own_imports(p))
+    assert users == ["bench.py"]  # the benchmark, a program on top of everything
