@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import urllib.parse
 from html.parser import HTMLParser

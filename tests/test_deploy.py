@@ -6,7 +6,6 @@ import json
 import os
 import re
 import socket
-import threading
 import time
 import shutil
 import subprocess

@@ -10,7 +10,6 @@ import base64
 import html
 import itertools
 import json
-import os
 import shutil
 import statistics
 import subprocess
