@@ -562,7 +562,7 @@ def cmd_show(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 # --host: a scheme, a host name or address, a port, a path prefix; nothing
 # that could end a Markdown link or an HTML attribute, or start a query.
-_HOST = re.compile(r"(?:(?P<scheme>https?)://)?"
+_HOST = re.compile(r"(?:(?P<scheme>(?i:https?))://)?"
                    r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])"
                    r"(?::(?P<port>[0-9]{1,5}))?"
@@ -585,7 +585,7 @@ def _tally_base(host: str) -> str:
         except ValueError:
             raise CommandError("--host: not an IPv6 address in brackets") from None
     port = f":{match['port']}" if match["port"] else ""
-    return f"{match['scheme'] or 'https'}://{match['host']}{port}{match['path']}"
+    return f"{(match['scheme'] or 'https').lower()}://{match['host']}{port}{match['path']}"
 
 
 # A counter URL right after one of these is part of another URL
@@ -658,8 +658,19 @@ class _Target:
                 raise CommandError(
                     f"{self.name}: has {info.st_nlink} hard links; a rewrite would leave the "
                     f"other names with the old URLs (rewrite a copy, then link it again)")
+            if not os.access(self.path, os.W_OK):
+                # Read-only (or immutable): the rename would replace it anyway,
+                # so it is refused here, before any file is written.
+                raise CommandError(f"{self.name}: is read-only; nothing was written")
             self._write_tmp()
-            os.chown(self.tmp, info.st_uid, info.st_gid)
+            made = os.stat(self.tmp)
+            if (made.st_uid, made.st_gid) != (info.st_uid, info.st_gid):
+                try:
+                    os.chown(self.tmp, info.st_uid, info.st_gid)
+                except OSError:
+                    raise CommandError(f"{self.name}: cannot keep its owner and group "
+                                       f"({info.st_uid}:{info.st_gid}) as this user; "
+                                       f"nothing was written") from None
             os.chmod(self.tmp, info.st_mode & 0o7777)
         except OSError as e:
             self.discard()

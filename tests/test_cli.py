@@ -17,7 +17,7 @@ import pytest
 import params
 import sqlite_store
 import storage
-from conftest import ROOT, snapshot, tally, totals, wait_until
+from conftest import ROOT, missing, snapshot, tally, totals, wait_until
 
 
 @pytest.fixture
@@ -913,6 +913,7 @@ def test_migrate_refuses_a_host_that_is_not_one(tmp_path, host):
 
 
 @pytest.mark.parametrize("host, base", [("192.0.2.7:8080", "https://192.0.2.7:8080"),
+                                        ("HTTP://Box.lan", "http://Box.lan"),
                                         ("http://[::1]:8080/t", "http://[::1]:8080/t"),
                                         ("counter.example.org.", "https://counter.example.org.")])
 def test_migrate_accepts_addresses_ports_and_paths(tmp_path, host, base):
@@ -942,3 +943,21 @@ def test_migrate_finds_line_numbers_in_linear_time():
     assert found[-1][0] == "f:20000" and len(found) == 20_000
     source = (ROOT / "commands.py").read_text()
     assert 'text.count("\\n", 0' not in source
+
+
+def test_migrate_refuses_a_read_only_file_and_writes_nothing(tmp_path):
+    # As root file modes do not stop a write; unshare --user runs migrate as
+    # root without its capabilities, to whom a 0444 file is read-only.
+    if subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode != 0:
+        missing("unshare --user is not allowed here", "unshare --user is needed in CI")
+    first, locked = tmp_path / "a.md", tmp_path / "b.md"
+    first.write_text(f"![hits]({HITS_URL})\n")
+    locked.write_text(f"![hits]({HITS_URL})\n")
+    os.chmod(locked, 0o444)
+    os.chmod(tmp_path, 0o777)  # the folder stays writable: only the file is read-only
+    result = subprocess.run(["unshare", "--user", sys.executable, str(ROOT / "server.py"), "migrate",
+                             str(first), str(locked), "--host", "c.example.org", "--write"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "b.md: is read-only" in result.stderr
+    assert first.read_text() == locked.read_text() == f"![hits]({HITS_URL})\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "b.md"]
