@@ -21,9 +21,9 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     db: str = "data/counts.db"
-    # Threads for the routes bottle answers (the builder page, stats, JSON
-    # of old services): /badge, /api/count and old badge URLs run on the
-    # event loop and need none (docs/performance.md).
+    # Threads for the routes bottle answers (the builder page, stats, the
+    # JSON endpoints): /badge, /api/count and every old service's URL run on
+    # the event loop and need none (docs/performance.md).
     threads: int = 4
     # "full": an answered count survives a power cut; "normal": the last
     # few counts may be lost on power loss (not on a crash), but it is faster.
