@@ -16,6 +16,7 @@ library: it sees the store through storage.Store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import functools
 import json
@@ -212,6 +213,40 @@ class Badges:
         if self.allow is not None and not self.allow.fullmatch(page_id):
             raise ParamError("page_id not allowed")
 
+    def github_request(self, request: params.BadgeQuery) -> params.BadgeQuery:
+        """A github: page is read, never counted (its numbers are GitHub's),
+        under its repository's lowercased name; TALLY_ALLOW does not apply
+        (nobody can create one from outside). What only GitHub's numbers
+        have (show=visitors, clones) is refused on any other page."""
+        repo = params.github_page(request.page_id)
+        if repo is not None:
+            return dataclasses.replace(request, page_id=params.GITHUB_PREFIX + repo, count=False)
+        self.check_allowed(request.page_id)
+        if request.look.show in params.GITHUB_SHOWS:
+            raise ParamError(f"show={request.look.show} needs a github: page")
+        return request
+
+    def github_shown(self, page_id: str, look: badge.Look) -> tuple[badge.Look, int, int]:
+        """What a github: page's badge shows: (the look to draw, the
+        number, today's number). ParamError when the repository is not kept."""
+        traffic = self.store.github_traffic(page_id[len(params.GITHUB_PREFIX):])
+        if traffic is None:
+            raise ParamError("repository not kept")
+        if look.show in params.GITHUB_SHOWS:
+            shown = traffic.visitors if look.show == "visitors" else traffic.clones
+            return dataclasses.replace(look, show="total"), shown, 0
+        return look, traffic.views, traffic.views_today
+
+    def github_count(self, page_id: str) -> dict[str, object]:
+        """/api/count's answer for a github: page."""
+        traffic = self.store.github_traffic(page_id[len(params.GITHUB_PREFIX):])
+        if traffic is None:
+            raise ParamError("repository not kept")
+        return {"page_id": page_id, "total": traffic.views, "today": traffic.views_today,
+                "visitors": traffic.visitors, "visitors_today": traffic.visitors_today,
+                "clones": traffic.clones, "first_day": traffic.first_day,
+                "synced_at": traffic.synced_at}
+
     # The one place outcomes become answers ---------------------------------
 
     def failure(self, error: Exception, route: str, method: str,
@@ -283,8 +318,7 @@ class Badges:
         values: dict[str, str] = {}
         try:
             values = params.parse_query_string(query)
-            request = params.parse_badge_query(values)
-            self.check_allowed(request.page_id)
+            request = self.github_request(params.parse_badge_query(values))
             if request.count and params.is_service_id(request.page_id):
                 # "ghpvc:alice" is counted by komarev's URL alone (with its
                 # camo-only rule); shown with query_only it may be.
@@ -302,8 +336,12 @@ class Badges:
 
     async def _drawn(self, request: params.BadgeQuery, label: str, method: str,
                      user_agent: str) -> Answer:
-        """A valid badge request (native or an old service's), counted or read."""
+        """A valid badge request (native or an old service's), counted or
+        read; a github: page's numbers read."""
         try:
+            if request.page_id.startswith(params.GITHUB_PREFIX):
+                shown = await self._read(self.github_shown, request.page_id, request.look)
+                return svg_answer(badge.render(*shown))  # type: ignore[misc]
             counts = await self._fetch(request.page_id, self._counting(request, method, user_agent))
         except Exception as e:
             raise _BadgeError(e, label, request.look.style) from None
@@ -313,7 +351,11 @@ class Badges:
         """(page id, "") or ("", the problem)."""
         try:
             page_id = params.validate_page_id(params.parse_query_string(query).get("page_id"))
-            self.check_allowed(page_id)
+            repo = params.github_page(page_id)
+            if repo is None:
+                self.check_allowed(page_id)
+            else:
+                page_id = params.GITHUB_PREFIX + repo
         except ParamError as e:
             return "", str(e)
         return page_id, ""
@@ -323,6 +365,8 @@ class Badges:
                             else self._cached_count(query))
         if problem:
             raise ParamError(problem)
+        if page_id.startswith(params.GITHUB_PREFIX):
+            return json_answer(await self._read(self.github_count, page_id))
         counts = await self._fetch(page_id, False)
         return json_answer({"page_id": page_id, "total": counts.total, "today": counts.today})
 

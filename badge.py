@@ -568,20 +568,29 @@ def plain_badge(label: str, value: str) -> str:
 # Charts ####################################################################
 
 
-def history_chart(history: list[tuple[str, int]], width: int = 720, height: int = 200) -> str:
+def history_chart(history: list[tuple[str, int | None]], width: int = 720,
+                  height: int = 200) -> str:
     """A bar chart of views per day, as inline SVG for the stats page.
 
     Bars use currentColor and the page's CSS, so both themes read well;
-    each bar has a <title> and data attributes with its day and count.
+    each bar has a <title> and data attributes with its day and count. A
+    day without a number (None: GitHub's traffic lost it) is a hatched
+    mark titled "no data", never a bar of zero.
     """
     if not history:
         return ""
-    top = max(views for _, views in history) or 1
+    top = max((views for _, views in history if views is not None), default=0) or 1
     plot = height - 30
     step = width / len(history)
     bar = max(step * 0.8, 1)
     bars = []
     for i, (day, views) in enumerate(history):
+        if views is None:
+            bars.append(f'<rect class="lost" x="{i * step + (step - bar) / 2:.2f}" y="10" '
+                        f'width="{bar:.2f}" height="{plot}" fill="currentColor" '
+                        f'fill-opacity="0.12" data-day="{day}" data-views="none">'
+                        f'<title>{day}: no data</title></rect>')
+            continue
         h = plot * views / top
         bars.append(f'<rect class="bar" x="{i * step + (step - bar) / 2:.2f}" y="{plot - h + 10:.2f}" '
                     f'width="{bar:.2f}" height="{h:.2f}" fill="currentColor" '

@@ -45,6 +45,16 @@ class Config:
     channel_timeout: int = 30
     max_header_bytes: int = 8192
     busy_timeout: float = 5.0
+    # GitHub's traffic numbers (github.py): the API's base URL (a GitHub
+    # Enterprise Server's is https://HOST/api/v3), the token or a file
+    # holding it (read at each sync, so it can be replaced), how often the
+    # server syncs, and how long one request to GitHub may take. The token
+    # is kept out of repr(): a config printed or logged never shows it.
+    github_api: str = "https://api.github.com"
+    github_token: str | None = dataclasses.field(default=None, repr=False)
+    github_token_file: str | None = None
+    github_sync_hours: float = 6.0
+    github_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -70,6 +80,14 @@ class Config:
             raise ConfigError("TALLY_MAX_HEADER_BYTES must be 8192..1048576")
         if not 0 <= self.busy_timeout <= 600:
             raise ConfigError("TALLY_BUSY_TIMEOUT must be 0..600 seconds")
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", self.github_api):
+            raise ConfigError("TALLY_GITHUB_API must be an http:// or https:// URL")
+        if self.github_token is not None and self.github_token_file is not None:
+            raise ConfigError("set TALLY_GITHUB_TOKEN or TALLY_GITHUB_TOKEN_FILE, not both")
+        if not 0 < self.github_sync_hours <= 168:
+            raise ConfigError("TALLY_GITHUB_SYNC_HOURS must be more than 0 and at most 168")
+        if not 1 <= self.github_timeout <= 120:
+            raise ConfigError("TALLY_GITHUB_TIMEOUT must be 1..120 seconds")
 
     def with_overrides(self, **flags: object) -> "Config":
         """This config with the command-line flags that were given (not None)."""
@@ -94,6 +112,11 @@ ENVIRONMENT = {
     "TALLY_IDLE_TIMEOUT": ("channel_timeout", int),
     "TALLY_MAX_HEADER_BYTES": ("max_header_bytes", int),
     "TALLY_BUSY_TIMEOUT": ("busy_timeout", float),
+    "TALLY_GITHUB_API": ("github_api", str),
+    "TALLY_GITHUB_TOKEN": ("github_token", str),
+    "TALLY_GITHUB_TOKEN_FILE": ("github_token_file", str),
+    "TALLY_GITHUB_SYNC_HOURS": ("github_sync_hours", float),
+    "TALLY_GITHUB_TIMEOUT": ("github_timeout", float),
 }
 
 
@@ -113,7 +136,8 @@ def from_env(environ: Mapping[str, str]) -> Config:
         raw = environ.get(name)
         if raw is None:
             continue
-        if raw == "" and field in ("allow", "max_pages", "trusted_proxy"):
+        if raw == "" and field in ("allow", "max_pages", "trusted_proxy", "github_token",
+                                   "github_token_file"):
             values[field] = None
             continue
         if parse == "flag":

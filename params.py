@@ -35,7 +35,10 @@ MAX_FIELDS = 200
 
 STYLES = ("flat", "flat-square", "plastic", "for-the-badge", "social", "pixel")
 FORMATS = ("plain", "comma", "short", "abbreviated")
-SHOWS = ("total", "today", "both")
+SHOWS = ("total", "today", "both", "visitors", "clones")
+# What only a github: page has (GitHub's own numbers), until Tally counts
+# visitors of its own.
+GITHUB_SHOWS = ("visitors", "clones")
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -159,6 +162,37 @@ def is_service_id(page_id: str) -> bool:
     """
     prefix, colon, _ = page_id.partition(":")
     return bool(colon) and prefix in SERVICE_PREFIXES
+
+
+GITHUB_PREFIX = "github:"
+# GitHub's rules: an owner is 1-39 letters, digits or inner hyphens; a
+# repository name 1-100 letters, digits, ".", "-" or "_" (not "." or "..").
+_GITHUB_REPO = re.compile(r"(?:https?://github\.com/)?([A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))/"
+                          r"([A-Za-z0-9._-]{1,100}?)(?:\.git)?/?")
+
+
+def github_repo(text: str | None, name: str = "repository") -> str:
+    """A GitHub repository as "owner/name", lowercased as GitHub compares
+    them (a URL of it is accepted too).
+
+    >>> github_repo("Alice/My-Repo"), github_repo("https://github.com/alice/x.git")
+    ('alice/my-repo', 'alice/x')
+    """
+    match = _GITHUB_REPO.fullmatch((text or "").strip())
+    if match is None or match.group(2) in (".", ".."):
+        raise ParamError(f"invalid {name}")
+    return f"{match.group(1)}/{match.group(2)}".lower()
+
+
+def github_page(page_id: str) -> str | None:
+    """The repository of a github: page id, None for any other page id.
+
+    >>> github_page("github:Alice/Repo"), github_page("alice.repo")
+    ('alice/repo', None)
+    """
+    if not page_id.startswith(GITHUB_PREFIX):
+        return None
+    return github_repo(page_id[len(GITHUB_PREFIX):], "github: page_id")
 
 
 def _text(name: str, value: str) -> str:

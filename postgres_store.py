@@ -545,3 +545,63 @@ class Store(Changes):
         for row in rows:
             yield Page(*row, days=days.get(row[0], {}))
 
+
+# GitHub's traffic numbers (storage.KeptTraffic runs these) ##################
+# The same statements as sqlite_store's; sums cast back to bigint (PostgreSQL
+# sums bigints as numeric, which psycopg would read as Decimal).
+_REPO_COLUMNS = ("r.repo, r.page_id, r.added_at, r.synced_at, r.status, r.status_since, "
+                 "r.failures, r.next_sync_at")
+Store.GITHUB_SQL = {
+    "add": "INSERT INTO github_repos (repo, page_id, added_at, status, status_since, failures, "
+           "next_sync_at) VALUES (%s, %s, %s, 'new', %s, 0, %s) ON CONFLICT (repo) DO NOTHING",
+    "remove": "DELETE FROM github_repos WHERE repo = %s",
+    "delete_days": "DELETE FROM github_days WHERE repo = %s",
+    "delete_popular": "DELETE FROM github_popular WHERE repo = %s",
+    "repos": f"SELECT {_REPO_COLUMNS}, count(d.day), min(d.day), max(d.day) "
+             "FROM github_repos r LEFT JOIN github_days d ON d.repo = r.repo "
+             'GROUP BY r.repo ORDER BY r.repo COLLATE "C"',
+    # One statement: of several servers asking at once, one gets the row.
+    "claim": "UPDATE github_repos SET claimed_until = %s WHERE repo = %s "
+             "AND (claimed_until IS NULL OR claimed_until < %s) "
+             "AND (next_sync_at <= %s OR %s::boolean)",
+    "save_day": "INSERT INTO github_days (repo, day, views, visitors, clones, cloners) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (repo, day) DO UPDATE SET "
+                "views = excluded.views, visitors = excluded.visitors, "
+                "clones = excluded.clones, cloners = excluded.cloners",
+    "clear_popular": "DELETE FROM github_popular WHERE repo = %s AND day = %s",
+    "save_popular": "INSERT INTO github_popular (repo, day, kind, name, title, views, visitors) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+    "synced": "UPDATE github_repos SET synced_at = %s, status_since = CASE WHEN status = 'ok' "
+              "THEN status_since ELSE %s END, status = 'ok', failures = 0, next_sync_at = %s, "
+              "claimed_until = NULL WHERE repo = %s",
+    "status": "SELECT status FROM github_repos WHERE repo = %s",
+    "failed": "UPDATE github_repos SET status_since = CASE WHEN status = %s THEN status_since "
+              "ELSE %s END, status = %s, failures = %s, next_sync_at = %s, claimed_until = NULL "
+              "WHERE repo = %s",
+    "traffic": "SELECT count(d.day), coalesce(sum(d.views), 0)::bigint, "
+               "coalesce(sum(d.visitors), 0)::bigint, coalesce(sum(d.clones), 0)::bigint, "
+               "coalesce(sum(d.cloners), 0)::bigint, "
+               "coalesce(sum(d.views) FILTER (WHERE d.day = t.today), 0)::bigint, "
+               "coalesce(sum(d.visitors) FILTER (WHERE d.day = t.today), 0)::bigint, "
+               "coalesce(sum(d.clones) FILTER (WHERE d.day = t.today), 0)::bigint, min(d.day), "
+               "(SELECT synced_at FROM github_repos WHERE repo = t.repo), "
+               "EXISTS (SELECT 1 FROM github_repos WHERE repo = t.repo) "
+               "FROM (SELECT %s::text AS today, %s::text AS repo) t "
+               "LEFT JOIN github_days d ON d.repo = t.repo GROUP BY t.today, t.repo",
+    "span": "SELECT count(*), min(day), max(day) FROM github_days WHERE repo = %s",
+    "days": "SELECT day, views, visitors, clones, cloners FROM github_days "
+            "WHERE repo = %s AND day >= %s AND day <= %s ORDER BY day",
+    "popular": "SELECT day, kind, name, title, views, visitors FROM github_popular "
+               "WHERE repo = %s AND day = (SELECT max(day) FROM github_popular WHERE repo = %s) "
+               'ORDER BY kind DESC, views DESC, name COLLATE "C"',
+    "top": "SELECT repo, sum(views)::bigint FROM github_days GROUP BY repo "
+           'ORDER BY sum(views) DESC, repo COLLATE "C" LIMIT %s',
+    "all_days": "SELECT repo, day, views, visitors, clones, cloners FROM github_days "
+                'ORDER BY repo COLLATE "C", day',
+    "all_popular": "SELECT repo, day, kind, name, title, views, visitors FROM github_popular "
+                   'ORDER BY repo COLLATE "C", day, kind DESC, views DESC, name COLLATE "C"',
+    "import_repo": "INSERT INTO github_repos (repo, page_id, added_at, status, status_since, "
+                   "failures, next_sync_at) VALUES (%s, %s, %s, 'imported', %s, 0, %s) "
+                   "ON CONFLICT (repo) DO UPDATE SET page_id = coalesce(excluded.page_id, "
+                   "github_repos.page_id)",
+}

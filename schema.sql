@@ -50,3 +50,49 @@ CREATE TABLE imports (
     finished TEXT,
     PRIMARY KEY (sha256, mode)
 ) WITHOUT ROWID;
+
+-- migration 3
+-- GitHub's own traffic numbers, kept past GitHub's 14 days (github.py).
+-- repo is "owner/name" lowercased, as GitHub compares them; page_id links
+-- the Tally page that counts the same README through GitHub's image proxy.
+-- Times are UTC ISO-8601 text, as in pages. next_sync_at is when the
+-- repository is asked again (a rate limit or a back-off moves it);
+-- claimed_until lets one server at a time sync it. No token is stored.
+CREATE TABLE github_repos (
+    repo          TEXT PRIMARY KEY NOT NULL,
+    page_id       TEXT,
+    added_at      TEXT NOT NULL,
+    synced_at     TEXT,
+    status        TEXT NOT NULL,
+    status_since  TEXT NOT NULL,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    next_sync_at  TEXT NOT NULL,
+    claimed_until TEXT
+) WITHOUT ROWID;
+
+-- One row per repository and UTC day that a sync covered (GitHub's window:
+-- the 14 days to the sync's day, zeros where GitHub listed nothing). A day
+-- between a repository's first and last row without a row of its own fell
+-- out of GitHub's window unseen: it is reported as lost, never as zero.
+CREATE TABLE github_days (
+    repo     TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    views    INTEGER NOT NULL CHECK (views >= 0),
+    visitors INTEGER NOT NULL CHECK (visitors >= 0),
+    clones   INTEGER NOT NULL CHECK (clones >= 0),
+    cloners  INTEGER NOT NULL CHECK (cloners >= 0),
+    PRIMARY KEY (repo, day)
+) WITHOUT ROWID;
+
+-- The top referrers and paths of GitHub's window, as each sync day saw
+-- them (kind: referrer or path), so their history stays too.
+CREATE TABLE github_popular (
+    repo     TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    title    TEXT NOT NULL,
+    views    INTEGER NOT NULL CHECK (views >= 0),
+    visitors INTEGER NOT NULL CHECK (visitors >= 0),
+    PRIMARY KEY (repo, day, kind, name)
+) WITHOUT ROWID;

@@ -42,3 +42,39 @@ CREATE TABLE imports (
     finished TEXT,
     PRIMARY KEY (sha256, mode)
 );
+
+-- migration 3
+-- GitHub's own traffic numbers, kept past GitHub's 14 days: the same tables
+-- as schema.sql's migration 3 (which says what each column means).
+CREATE TABLE github_repos (
+    repo          TEXT PRIMARY KEY,
+    page_id       TEXT,
+    added_at      TEXT NOT NULL,
+    synced_at     TEXT,
+    status        TEXT NOT NULL,
+    status_since  TEXT NOT NULL,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    next_sync_at  TEXT NOT NULL,
+    claimed_until TEXT
+);
+
+CREATE TABLE github_days (
+    repo     TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    views    BIGINT NOT NULL CHECK (views >= 0),
+    visitors BIGINT NOT NULL CHECK (visitors >= 0),
+    clones   BIGINT NOT NULL CHECK (clones >= 0),
+    cloners  BIGINT NOT NULL CHECK (cloners >= 0),
+    PRIMARY KEY (repo, day)
+);
+
+CREATE TABLE github_popular (
+    repo     TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    title    TEXT NOT NULL,
+    views    BIGINT NOT NULL CHECK (views >= 0),
+    visitors BIGINT NOT NULL CHECK (visitors >= 0),
+    PRIMARY KEY (repo, day, kind, name)
+);

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import functools
 import html
 import ipaddress
@@ -44,6 +45,7 @@ import commands as commands_module
 import config as config_module
 import database
 import flavours
+import github
 import params
 import storage
 from answers import FAST_ROUTES, OLD_URLS_ROUTE, Answer, json_answer, loggable  # noqa: F401
@@ -109,6 +111,7 @@ class Pages:
         self.config, self.store, self.badges = config, store, badges
         self.index_view = bottle.SimpleTemplate(source=(VIEWS / "index.tpl").read_text("utf-8"))
         self.stats_view = bottle.SimpleTemplate(source=(VIEWS / "stats.tpl").read_text("utf-8"))
+        self.github_view = bottle.SimpleTemplate(source=(VIEWS / "github.tpl").read_text("utf-8"))
         self.static_files = {name: (VIEWS / name).read_bytes() for name in ("tally.css", "tally.js")}
 
     def app(self) -> bottle.Bottle:
@@ -142,7 +145,11 @@ class Pages:
         return answers.json_body({"error": message}).decode()
 
     def page_id(self, values: dict[str, str]) -> str:
+        """The page asked for; a github: page under its lowercased name."""
         page_id = params.validate_page_id(values.get("page_id"))
+        repo = params.github_page(page_id)
+        if repo is not None:
+            return params.GITHUB_PREFIX + repo
         self.badges.check_allowed(page_id)
         return page_id
 
@@ -153,21 +160,45 @@ class Pages:
         values = _query()
         page_id = self.page_id(values)
         look = params.parse_look(values)
-        counts = self.timed("counts", lambda: self.store.counts(page_id))
+        if page_id.startswith(params.GITHUB_PREFIX):
+            look, total, today = self.timed("github", lambda: self.badges.github_shown(
+                page_id, look))  # type: ignore[misc]
+        else:
+            if look.show in params.GITHUB_SHOWS:
+                raise ParamError(f"show={look.show} needs a github: page")
+            counts = self.timed("counts", lambda: self.store.counts(page_id))
+            total, today = counts.total, counts.today  # type: ignore[attr-defined]
         # shields.io's endpoint schema: schemaVersion, label, message, color,
         # labelColor. It draws the style itself.
         return _json({"schemaVersion": 1, "label": look.label,
-                      "message": badge.message(look, counts.total, counts.today),  # type: ignore
+                      "message": badge.message(look, total, today),
                       "color": look.color, "labelColor": look.label_color})
 
     def history(self) -> bottle.HTTPResponse:
         values = _query()
         page_id = self.page_id(values)
         days = params.parse_days(values.get("days"))
+        if page_id.startswith(params.GITHUB_PREFIX):
+            return _json(self.timed("github", lambda: self.github_history(page_id, days)))
         history = self.timed("history", lambda: self.store.history(page_id, days))
         counts = self.timed("counts", lambda: self.store.counts(page_id))
         return _json({"page_id": page_id, "total": counts.total, "today": counts.today,  # type: ignore
                       "days": [{"day": day, "views": views} for day, views in history]})  # type: ignore
+
+    def github_history(self, page_id: str, days: int) -> dict[str, object]:
+        """/api/history of a github: page: GitHub's numbers per day, each
+        day "kept", "lost" (it left GitHub's 14 days before a sync saw it:
+        no numbers, never zeros) or "not kept" (before keeping began, or
+        not synced yet)."""
+        answer = self.badges.github_count(page_id)
+        repo = page_id[len(params.GITHUB_PREFIX):]
+        history = self.store.github_history(repo, days)
+        answer["lost_days"] = self.store.github_lost(repo)
+        answer["days"] = [{"day": day, "state": state,
+                           **(dataclasses.asdict(numbers) if numbers else
+                              {"views": None, "visitors": None, "clones": None, "cloners": None})}
+                          for day, state, numbers in history]
+        return answer
 
     def health(self) -> bottle.HTTPResponse:
         try:
@@ -222,12 +253,37 @@ class Pages:
         except ParamError as e:
             return _html(self.stats_view.render(error=str(e), page_id=None, counts=None,
                                                 history=[], best=None, chart=""), 400)
+        if page_id.startswith(params.GITHUB_PREFIX):
+            return self.timed("github", lambda: self.github_stats(page_id, days))  # type: ignore
         counts = self.timed("counts", lambda: self.store.counts(page_id))
         history = self.timed("history", lambda: self.store.history(page_id, days))
         best = self.timed("best_day", lambda: self.store.best_day(page_id))
         return _html(self.stats_view.render(error=None, page_id=page_id, counts=counts,
                                             history=history, best=best, quote=urllib.parse.quote,
                                             chart=badge.history_chart(history)))  # type: ignore
+
+    def github_stats(self, page_id: str, days: int) -> bottle.HTTPResponse:
+        """/stats of a github: page: GitHub's numbers per day, the lost days
+        marked, the latest top referrers and paths, and the Tally page
+        linked to the repository (github add --page) beside them."""
+        repo = page_id[len(params.GITHUB_PREFIX):]
+        try:
+            answer = self.badges.github_count(page_id)
+        except ParamError as e:
+            return _html(self.stats_view.render(error=f"{e}: {repo} (github add starts "
+                                                "keeping it)", page_id=None, counts=None,
+                                                history=[], best=None, chart=""), 404)
+        history = self.store.github_history(repo, days)
+        state = next((r for r in self.store.github_repos() if r.repo == repo), None)
+        linked = state.page_id if state is not None else None
+        camo = dict(self.store.history(linked, days)) if linked else {}
+        popular_day, popular = self.store.github_popular(repo)
+        chart = badge.history_chart([(day, numbers.views if numbers else None)
+                                     for day, _, numbers in history])
+        return _html(self.github_view.render(
+            page_id=page_id, repo=repo, traffic=answer, state=state, history=history,
+            lost=self.store.github_lost(repo), linked=linked, camo=camo, chart=chart,
+            popular_day=popular_day, popular=popular, quote=urllib.parse.quote))
 
     def static(self, name: str) -> bottle.HTTPResponse:
         if name not in self.static_files:
@@ -507,6 +563,9 @@ def worker_app(config: Config) -> Callable:
     _die_with_parent()
     store = database.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
                                busy_timeout_s=config.busy_timeout)
+    # GitHub's traffic numbers are synced in a thread of this process: the
+    # event loop never waits on GitHub.
+    github.Syncer(store, config).start()
     return create_app(config, store)
 
 

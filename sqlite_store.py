@@ -825,3 +825,59 @@ _IMPORT_DAY = {
     "add": "INSERT INTO daily (page_id, day, views) {source} "
            "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
 }
+
+# GitHub's traffic numbers (storage.KeptTraffic runs these) ##################
+_REPO_COLUMNS = ("r.repo, r.page_id, r.added_at, r.synced_at, r.status, r.status_since, "
+                 "r.failures, r.next_sync_at")
+Store.GITHUB_SQL = {
+    "add": "INSERT INTO github_repos (repo, page_id, added_at, status, status_since, failures, "
+           "next_sync_at) VALUES (?, ?, ?, 'new', ?, 0, ?) ON CONFLICT (repo) DO NOTHING",
+    "remove": "DELETE FROM github_repos WHERE repo = ?",
+    "delete_days": "DELETE FROM github_days WHERE repo = ?",
+    "delete_popular": "DELETE FROM github_popular WHERE repo = ?",
+    "repos": f"SELECT {_REPO_COLUMNS}, count(d.day), min(d.day), max(d.day) "
+             "FROM github_repos r LEFT JOIN github_days d ON d.repo = r.repo "
+             "GROUP BY r.repo ORDER BY r.repo",
+    # Taken when nobody holds it (or a holder's lease ran out) and it is due.
+    "claim": "UPDATE github_repos SET claimed_until = ? WHERE repo = ? "
+             "AND (claimed_until IS NULL OR claimed_until < ?) AND (next_sync_at <= ? OR ?)",
+    "save_day": "INSERT INTO github_days (repo, day, views, visitors, clones, cloners) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repo, day) DO UPDATE SET "
+                "views = excluded.views, visitors = excluded.visitors, "
+                "clones = excluded.clones, cloners = excluded.cloners",
+    "clear_popular": "DELETE FROM github_popular WHERE repo = ? AND day = ?",
+    "save_popular": "INSERT INTO github_popular (repo, day, kind, name, title, views, visitors) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    "synced": "UPDATE github_repos SET synced_at = ?, status_since = CASE WHEN status = 'ok' "
+              "THEN status_since ELSE ? END, status = 'ok', failures = 0, next_sync_at = ?, "
+              "claimed_until = NULL WHERE repo = ?",
+    "status": "SELECT status FROM github_repos WHERE repo = ?",
+    "failed": "UPDATE github_repos SET status_since = CASE WHEN status = ? THEN status_since "
+              "ELSE ? END, status = ?, failures = ?, next_sync_at = ?, claimed_until = NULL "
+              "WHERE repo = ?",
+    "traffic": "SELECT count(d.day), coalesce(sum(d.views), 0), coalesce(sum(d.visitors), 0), "
+               "coalesce(sum(d.clones), 0), coalesce(sum(d.cloners), 0), "
+               "coalesce(sum(CASE WHEN d.day = t.today THEN d.views END), 0), "
+               "coalesce(sum(CASE WHEN d.day = t.today THEN d.visitors END), 0), "
+               "coalesce(sum(CASE WHEN d.day = t.today THEN d.clones END), 0), min(d.day), "
+               "(SELECT synced_at FROM github_repos WHERE repo = t.repo), "
+               "EXISTS (SELECT 1 FROM github_repos WHERE repo = t.repo) "
+               "FROM (SELECT ? AS today, ? AS repo) t "
+               "LEFT JOIN github_days d ON d.repo = t.repo",
+    "span": "SELECT count(*), min(day), max(day) FROM github_days WHERE repo = ?",
+    "days": "SELECT day, views, visitors, clones, cloners FROM github_days "
+            "WHERE repo = ? AND day >= ? AND day <= ? ORDER BY day",
+    "popular": "SELECT day, kind, name, title, views, visitors FROM github_popular "
+               "WHERE repo = ? AND day = (SELECT max(day) FROM github_popular WHERE repo = ?) "
+               "ORDER BY kind DESC, views DESC, name",
+    "top": "SELECT repo, sum(views) FROM github_days GROUP BY repo "
+           "ORDER BY sum(views) DESC, repo LIMIT ?",
+    "all_days": "SELECT repo, day, views, visitors, clones, cloners FROM github_days "
+                "ORDER BY repo, day",
+    "all_popular": "SELECT repo, day, kind, name, title, views, visitors FROM github_popular "
+                   "ORDER BY repo, day, kind DESC, views DESC, name",
+    "import_repo": "INSERT INTO github_repos (repo, page_id, added_at, status, status_since, "
+                   "failures, next_sync_at) VALUES (?, ?, ?, 'imported', ?, 0, ?) "
+                   "ON CONFLICT (repo) DO UPDATE SET page_id = coalesce(excluded.page_id, "
+                   "github_repos.page_id)",
+}

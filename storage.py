@@ -135,6 +135,75 @@ class Page:
     days: dict[str, int]
 
 
+@dataclasses.dataclass(frozen=True)
+class TrafficDay:
+    """GitHub's numbers of one repository on one UTC day."""
+    views: int
+    visitors: int
+    clones: int
+    cloners: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Popular:
+    """One of GitHub's top referrers (kind "referrer") or paths ("path")."""
+    kind: str
+    name: str
+    title: str
+    views: int
+    visitors: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Repo:
+    """A repository whose GitHub traffic Tally keeps, and how its syncs go."""
+    repo: str
+    page_id: str | None
+    added_at: str
+    synced_at: str | None
+    status: str
+    status_since: str
+    failures: int
+    next_sync_at: str
+    days: int = 0
+    first_day: str | None = None
+    last_day: str | None = None
+
+    @property
+    def lost(self) -> int:
+        """Days between the first and last kept day that GitHub's window
+        dropped before a sync saw them."""
+        if self.first_day is None or self.last_day is None:
+            return 0
+        span = (datetime.date.fromisoformat(self.last_day)
+                - datetime.date.fromisoformat(self.first_day)).days + 1
+        return span - self.days
+
+
+@dataclasses.dataclass(frozen=True)
+class Traffic:
+    """A kept repository's sums, what a github: badge shows."""
+    views: int
+    visitors: int
+    clones: int
+    cloners: int
+    views_today: int
+    visitors_today: int
+    clones_today: int
+    first_day: str | None
+    synced_at: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptRepo:
+    """A repository's kept traffic as export writes it and import reads it."""
+    repo: str
+    page_id: str | None
+    added_at: str
+    days: dict[str, TrafficDay]
+    popular: dict[str, list[Popular]]
+
+
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -147,6 +216,12 @@ def day(now: datetime.datetime) -> str:
     """The UTC day of a moment: both stores compute it here, never in SQL,
     so a database's own time zone cannot move the day boundary."""
     return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+def last_days(days: int, now: datetime.datetime | None = None) -> list[str]:
+    """The last `days` UTC days to now's, oldest first."""
+    end = datetime.date.fromisoformat(day(now or utc_now()))
+    return [(end - datetime.timedelta(days=back)).isoformat() for back in range(days - 1, -1, -1)]
 
 
 def migrations(schema_file: Path) -> list[tuple[int, str]]:
@@ -279,7 +354,185 @@ class Task:
         self.done = Done()
 
 
-class Store(abc.ABC):
+class KeptTraffic(abc.ABC):
+    """GitHub's traffic numbers kept in a store (github.py fetches them):
+    the steps, the same on both backends, each store supplying its SQL in
+    GITHUB_SQL. Every write is one task on the store's writer, so a sync
+    never holds a badge up for longer than one short transaction."""
+
+    GITHUB_SQL: dict[str, str]
+
+    @abc.abstractmethod
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of one read statement."""
+
+    @abc.abstractmethod
+    def _wait(self, job: "Task") -> object:
+        """Run a task on the writer, in one transaction; its result."""
+
+    def github_add(self, repo: str, page_id: str | None, now: datetime.datetime) -> None:
+        """Start keeping a repository, due for a sync at once; AlreadyExists
+        when it is kept."""
+        when = stamp(now)
+
+        def run(conn: object) -> None:
+            added = conn.execute(self.GITHUB_SQL["add"],  # type: ignore[attr-defined]
+                                 (repo, page_id, when, when, when))
+            if added.rowcount == 0:
+                raise AlreadyExists(repo)
+        self._wait(Task(run))
+
+    def github_remove(self, repo: str, delete: bool) -> None:
+        """Stop keeping a repository; with delete, its kept numbers go too.
+        NotFound when there is nothing of it."""
+        sql = self.GITHUB_SQL
+
+        def run(conn: object) -> None:
+            removed = conn.execute(sql["remove"], (repo,)).rowcount  # type: ignore[attr-defined]
+            if delete:
+                removed += conn.execute(sql["delete_days"], (repo,)).rowcount  # type: ignore
+                conn.execute(sql["delete_popular"], (repo,))  # type: ignore[attr-defined]
+            if removed == 0:
+                raise NotFound(repo)
+        self._wait(Task(run))
+
+    def github_repos(self) -> list[Repo]:
+        """Every kept repository with its days kept, first and last day."""
+        return [Repo(*row) for row in self._read(self.GITHUB_SQL["repos"])]
+
+    def github_claim(self, repo: str, now: datetime.datetime, lease: datetime.timedelta,
+                     due_only: bool = True) -> bool:
+        """Take the repository's next sync for this process (for lease), if
+        no other process holds it and (due_only) it is due: several servers
+        on one database sync each repository once."""
+        def run(conn: object) -> bool:
+            claimed = conn.execute(self.GITHUB_SQL["claim"], (  # type: ignore[attr-defined]
+                stamp(now + lease), repo, stamp(now), stamp(now), not due_only))
+            return claimed.rowcount == 1
+        return bool(self._wait(Task(run)))
+
+    def github_save(self, repo: str, days: dict[str, TrafficDay], popular: list[Popular],
+                    now: datetime.datetime, next_at: datetime.datetime) -> None:
+        """One successful sync, in one transaction: each day's numbers
+        replaced by GitHub's (a day synced twice is never added twice), the
+        top referrers and paths of this sync's day, the status ok."""
+        sql, today, when = self.GITHUB_SQL, day(now), stamp(now)
+
+        def run(conn: object) -> None:
+            for date, numbers in sorted(days.items()):
+                conn.execute(sql["save_day"], (  # type: ignore[attr-defined]
+                    repo, date, numbers.views, numbers.visitors, numbers.clones, numbers.cloners))
+            conn.execute(sql["clear_popular"], (repo, today))  # type: ignore[attr-defined]
+            for item in popular:
+                conn.execute(sql["save_popular"], (  # type: ignore[attr-defined]
+                    repo, today, item.kind, item.name, item.title, item.views, item.visitors))
+            conn.execute(sql["synced"], (when, when, stamp(next_at), repo))  # type: ignore
+        self._wait(Task(run))
+
+    def github_failed(self, repo: str, status: str, now: datetime.datetime,
+                      next_at: datetime.datetime, failures: int) -> str | None:
+        """Record a failed sync's status; returns the status it had before
+        (None: no longer kept), so a state is logged once, when it begins."""
+        sql, when = self.GITHUB_SQL, stamp(now)
+
+        def run(conn: object) -> str | None:
+            row = conn.execute(sql["status"], (repo,)).fetchone()  # type: ignore[attr-defined]
+            conn.execute(sql["failed"], (  # type: ignore[attr-defined]
+                status, when, status, failures, stamp(next_at), repo))
+            return row[0] if row else None
+        return self._wait(Task(run))  # type: ignore[return-value]
+
+    def github_traffic(self, repo: str, now: datetime.datetime | None = None) -> Traffic | None:
+        """The kept sums of a repository (None when nothing of it is kept)."""
+        rows = self._read(self.GITHUB_SQL["traffic"], (day(now or utc_now()), repo))
+        kept, *numbers, first_day, synced_at, known = rows[0]
+        if not kept and not known:
+            return None
+        return Traffic(*numbers, first_day, synced_at)  # type: ignore[arg-type]
+
+    def github_days(self, repo: str, first: str, last: str) -> dict[str, TrafficDay]:
+        """{day: numbers} of the kept days from first to last."""
+        return {row[0]: TrafficDay(*row[1:]) for row in
+                self._read(self.GITHUB_SQL["days"], (repo, first, last))}
+
+    def github_history(self, repo: str, days: int, now: datetime.datetime | None = None
+                       ) -> list[tuple[str, str, TrafficDay | None]]:
+        """(day, state, numbers) for the last `days` UTC days, oldest first:
+        "kept" with GitHub's numbers; "lost" between the first and the last
+        kept day, where GitHub's window moved past a day before a sync saw
+        it (no numbers: never a zero that looks real); else "not kept"
+        (before keeping began, or not synced yet)."""
+        window = last_days(days, now)
+        kept = self.github_days(repo, window[0], window[-1])
+        _, first, last = self._read(self.GITHUB_SQL["span"], (repo,))[0]
+        history = []
+        for date in window:
+            if date in kept:
+                history.append((date, "kept", kept[date]))
+            elif first is not None and first < date < last:
+                history.append((date, "lost", None))
+            else:
+                history.append((date, "not kept", None))
+        return history
+
+    def github_lost(self, repo: str) -> int:
+        """How many days between the first and the last kept day were lost."""
+        kept, first, last = self._read(self.GITHUB_SQL["span"], (repo,))[0]
+        if first is None:
+            return 0
+        span = datetime.date.fromisoformat(last) - datetime.date.fromisoformat(first)
+        return span.days + 1 - kept
+
+    def github_popular(self, repo: str) -> tuple[str | None, list[Popular]]:
+        """The top referrers and paths of the latest sync day, and that day."""
+        rows = self._read(self.GITHUB_SQL["popular"], (repo, repo))
+        return (rows[0][0] if rows else None), [Popular(*row[1:]) for row in rows]
+
+    def github_top(self, limit: int) -> list[tuple[str, int]]:
+        """(repo, views kept) of the repositories with the most views."""
+        return [tuple(row) for row in self._read(self.GITHUB_SQL["top"], (limit,))]  # type: ignore
+
+    def github_kept(self) -> list[KeptRepo]:
+        """Every repository's kept traffic, for export (kept or removed)."""
+        days: dict[str, dict[str, TrafficDay]] = {}
+        for repo, date, *numbers in self._read(self.GITHUB_SQL["all_days"]):
+            days.setdefault(repo, {})[date] = TrafficDay(*numbers)
+        popular: dict[str, dict[str, list[Popular]]] = {}
+        for repo, date, *item in self._read(self.GITHUB_SQL["all_popular"]):
+            popular.setdefault(repo, {}).setdefault(date, []).append(Popular(*item))
+        repos = {r.repo: r for r in self.github_repos()}
+        names = sorted(set(repos) | set(days) | set(popular))
+        return [KeptRepo(name, repos[name].page_id if name in repos else None,
+                         repos[name].added_at if name in repos else "",
+                         days.get(name, {}), popular.get(name, {})) for name in names]
+
+    def github_import(self, kept: list[KeptRepo], now: datetime.datetime) -> int:
+        """Write exported traffic back, in one transaction: each day's
+        numbers are GitHub's own, so they replace (never add to) a kept day.
+        A repository that was being kept (added_at) is kept again, due for
+        a sync; one removed with its numbers kept stays removed."""
+        sql, when = self.GITHUB_SQL, stamp(now)
+
+        def run(conn: object) -> int:
+            for item in kept:
+                if item.added_at:
+                    conn.execute(sql["import_repo"], (  # type: ignore[attr-defined]
+                        item.repo, item.page_id, item.added_at, when, when))
+                for date, numbers in item.days.items():
+                    conn.execute(sql["save_day"], (  # type: ignore[attr-defined]
+                        item.repo, date, numbers.views, numbers.visitors, numbers.clones,
+                        numbers.cloners))
+                for date, entries in item.popular.items():
+                    conn.execute(sql["clear_popular"], (item.repo, date))  # type: ignore
+                    for entry in entries:
+                        conn.execute(sql["save_popular"], (  # type: ignore[attr-defined]
+                            item.repo, date, entry.kind, entry.name, entry.title, entry.views,
+                            entry.visitors))
+            return len(kept)
+        return self._wait(Task(run))  # type: ignore[return-value]
+
+
+class Store(KeptTraffic):
     """What server.py and commands.py may ask of a store, whichever it is
     (database.open_store chooses). Both stores implement every method."""
 
@@ -336,9 +589,7 @@ class Store(abc.ABC):
     def history(self, page_id: str, days: int,
                 now: datetime.datetime | None = None) -> list[tuple[str, int]]:
         """Views per day for the last `days` UTC days, oldest first, zeros included."""
-        end = datetime.date.fromisoformat(day(now or utc_now()))
-        window = [(end - datetime.timedelta(days=back)).isoformat()
-                  for back in range(days - 1, -1, -1)]
+        window = last_days(days, now)
         views = self._days_between(page_id, window[0], window[-1])
         return [(date, views.get(date, 0)) for date in window]
 

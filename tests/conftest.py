@@ -263,7 +263,8 @@ def fresh_postgres() -> str:
     url = postgres_url()
     import psycopg
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, imports, notes")
+        conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, imports, notes, "
+                     "github_repos, github_days, github_popular")
     return url
 
 
@@ -293,6 +294,15 @@ def any_store(make_store):
 
 
 # Helpers several test files share #############################################
+
+
+@pytest.fixture
+def fake_github():
+    """A local HTTP server speaking GitHub's traffic API (tests/github_api.py)."""
+    from github_api import FakeGitHub
+    fake = FakeGitHub()
+    yield fake
+    fake.close()
 
 
 def tally(*args: str, db: str | None = None, stdin: str | None = None, env: dict | None = None):
