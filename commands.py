@@ -1,5 +1,6 @@
 """The owner's commands: backup, restore, export, import, set, rename,
-delete, top, show, migrate. server.py's main() parses the command line and
+delete, top, show, migrate, and github (add, list, remove, sync: GitHub's
+traffic numbers, github.py). server.py's main() parses the command line and
 calls run().
 
 No SQL here (the stores) and no HTTP (server.py): the store behind TALLY_DB
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import glob
 import hashlib
@@ -29,6 +31,7 @@ from typing import Callable, Iterator, TextIO
 
 import database
 import flavours
+import github
 import markup
 import params
 import storage
@@ -90,6 +93,26 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--counts", metavar="CSV", help="write page_id,count lines to fill in and import")
     p.add_argument("--include-code", action="store_true",
                    help="also rewrite URLs in code blocks and inline code (left alone by default)")
+    p = commands.add_parser("github", help="keep GitHub's own traffic numbers of repositories",
+                            description="keep GitHub's own traffic numbers (views, unique "
+                            "visitors, clones) of repositories past GitHub's 14 days")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=help, description=help)
+        parser.add_argument("--db", help="SQLite file (TALLY_DB, default data/counts.db)")
+        return parser
+    a = action("add", "check access to a repository's traffic and start keeping it")
+    a.add_argument("repo", metavar="OWNER/REPO")
+    a.add_argument("--page", metavar="PAGE_ID",
+                   help="the Tally page that counts the same README, shown beside it in /stats")
+    action("list", "each kept repository: status, last sync, days kept, days lost")
+    a = action("remove", "stop keeping a repository (its numbers stay unless --delete)")
+    a.add_argument("repo", metavar="OWNER/REPO")
+    a.add_argument("--yes", action="store_true", help="do not ask")
+    a.add_argument("--delete", action="store_true", help="delete its kept numbers too")
+    a = action("sync", "sync every kept repository (or one) now")
+    a.add_argument("repo", metavar="OWNER/REPO", nargs="?")
 
 
 def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
@@ -233,14 +256,23 @@ def _csv_uncell(text: str) -> str:
     return text[1:] if text.startswith("'") else text
 
 
-def _write_export(pages: list[storage.Page], form: str, target: TextIO) -> None:
+def _write_export(pages: list[storage.Page], form: str, target: TextIO,
+                  kept: list[storage.KeptRepo] = ()) -> None:
     if form == "json":
-        json.dump({"tally_export": 1,
-                   "exported_at": storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-                   "pages": [{"page_id": p.page_id, "total": p.total,
-                              "created_at": p.created_at, "last_seen": p.last_seen,
-                              "days": p.days} for p in pages]},
-                  target, ensure_ascii=False, indent=1)
+        document = {"tally_export": 1,
+                    "exported_at": storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "pages": [{"page_id": p.page_id, "total": p.total,
+                               "created_at": p.created_at, "last_seen": p.last_seen,
+                               "days": p.days} for p in pages]}
+        if kept:
+            # GitHub's numbers kept (never the token): they cannot be asked
+            # for again once GitHub's 14 days have passed.
+            document["github"] = [
+                {"repo": k.repo, "page_id": k.page_id, "added_at": k.added_at or None,
+                 "days": {day: dataclasses.asdict(numbers) for day, numbers in k.days.items()},
+                 "popular": {day: [dataclasses.asdict(item) for item in items]
+                             for day, items in k.popular.items()}} for k in kept]
+        json.dump(document, target, ensure_ascii=False, indent=1)
         target.write("\n")
         return
     writer = csv.writer(target)
@@ -256,15 +288,19 @@ def cmd_export(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         _output_path(args.out, config)
     with _open_readonly(config) as store:
         pages = list(store.pages())
+        kept = store.github_kept()
+    if kept and args.format == "csv":
+        print(f"tally: the GitHub traffic of {len(kept)} repositories is not in a CSV export "
+              f"(its columns are Tally's own counts): --format json carries it", file=sys.stderr)
     if not args.out:
-        _write_export(pages, args.format, out)
+        _write_export(pages, args.format, out, kept)
         return 0
     # A temporary name beside the target, then a rename: a failed export
     # never leaves half a file under the name asked for.
     tmp = f"{args.out}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as target:
-            _write_export(pages, args.format, target)
+            _write_export(pages, args.format, target, kept)
             target.flush()
             os.fsync(target.fileno())
         os.replace(tmp, args.out)
@@ -272,7 +308,9 @@ def cmd_export(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         raise CommandError(f"{args.out}: cannot write: {e.strerror or e}") from None
     finally:
         _remove(tmp)
-    print(f"exported {len(pages)} pages to {args.out}", file=out)
+    github_part = (f" and the GitHub traffic of {len(kept)} repositories"
+                   if kept and args.format == "json" else "")
+    print(f"exported {len(pages)} pages{github_part} to {args.out}", file=out)
     return 0
 
 
@@ -322,6 +360,8 @@ class ImportReader:
     def __init__(self, stream: TextIO):
         self.stream = stream
         self.where = "start"
+        # A JSON export's GitHub traffic, read after its pages.
+        self.github: list[storage.KeptRepo] = []
         self.now = storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def pages(self) -> Iterator[storage.Page]:
@@ -361,6 +401,47 @@ class ImportReader:
                             for day, views in days.items()}
             yield storage.Page(page_id, total, _stamp(item.get("created_at"), where, self.now),
                                _stamp(item.get("last_seen"), where, self.now), checked_days)
+        kept = document.get("github", [])
+        if not isinstance(kept, list):
+            raise CommandError("github must be a list")
+        self.github = [self._kept(item, f"github {number}") for number, item in enumerate(kept, 1)]
+
+    def _kept(self, item: object, where: str) -> storage.KeptRepo:
+        """One repository's GitHub traffic from a JSON export."""
+        self.where = where
+        if not isinstance(item, dict):
+            raise CommandError(f"{where}: not an object")
+        repo = _checked(params.github_repo, item.get("repo"), where)
+        page_id = item.get("page_id")
+        if page_id is not None:
+            page_id = _checked(params.validate_page_id, page_id, where)
+        added = item.get("added_at")
+        added_at = _stamp(added, where, self.now) if added else ""
+        days, popular = item.get("days", {}), item.get("popular", {})
+        if not isinstance(days, dict) or not isinstance(popular, dict):
+            raise CommandError(f"{where}: days and popular must be objects")
+        fields = [f.name for f in dataclasses.fields(storage.TrafficDay)]
+        checked = {}
+        for day, numbers in days.items():
+            if not isinstance(numbers, dict):
+                raise CommandError(f"{where}: {day}: not an object")
+            checked[_day(day, where)] = storage.TrafficDay(
+                *(_json_count(numbers.get(name), where, name) for name in fields))
+        entries: dict[str, list[storage.Popular]] = {}
+        for day, items in popular.items():
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise CommandError(f"{where}: popular {day}: not a list of objects")
+            entries[_day(day, where)] = [self._popular(i, where) for i in items]
+        return storage.KeptRepo(repo, page_id, added_at, checked, entries)
+
+    @staticmethod
+    def _popular(item: dict, where: str) -> storage.Popular:
+        kind, name, title = item.get("kind"), item.get("name"), item.get("title")
+        if kind not in ("referrer", "path") or not all(
+                isinstance(t, str) and len(t) <= github.TEXT_MAX for t in (name, title)):
+            raise CommandError(f"{where}: invalid popular entry")
+        return storage.Popular(kind, name, title, _json_count(item.get("views"), where, "views"),
+                               _json_count(item.get("visitors"), where, "visitors"))
 
     def _rows(self, rows: Iterator[list[str]], first_line: int) -> Iterator[tuple[str, list[str]]]:
         number = first_line
@@ -457,6 +538,10 @@ def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
             report = store.import_pages(reader.pages(), args.mode, dry_run=args.dry_run,
                                         source=lambda: hashed.sha256.hexdigest(),
                                         again=args.again)
+            if reader.github and not args.dry_run:
+                # GitHub's numbers are GitHub's: they replace a kept day
+                # whatever the mode, so importing twice changes nothing.
+                store.github_import(reader.github, storage.utc_now())
     except storage.Duplicate as e:
         raise CommandError(f"{args.file}: page_id {str(e)!r} appears twice; "
                            f"nothing imported") from None
@@ -481,14 +566,23 @@ def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     pages = report["created"] + report["changed"]
     resumed = (f"; {report['resumed']} of them were written by an earlier, interrupted run"
                if report["resumed"] else "")
+    kept = (f", and the GitHub traffic of {len(reader.github)} repositories"
+            if reader.github else "")
     print(f"{'would import' if args.dry_run else 'imported'} {pages} pages "
           f"({report['created']} new, {report['changed']} changed, {report['days']} days, "
-          f"mode {args.mode}){resumed}", file=out)
+          f"mode {args.mode}){kept}{resumed}", file=out)
     return 0
+
+
+def _not_github(*page_ids: str) -> None:
+    if any(page_id.startswith(params.GITHUB_PREFIX) for page_id in page_ids):
+        raise CommandError("a github: page holds GitHub's own numbers, named by its "
+                           "repository: nothing changed (github remove stops keeping one)")
 
 
 def cmd_set(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     page_id = params.validate_page_id(args.page_id)
+    _not_github(page_id)
     total = params.parse_count(args.total, "total")
     with _open(config) as store:
         store.set_total(page_id, total)
@@ -499,6 +593,7 @@ def cmd_set(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 def cmd_rename(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     old = params.validate_page_id(args.old, "OLD")
     new = params.validate_page_id(args.new, "NEW")
+    _not_github(old, new)
     if old == new:
         raise CommandError("OLD and NEW are the same")
     with _open(config) as store:
@@ -518,6 +613,10 @@ def cmd_rename(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 def cmd_delete(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     page_id = params.validate_page_id(args.page_id)
+    repo = params.github_page(page_id)
+    if repo is not None:  # the same as github remove --delete
+        with _open(config) as store:
+            return _remove_github(store, repo, True, args.yes, out)
     with _open(config) as store:
         page = store.page(page_id)
         if page is None:
@@ -538,7 +637,10 @@ def cmd_top(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     if not 1 <= args.limit <= 100_000:
         raise CommandError("--limit must be 1..100000")
     with _open_readonly(config) as store:
-        rows = store.top(args.limit)
+        # The pages Tally counts and the github: pages (views kept), in one list.
+        rows = store.top(args.limit) + [(params.GITHUB_PREFIX + repo, views)
+                                        for repo, views in store.github_top(args.limit)]
+    rows = sorted(rows, key=lambda row: (-row[1], row[0]))[:args.limit]
     width = max([len(p) for p, _ in rows] + [7])
     for page_id, total in rows:
         print(f"{page_id:<{width}}  {total:>12,}", file=out)
@@ -547,6 +649,9 @@ def cmd_top(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 def cmd_show(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     page_id = params.validate_page_id(args.page_id)
+    repo = params.github_page(page_id)
+    if repo is not None:
+        return _show_github(repo, config, out)
     with _open_readonly(config) as store:
         counts = store.counts(page_id)
         history = store.history(page_id, 30)
@@ -762,8 +867,176 @@ def cmd_migrate(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return 0
 
 
+# github: GitHub's traffic numbers #########################################
+
+
+def _show_github(repo: str, config: Config, out: TextIO) -> int:
+    with _open_readonly(config) as store:
+        traffic = store.github_traffic(repo)
+        history = store.github_history(repo, 30)
+        lost = store.github_lost(repo)
+        state = next((r for r in store.github_repos() if r.repo == repo), None)
+    if traffic is None:
+        raise CommandError(f"github:{repo} is not kept (github add {repo} starts keeping it)")
+    print(f"github:{repo}\nviews    {traffic.views:,}\nvisitors {traffic.visitors:,}\n"
+          f"clones   {traffic.clones:,}\ntoday    {traffic.views_today:,}\n"
+          f"since    {traffic.first_day or '-'}\nsynced   {traffic.synced_at or 'never'}\n"
+          f"status   {_status(state) if state else 'not synced any more'}\n"
+          f"lost     {lost} days\nlast 30 days: views, visitors, clones", file=out)
+    for day, kind, numbers in history:
+        shown = (f"{numbers.views:>8,} {numbers.visitors:>8,} {numbers.clones:>8,}" if numbers
+                 else f"{kind:>8}")
+        print(f"  {day}  {shown}", file=out)
+    return 0
+
+# What a refusal at `github add` means for the owner.
+_GITHUB_HINTS = {
+    github.TOKEN_REFUSED: "GitHub refused the token (TALLY_GITHUB_TOKEN or its file): "
+                          "expired, revoked or mistyped",
+    github.NO_ACCESS: "the token may not read its traffic: a fine-grained token needs the "
+                      "repository's \"Administration\" permission (read), a classic one the "
+                      "repo scope, and its owner push access",
+    github.NOT_FOUND: "no such repository, or the token cannot see it",
+}
+
+
+def _github_client(config: Config) -> github.Client:
+    token = github.read_token(config)
+    if token is None:
+        raise CommandError("github needs a token: set TALLY_GITHUB_TOKEN or "
+                           "TALLY_GITHUB_TOKEN_FILE (docs/github.md says which)")
+    return github.Client(config.github_api, token, config.github_timeout)
+
+
+def _interval(config: Config) -> datetime.timedelta:
+    return datetime.timedelta(hours=config.github_sync_hours)
+
+
+def _kept_page(text: str) -> str:
+    """A --page: a Tally page of its own (not a github: or old service's id)."""
+    page_id = params.validate_page_id(text, "--page")
+    if page_id.startswith(params.GITHUB_PREFIX) or params.is_service_id(page_id):
+        raise CommandError("--page must be a page Tally counts (such as alice.my-repo)")
+    return page_id
+
+
+def cmd_github_add(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    repo = params.github_repo(args.repo, "OWNER/REPO")
+    page_id = _kept_page(args.page) if args.page is not None else None
+    client = _github_client(config)
+    now = storage.utc_now()
+    problem = None
+    try:
+        days, popular = client.traffic(repo, now)
+    except github.GitHubError as e:
+        if e.status in _GITHUB_HINTS:
+            raise CommandError(f"{repo}: {e.status}: {_GITHUB_HINTS[e.status]}; "
+                               f"not added") from None
+        problem = e  # GitHub's trouble, not the owner's: kept, tried again
+    # The first repository may come before the first view: the database is
+    # created then, as `serve` would.
+    with database.open_store(config.db, sync=config.sync,
+                             busy_timeout_s=config.busy_timeout) as store:
+        try:
+            store.github_add(repo, page_id, now)
+        except storage.AlreadyExists:
+            raise CommandError(f"{repo} is kept already (github list shows it)") from None
+        if problem is not None:
+            state = next(r for r in store.github_repos() if r.repo == repo)
+            outcome = github.fail(store, state, problem, now, _interval(config))
+            print(f"keeping {repo}; its first sync failed ({problem.status}): the server "
+                  f"tries again from {outcome.retry_at}", file=out)
+            return 0
+        store.github_save(repo, days, popular, now, now + _interval(config))
+    print(f"keeping {repo}: {len(days)} days from {min(days)} synced; the server syncs it "
+          f"every {config.github_sync_hours:g} hours. Badge: page_id=github:{repo}", file=out)
+    return 0
+
+
+def _status(state: storage.Repo) -> str:
+    if state.status == github.RATE_LIMITED:
+        return f"rate limited until {state.next_sync_at}"
+    return state.status
+
+
+def cmd_github_list(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    with _open_readonly(config) as store:
+        repos = store.github_repos()
+    if not repos:
+        print("no repositories kept (github add OWNER/REPO starts one)", file=out)
+        return 0
+    rows = [("REPOSITORY", "STATUS", "LAST SYNC", "DAYS", "FIRST DAY", "LOST", "PAGE")]
+    rows += [(r.repo, _status(r), r.synced_at or "never", str(r.days), r.first_day or "-",
+              str(r.lost), r.page_id or "-") for r in repos]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=out)
+    return 0
+
+
+def _confirm(question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise CommandError("not a terminal: pass --yes")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _remove_github(store: storage.Store, repo: str, delete: bool, yes: bool, out: TextIO) -> int:
+    traffic = store.github_traffic(repo)
+    if traffic is None:
+        raise CommandError(f"{repo} is not kept")
+    what = (f"delete {repo}'s kept numbers ({traffic.views:,} views, from "
+            f"{traffic.first_day or 'no day'})" if delete else f"stop keeping {repo}")
+    if not _confirm(f"{what}?", yes):
+        print("nothing changed", file=out)
+        return 1
+    try:
+        store.github_remove(repo, delete)
+    except storage.NotFound:
+        raise CommandError(f"{repo} is no longer kept; its numbers stay (--delete deletes "
+                           f"them)") from None
+    print(f"{'deleted' if delete else 'stopped keeping'} {repo}"
+          + ("" if delete else "; its numbers stay (badges show them)"), file=out)
+    return 0
+
+
+def cmd_github_remove(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    repo = params.github_repo(args.repo, "OWNER/REPO")
+    with _open(config) as store:
+        return _remove_github(store, repo, args.delete, args.yes, out)
+
+
+def cmd_github_sync(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    only = params.github_repo(args.repo, "OWNER/REPO") if args.repo else None
+    _github_client(config)  # a token is needed
+    with _open(config) as store:
+        kept = {r.repo for r in store.github_repos()}
+        if only is not None and only not in kept:
+            raise CommandError(f"{only} is not kept (github add {only} starts keeping it)")
+        outcomes = github.sync_pass(store, config, due_only=False, only=only)
+    if not kept:
+        print("no repositories kept (github add OWNER/REPO starts one)", file=out)
+    for o in outcomes:
+        detail = (f"{o.days} days synced" if o.status == github.OK else
+                  f"asked again from {o.retry_at}" if o.retry_at and o.status not in github.SETTLED
+                  else _GITHUB_HINTS.get(o.status, ""))
+        print(f"{o.repo}: {o.status}" + (f" ({detail})" if detail else ""), file=out)
+    if len(outcomes) < len(kept if only is None else [only]):
+        print("(a repository another server is syncing right now was left to it)", file=out)
+    return 0 if all(o.status == github.OK for o in outcomes) else 1
+
+
+GITHUB_ACTIONS = {"add": cmd_github_add, "list": cmd_github_list, "remove": cmd_github_remove,
+                  "sync": cmd_github_sync}
+
+
+def cmd_github(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    return GITHUB_ACTIONS[args.action](args, config, out)
+
+
 COMMANDS = {
     "backup": cmd_backup, "restore": cmd_restore, "export": cmd_export, "import": cmd_import,
     "set": cmd_set, "rename": cmd_rename, "delete": cmd_delete, "top": cmd_top, "show": cmd_show,
-    "migrate": cmd_migrate,
+    "migrate": cmd_migrate, "github": cmd_github,
 }

@@ -759,6 +759,13 @@ def replace_counts(db_path: str, source_path: str, keep_path: str,
                      "SELECT page_id, total, created_at, last_seen FROM restored.pages")
         conn.execute("INSERT INTO main.daily (page_id, day, views) "
                      "SELECT page_id, day, views FROM restored.daily")
+        # GitHub's kept traffic too, when the backup has it (schema 3); an
+        # older backup has no word on it, and the traffic kept stays.
+        if conn.execute("SELECT 1 FROM restored.sqlite_master WHERE name = 'github_days'"
+                        ).fetchone():
+            for table in _GITHUB_TABLES:
+                conn.execute(f"DELETE FROM main.{table}")
+                conn.execute(f"INSERT INTO main.{table} SELECT * FROM restored.{table}")
         conn.execute("COMMIT")
     except sqlite3.Error as e:
         _rollback(conn)
@@ -827,6 +834,7 @@ _IMPORT_DAY = {
 }
 
 # GitHub's traffic numbers (storage.KeptTraffic runs these) ##################
+_GITHUB_TABLES = ("github_repos", "github_days", "github_popular")
 _REPO_COLUMNS = ("r.repo, r.page_id, r.added_at, r.synced_at, r.status, r.status_since, "
                  "r.failures, r.next_sync_at")
 Store.GITHUB_SQL = {
