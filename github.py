@@ -11,9 +11,9 @@ repositories that are due; Syncer runs it in a thread of the serving
 process, so no badge ever waits on GitHub. The token is read here (from
 the setting or its file, at each pass) and never stored, printed or logged.
 
-Imports storage (values, errors), params (the repository's name) and
-config; never a store module, never the web side. server.py starts a
-Syncer; commands.py runs the `github` commands on these functions.
+Imports storage (values, errors) and config; never a store module, never
+the web side. server.py starts a Syncer; commands.py runs the `github`
+commands on these functions.
 """
 
 from __future__ import annotations

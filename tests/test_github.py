@@ -1,0 +1,298 @@
+"""github.py: GitHub's traffic numbers synced from a local HTTP server that
+speaks GitHub's documented REST shapes (tests/github_api.py), into both
+stores. The clock is injected (now=...), and the fake's "today" moves with
+it: days pass without sleeping."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+
+import pytest
+
+import config
+import github
+import storage
+from github_api import TOKEN, history
+
+FIRST = datetime.date(2026, 1, 1)
+
+
+def at(day: datetime.date, hour: int = 12) -> datetime.datetime:
+    return datetime.datetime(day.year, day.month, day.day, hour, tzinfo=datetime.timezone.utc)
+
+
+def settings(fake, **more) -> config.Config:
+    return config.Config(github_api=fake.url, github_token=TOKEN, github_timeout=2, **more)
+
+
+def sync_on(store, fake, day: datetime.date, **more) -> list[github.Outcome]:
+    """A sync on that day, GitHub's window ending on it too."""
+    fake.today = day
+    return github.sync_pass(store, settings(fake, **more), at(day), due_only=False)
+
+
+@pytest.fixture
+def kept(any_store, fake_github):
+    """alice/repo with 40 days of traffic on GitHub, kept from FIRST + 13."""
+    fake_github.histories["alice/repo"] = history(FIRST, 40)
+    any_store.github_add("alice/repo", None, at(FIRST))
+    return any_store
+
+
+def test_daily_syncs_keep_every_day_of_a_40_day_history(kept, fake_github):
+    for n in range(13, 40):
+        assert [o.status for o in sync_on(kept, fake_github, FIRST + datetime.timedelta(days=n))] == ["ok"]
+    served = fake_github.histories["alice/repo"]
+    traffic = kept.github_traffic("alice/repo", at(FIRST + datetime.timedelta(days=39)))
+    assert traffic.views == sum(v[0] for v in served.values()) == sum(range(1, 41))
+    assert traffic.visitors == sum(v[1] for v in served.values())
+    assert traffic.clones == sum(v[2] for v in served.values())
+    assert traffic.first_day == FIRST.isoformat()
+    assert kept.github_lost("alice/repo") == 0
+    assert kept.github_repos()[0].days == 40
+
+
+def test_the_same_day_synced_twice_is_not_added_twice(kept, fake_github):
+    day = FIRST + datetime.timedelta(days=20)
+    sync_on(kept, fake_github, day)
+    once = kept.github_traffic("alice/repo", at(day))
+    sync_on(kept, fake_github, day)
+    assert kept.github_traffic("alice/repo", at(day)) == once
+
+
+def test_todays_number_revised_upward_replaces_the_kept_one(kept, fake_github):
+    day = FIRST + datetime.timedelta(days=20)
+    sync_on(kept, fake_github, day)
+    before = kept.github_traffic("alice/repo", at(day))
+    served = fake_github.histories["alice/repo"]
+    served[day.isoformat()] = (served[day.isoformat()][0] + 7, served[day.isoformat()][1] + 2, 0, 0)
+    sync_on(kept, fake_github, day)
+    after = kept.github_traffic("alice/repo", at(day))
+    assert after.views_today == before.views_today + 7
+    assert after.views == before.views + 7 and after.visitors == before.visitors + 2
+
+
+def test_days_without_views_are_kept_as_zeros_within_the_window(kept, fake_github):
+    fake_github.histories["alice/repo"] = {FIRST.isoformat(): (3, 2, 0, 0)}
+    sync_on(kept, fake_github, FIRST + datetime.timedelta(days=5))
+    days = kept.github_days("alice/repo", "2000-01-01", "2100-01-01")
+    assert days[FIRST.isoformat()].views == 3
+    assert days[(FIRST + datetime.timedelta(days=5)).isoformat()] == storage.TrafficDay(0, 0, 0, 0)
+    assert kept.github_lost("alice/repo") == 0
+
+
+@pytest.mark.parametrize("pause, lost", [(13, 0), (14, 0), (15, 1), (20, 6)])
+def test_a_pause_loses_only_the_days_that_left_githubs_window(kept, fake_github, pause, lost):
+    first_sync = FIRST + datetime.timedelta(days=13)
+    sync_on(kept, fake_github, first_sync)
+    sync_on(kept, fake_github, first_sync + datetime.timedelta(days=pause))
+    assert kept.github_lost("alice/repo") == lost
+    assert kept.github_repos()[0].lost == lost
+    states = [state for _, state, _ in kept.github_history(
+        "alice/repo", 40, at(first_sync + datetime.timedelta(days=pause)))]
+    assert states.count("lost") == lost
+    # A lost day has no numbers: the sums are exactly the days seen.
+    seen = kept.github_days("alice/repo", "2000-01-01", "2100-01-01")
+    served = fake_github.histories["alice/repo"]
+    assert kept.github_traffic("alice/repo").views == sum(served[d][0] for d in seen if d in served)
+
+
+def test_history_marks_days_before_keeping_began_as_not_kept(kept, fake_github):
+    day = FIRST + datetime.timedelta(days=13)
+    sync_on(kept, fake_github, day)
+    history_ = kept.github_history("alice/repo", 20, at(day))
+    assert [s for _, s, _ in history_[:6]] == ["not kept"] * 6
+    assert all(s == "kept" for _, s, _ in history_[6:])
+    assert history_[-1][2].views == 14
+
+
+@pytest.mark.parametrize("failure, status", [
+    ("401", "token refused"), ("403", "no push access"), ("404", "not found"),
+    ("rate", "rate limited"), ("429", "rate limited"), ("500", "GitHub error 500"),
+    ("hang", "timed out"), ("malformed", "bad answer")])
+def test_each_failure_has_its_status_and_the_kept_numbers_stay(kept, fake_github, failure, status,
+                                                               caplog):
+    day = FIRST + datetime.timedelta(days=20)
+    sync_on(kept, fake_github, day)
+    before = kept.github_traffic("alice/repo", at(day))
+    if failure == "401":
+        fake_github.token = "another"
+    else:
+        fake_github.failures["alice/repo"] = failure
+    fake_github.hang_s = 4
+    with caplog.at_level(logging.WARNING, logger="tally"):
+        for _ in range(3):
+            outcomes = sync_on(kept, fake_github, day)
+    assert [o.status for o in outcomes] == [status]
+    assert kept.github_repos()[0].status == status
+    assert kept.github_traffic("alice/repo", at(day)) == before
+    # Logged once, when the state began: not once per try.
+    assert sum(status in r.getMessage() for r in caplog.records) == 1
+    assert all(TOKEN not in r.getMessage() for r in caplog.records)
+
+
+def test_a_rate_limit_is_honoured_until_githubs_reset(kept, fake_github):
+    fake_github.failures["alice/repo"] = "429"
+    fake_github.retry_after = 3600
+    now = storage.utc_now()
+    github.sync_pass(kept, settings(fake_github), now, due_only=False)
+    state = kept.github_repos()[0]
+    assert state.status == "rate limited"
+    assert state.next_sync_at >= storage.stamp(now + datetime.timedelta(seconds=3590))
+    asked = len(fake_github.requests)
+    # Neither the server's pass nor a forced one asks before the reset.
+    assert github.sync_pass(kept, settings(fake_github), now) == []
+    forced = github.sync_pass(kept, settings(fake_github), now, due_only=False)
+    assert [o.status for o in forced] == ["rate limited"]
+    assert len(fake_github.requests) == asked
+
+
+def test_githubs_own_trouble_backs_off_and_grows(kept, fake_github):
+    fake_github.failures["alice/repo"] = "500"
+    now = at(FIRST + datetime.timedelta(days=13))
+    waits = []
+    for _ in range(4):
+        outcome = github.sync_pass(kept, settings(fake_github), now, due_only=False)[0]
+        waits.append(datetime.datetime.strptime(outcome.retry_at, "%Y-%m-%dT%H:%M:%SZ")
+                     .replace(tzinfo=datetime.timezone.utc) - now)
+    assert waits == [datetime.timedelta(minutes=m) for m in (1, 2, 4, 8)]
+
+
+def test_a_refused_token_ends_the_pass_without_asking_for_the_rest(any_store, fake_github):
+    for name in ("alice/a", "alice/b", "alice/c"):
+        fake_github.histories[name] = history(FIRST, 20)
+        any_store.github_add(name, None, at(FIRST))
+    fake_github.token = "another"
+    outcomes = sync_on(any_store, fake_github, FIRST + datetime.timedelta(days=19))
+    assert [o.status for o in outcomes] == ["token refused"] * 3
+    assert len(fake_github.requests) == 1
+
+
+def test_the_server_does_not_ask_again_with_a_refused_token_until_it_changes(
+        any_store, fake_github, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("wrong-token\n")
+    fake_github.histories["alice/repo"] = history(FIRST, 20)
+    any_store.github_add("alice/repo", None, at(FIRST))
+    cfg = config.Config(github_api=fake_github.url, github_token_file=str(token_file),
+                        github_timeout=2)
+    syncer = github.Syncer(any_store, cfg, tick=0.05).start()
+    try:
+        wait = threading.Event()
+        for _ in range(100):
+            if any_store.github_repos()[0].status == "token refused":
+                break
+            wait.wait(0.05)
+        wait.wait(0.5)  # ten more ticks
+        assert len(fake_github.requests) == 1
+        token_file.write_text(TOKEN + "\n")  # the owner replaces the token
+        for _ in range(100):
+            if any_store.github_repos()[0].status == "ok":
+                break
+            wait.wait(0.05)
+        assert any_store.github_repos()[0].status == "ok"
+    finally:
+        syncer.stop()
+
+
+def test_no_token_is_a_status_not_a_crash(kept, fake_github):
+    cfg = config.Config(github_api=fake_github.url, github_timeout=2)
+    outcomes = github.sync_pass(kept, cfg, at(FIRST + datetime.timedelta(days=13)), due_only=False)
+    assert [o.status for o in outcomes] == ["no token"] and fake_github.requests == []
+
+
+def test_requests_carry_githubs_documented_headers(kept, fake_github):
+    sync_on(kept, fake_github, FIRST + datetime.timedelta(days=13))
+    paths = [path for path, _ in fake_github.requests]
+    assert paths == ["/repos/alice/repo/traffic/views?per=day",
+                     "/repos/alice/repo/traffic/clones?per=day",
+                     "/repos/alice/repo/traffic/popular/referrers",
+                     "/repos/alice/repo/traffic/popular/paths"]
+    headers = fake_github.requests[0][1]
+    assert headers["Accept"] == "application/vnd.github+json"
+    assert headers["X-Github-Api-Version"] == github.API_VERSION
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_an_enterprise_server_base_path_is_kept(kept, fake_github):
+    fake = settings(fake_github)
+    cfg = config.Config(github_api=fake.github_api + "/api/v3/", github_token=TOKEN)
+    client = github.Client(cfg.github_api, TOKEN, 2)
+    with pytest.raises(github.GitHubError):  # the fake serves no /api/v3 prefix: 404
+        client.get("/repos/alice/repo/traffic/views?per=day")
+    assert fake_github.requests[-1][0] == "/api/v3/repos/alice/repo/traffic/views?per=day"
+
+
+def test_referrers_and_paths_are_kept_per_sync_day(kept, fake_github):
+    day = FIRST + datetime.timedelta(days=13)
+    sync_on(kept, fake_github, day)
+    fake_github.referrers["alice/repo"] = [{"referrer": "example.org", "count": 9, "uniques": 1}]
+    sync_on(kept, fake_github, day + datetime.timedelta(days=1))
+    latest_day, latest = kept.github_popular("alice/repo")
+    assert latest_day == (day + datetime.timedelta(days=1)).isoformat()
+    assert [(p.kind, p.name) for p in latest] == [("referrer", "example.org"),
+                                                  ("path", "/alice/repo")]
+    exported = {k.repo: k for k in kept.github_kept()}["alice/repo"]
+    assert sorted(exported.popular) == [day.isoformat(), latest_day]
+    assert [p.name for p in exported.popular[day.isoformat()] if p.kind == "referrer"] == [
+        "github.com", "news.ycombinator.com"]
+
+
+def test_one_of_two_servers_on_one_database_claims_a_sync(make_store):
+    first, second = make_store(), make_store()
+    now = at(FIRST)
+    first.github_add("alice/repo", None, now)
+    claims = [first.github_claim("alice/repo", now, github.LEASE),
+              second.github_claim("alice/repo", now, github.LEASE)]
+    assert sorted(claims) == [False, True]
+    # A holder that died: its lease runs out and another takes it.
+    later = now + github.LEASE + datetime.timedelta(seconds=1)
+    assert second.github_claim("alice/repo", later, github.LEASE, due_only=False)
+
+
+def test_a_repository_removed_keeps_its_numbers_unless_deleted(kept, fake_github):
+    sync_on(kept, fake_github, FIRST + datetime.timedelta(days=13))
+    kept.github_remove("alice/repo", delete=False)
+    assert kept.github_repos() == []
+    assert kept.github_traffic("alice/repo").views == sum(range(1, 15))
+    kept.github_remove("alice/repo", delete=True)
+    assert kept.github_traffic("alice/repo") is None
+    with pytest.raises(storage.NotFound):
+        kept.github_remove("alice/repo", delete=True)
+
+
+@pytest.mark.parametrize("token", ["", "two words", "tab\there", "ünïcode"])
+def test_a_token_that_cannot_be_a_header_is_refused_without_quoting_it(token):
+    with pytest.raises(config.ConfigError) as error:
+        github.read_token(config.Config(github_token=token or " "))
+    assert "TALLY_GITHUB_TOKEN" in str(error.value)
+    assert not token.strip() or token not in str(error.value)
+
+
+def test_the_token_is_never_in_a_configs_repr():
+    assert TOKEN not in repr(config.Config(github_token=TOKEN))
+
+
+def test_a_redirect_to_another_host_is_not_followed(fake_github):
+    import http.server
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(301)
+            self.send_header("Location", "http://localhost:9/steal")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), Elsewhere)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    client = github.Client(f"http://127.0.0.1:{server.server_address[1]}", TOKEN, 2)
+    with pytest.raises(github.GitHubError) as error:
+        client.get("/repos/a/b/traffic/views")
+    assert error.value.status == "bad answer"
+    thread.join()
+    server.server_close()
