@@ -33,6 +33,7 @@ class FakeGitHub:
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.retry_after = 120
         self.hang_s = 30.0
+        self.hanging = 0  # requests held by a "hang" right now
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -68,7 +69,11 @@ class FakeGitHub:
             return self.send(handler, 401, {"message": "Bad credentials"})
         failure = self.failures.get(repo)
         if failure == "hang":
-            time.sleep(self.hang_s)
+            self.hanging += 1
+            try:
+                time.sleep(self.hang_s)
+            finally:
+                self.hanging -= 1
             return None
         if failure == "malformed":
             return self.send(handler, 200, b'{"count": 3, "views": [')

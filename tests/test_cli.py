@@ -961,3 +961,155 @@ def test_migrate_refuses_a_read_only_file_and_writes_nothing(tmp_path):
     assert result.returncode == 2 and "b.md: is read-only" in result.stderr
     assert first.read_text() == locked.read_text() == f"![hits]({HITS_URL})\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "b.md"]
+
+
+# github: add, list, remove, sync (against a local stand-in for GitHub's API) ##
+
+def github_env(fake, **more) -> dict:
+    from github_api import TOKEN
+    return {"TALLY_GITHUB_API": fake.url, "TALLY_GITHUB_TOKEN": TOKEN,
+            "TALLY_GITHUB_TIMEOUT": "2", **more}
+
+
+@pytest.fixture
+def served(fake_github):
+    """alice/repo with 20 days of traffic on GitHub's side, ending today."""
+    import datetime as dt
+    from github_api import history
+    fake_github.histories["alice/repo"] = history(fake_github.today - dt.timedelta(days=19), 20)
+    return fake_github
+
+
+def test_github_add_keeps_githubs_14_days_and_list_shows_them(served, db_path):
+    added = tally("github", "add", "Alice/Repo", "--page", "alice.repo", db=db_path,
+                  env=github_env(served))
+    assert added.returncode == 0, added.stderr
+    assert "keeping alice/repo: 14 days" in added.stdout
+    listed = tally("github", "list", db=db_path)
+    row = listed.stdout.splitlines()[1].split()
+    assert row[0] == "alice/repo" and row[1] == "ok" and row[3] == "14" and row[5] == "0"
+    assert row[6] == "alice.repo"
+    shown = tally("show", "github:alice/repo", db=db_path).stdout
+    assert "views    " + f"{sum(range(7, 21)):,}" in shown  # the last 14 of 1..20
+
+
+@pytest.mark.parametrize("failure, status", [("401", "token refused"), ("403", "no push access"),
+                                             ("404", "not found")])
+def test_github_add_refuses_what_the_owner_must_fix_and_keeps_nothing(served, db_path,
+                                                                      failure, status):
+    if failure == "401":
+        served.token = "another"
+    else:
+        served.failures["alice/repo"] = failure
+    added = tally("github", "add", "alice/repo", db=db_path, env=github_env(served))
+    assert added.returncode == 2 and added.stderr.count("\n") == 1
+    assert f"alice/repo: {status}:" in added.stderr and "not added" in added.stderr
+    assert not os.path.exists(db_path)  # not even a database was created
+
+
+def test_github_add_keeps_a_repository_github_could_not_answer_for_now(served, db_path):
+    served.failures["alice/repo"] = "500"
+    added = tally("github", "add", "alice/repo", db=db_path, env=github_env(served))
+    assert added.returncode == 0 and "first sync failed (GitHub error 500)" in added.stdout
+    assert "GitHub error 500" in tally("github", "list", db=db_path).stdout
+    del served.failures["alice/repo"]
+    synced = tally("github", "sync", db=db_path, env=github_env(served))
+    assert synced.returncode == 0 and "alice/repo: ok (14 days synced)" in synced.stdout
+
+
+def test_github_needs_a_token_and_says_which_settings(db_path):
+    added = tally("github", "add", "alice/repo", db=db_path)
+    assert added.returncode == 2 and "TALLY_GITHUB_TOKEN" in added.stderr
+
+
+def test_github_sync_reports_each_status_and_exits_1_on_a_failure(served, db_path):
+    tally("github", "add", "alice/repo", db=db_path, env=github_env(served))
+    served.failures["alice/repo"] = "rate"
+    synced = tally("github", "sync", "alice/repo", db=db_path, env=github_env(served))
+    assert synced.returncode == 1 and "alice/repo: rate limited (asked again from" in synced.stdout
+    assert "rate limited until" in tally("github", "list", db=db_path).stdout
+    assert tally("github", "sync", "bob/other", db=db_path,
+                 env=github_env(served)).returncode == 2
+
+
+def test_github_remove_keeps_the_numbers_unless_delete(served, db_path):
+    tally("github", "add", "alice/repo", db=db_path, env=github_env(served))
+    assert tally("github", "remove", "alice/repo", db=db_path).returncode == 2  # no terminal
+    removed = tally("github", "remove", "alice/repo", "--yes", db=db_path)
+    assert removed.returncode == 0 and "its numbers stay" in removed.stdout
+    assert "views" in tally("show", "github:alice/repo", db=db_path).stdout
+    deleted = tally("delete", "github:alice/repo", "--yes", db=db_path)
+    assert deleted.returncode == 0 and "deleted alice/repo" in deleted.stdout
+    assert tally("show", "github:alice/repo", db=db_path).returncode == 2
+
+
+@pytest.mark.parametrize("command", [("set", "github:alice/repo", "5"),
+                                     ("rename", "github:alice/repo", "alice.repo"),
+                                     ("rename", "alice.repo", "github:alice/repo")])
+def test_set_and_rename_refuse_github_pages(served, db_path, command):
+    tally("github", "add", "alice/repo", db=db_path, env=github_env(served))
+    tally("set", "alice.repo", "3", db=db_path)
+    before = snapshot(db_path)
+    result = tally(*command, db=db_path)
+    assert result.returncode == 2 and "github: page" in result.stderr
+    assert snapshot(db_path) == before
+
+
+def test_top_lists_github_pages_among_the_others(served, db_path):
+    tally("github", "add", "alice/repo", db=db_path, env=github_env(served))
+    tally("set", "big", "100000", db=db_path)
+    tally("set", "small", "1", db=db_path)
+    names = [line.split()[0] for line in tally("top", db=db_path).stdout.splitlines()]
+    assert names == ["big", "github:alice/repo", "small"]
+
+
+def test_export_and_import_carry_the_kept_traffic_and_importing_twice_adds_nothing(
+        served, db_path, tmp_path):
+    tally("github", "add", "alice/repo", "--page", "alice.repo", db=db_path,
+          env=github_env(served))
+    exported = tally("export", "--out", str(tmp_path / "e.json"), db=db_path)
+    assert "GitHub traffic of 1 repositories" in exported.stdout
+    other = str(tmp_path / "other.db")
+    for _ in range(2):
+        imported = tally("import", str(tmp_path / "e.json"), "--mode", "add", "--again", db=other)
+        assert imported.returncode == 0, imported.stderr
+    assert tally("show", "github:alice/repo", db=other).stdout.splitlines()[1:4] == \
+        tally("show", "github:alice/repo", db=db_path).stdout.splitlines()[1:4]
+    assert tally("github", "list", db=other).stdout.split("\n")[1].split()[-1] == "alice.repo"
+    csv_export = tally("export", "--format", "csv", db=db_path)
+    assert "--format json carries it" in csv_export.stderr
+
+
+def test_an_old_export_without_github_traffic_still_imports(db_path, tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text('{"tally_export": 1, "pages": [{"page_id": "a", "total": 3, "days": {}}]}')
+    assert tally("import", str(old), db=db_path).returncode == 0
+
+
+def test_a_bad_github_section_imports_nothing(db_path, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"pages": [{"page_id": "a", "total": 3}], "github": [{"repo": "alice/r", '
+                   '"days": {"2026-01-01": {"views": -1}}}]}')
+    result = tally("import", str(bad), db=db_path)
+    assert result.returncode == 2 and "github 1" in result.stderr and "nothing imported" in result.stderr
+    assert not os.path.exists(db_path) or totals(db_path) == {}
+
+
+def test_the_token_is_never_in_the_database_an_export_a_backup_or_any_output(served, db_path,
+                                                                             tmp_path):
+    from github_api import TOKEN
+    env = github_env(served)
+    outputs = [tally("github", "add", "alice/repo", db=db_path, env=env)]
+    served.token = "another"  # every failure on the way prints its line
+    outputs.append(tally("github", "sync", db=db_path, env=env))
+    served.token = TOKEN
+    served.failures["alice/repo"] = "malformed"
+    outputs.append(tally("github", "sync", db=db_path, env=env))
+    outputs.append(tally("github", "list", db=db_path, env=env))
+    outputs.append(tally("export", "--out", str(tmp_path / "e.json"), db=db_path, env=env))
+    outputs.append(tally("backup", str(tmp_path / "b.db"), db=db_path, env=env))
+    for result in outputs:
+        assert TOKEN not in result.stdout + result.stderr
+    for path in [db_path, db_path + "-wal", tmp_path / "e.json", tmp_path / "b.db"]:
+        if os.path.exists(path):
+            assert TOKEN.encode() not in open(path, "rb").read()

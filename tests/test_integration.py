@@ -540,3 +540,41 @@ def test_a_closed_stdout_ends_the_access_log_quietly_and_serving_goes_on(tmp_pat
     errors = server.stderr.read().decode()
     assert "Traceback" not in errors and "Logging error" not in errors
     assert errors.count("\n") <= 1 and "access log stopped" in errors
+
+
+def test_the_real_server_syncs_github_by_itself_and_no_badge_waits_on_github(
+        live_server, fake_github, db_path):
+    import datetime as dt
+    from github_api import TOKEN, history
+    today = fake_github.today
+    fake_github.histories["alice/fast"] = history(today - dt.timedelta(days=13), 14)
+    fake_github.histories["alice/slow"] = history(today - dt.timedelta(days=13), 14)
+    env = {"TALLY_GITHUB_API": fake_github.url, "TALLY_GITHUB_TOKEN": TOKEN,
+           "TALLY_GITHUB_TIMEOUT": "6", "TALLY_GITHUB_SYNC_HOURS": "0.001"}
+    for repo in ("alice/fast", "alice/slow"):
+        added = subprocess.run([sys.executable, str(ROOT / "server.py"), "github", "add", repo,
+                                "--db", db_path], env={**os.environ, **env},
+                               capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+    fake_github.failures["alice/slow"] = "hang"
+    fake_github.hang_s = 8
+    # GitHub revises today's views upward; the server must pick it up alone.
+    day = today.isoformat()
+    views, visitors, clones, cloners = fake_github.histories["alice/fast"][day]
+    fake_github.histories["alice/fast"][day] = (views + 100, visitors + 50, clones, cloners)
+    server = live_server(env={**env, "TALLY_QUIET": "1"})
+
+    def count(repo):
+        return json.loads(server.get(f"/api/count?page_id=github:{repo}")[2])
+    wait_until(lambda: count("alice/fast")["today"] == views + 100, timeout=30)
+    # While the server's sync waits on GitHub for alice/slow, badges answer.
+    wait_until(lambda: fake_github.hanging > 0, timeout=30)
+    for n in range(20):
+        status, _, body = server.get(f"/badge?page_id=page-{n}")
+        assert status == 200 and b">1</text>" in body
+        assert b">" in server.get("/badge?page_id=github:alice/slow&show=visitors")[2]
+    assert fake_github.hanging > 0  # every badge was answered before GitHub answered
+    assert count("alice/slow")["total"] == sum(range(1, 15))  # the last numbers stay
+    wait_until(lambda: b"timed out" in open(server.log, "rb").read(), timeout=30)
+    assert open(server.log, "rb").read().count(b"alice/slow: timed out") == 1
+    assert TOKEN.encode() not in open(server.log, "rb").read()

@@ -79,3 +79,10 @@ def test_only_database_py_knows_the_concrete_stores():
 def test_nothing_below_server_py_imports_it():
     users = sorted(p.name for p in MODULES if "server" in own_imports(p))
     assert users == ["bench.py"]  # the benchmark, a program on top of everything
+
+
+def test_only_github_py_speaks_http_to_the_outside():
+    # The one HTTP client (to GitHub's API); nothing else may fetch anything.
+    users = sorted(p.name for p in MODULES if p.name != "bench.py"
+                   and ("urllib.request" in p.read_text() or "http.client" in p.read_text()))
+    assert users == ["github.py"]

@@ -387,3 +387,111 @@ def test_an_error_badge_keeps_the_requested_style(client, style):
 def test_an_error_badge_of_an_invalid_style_is_flat(client):
     r = client.get("/badge", "page_id=p&style=round")
     assert r.body.decode() == badge.render_error("visitors", "invalid style")
+
+
+# github: pages (GitHub's numbers, kept by github.py) ##########################
+
+def keep_traffic(store, repo="alice/repo", linked=None):
+    """A kept repository with three days seen, a lost day between, and today."""
+    import datetime as dt
+    import storage as storage_module
+    now = storage_module.utc_now()
+    today = now.date()
+    store.github_add(repo, linked, now)
+    days = {(today - dt.timedelta(days=4)).isoformat(): storage_module.TrafficDay(10, 4, 2, 1),
+            (today - dt.timedelta(days=3)).isoformat(): storage_module.TrafficDay(20, 6, 0, 0),
+            today.isoformat(): storage_module.TrafficDay(5, 3, 1, 1)}
+    popular = [storage_module.Popular("referrer", "news.ycombinator.com", "news.ycombinator.com",
+                                      7, 5),
+               storage_module.Popular("path", "/alice/repo", "alice/repo: <b>x</b>", 9, 4)]
+    store.github_save(repo, days, popular, now, now + dt.timedelta(hours=6))
+    return days  # days -2 and -1: GitHub's window moved past them unseen
+
+
+@pytest.mark.parametrize("show, shown", [("total", "35"), ("visitors", "13"), ("clones", "3"),
+                                         ("today", "5"), ("both", "5 / 35")])
+def test_a_github_page_shows_githubs_numbers_without_counting(make_client, show, shown):
+    client, store = make_client()
+    keep_traffic(store)
+    r = client.get("/badge", f"page_id=github:Alice/Repo&show={show}")
+    assert r.status == 200 and f">{shown}</text>" in r.text
+    assert "x-tally-error" not in r.headers
+    assert store.page_count() == 0 and store.github_traffic("alice/repo").views == 35
+
+
+def test_a_github_page_not_kept_answers_an_error_badge(client):
+    r = client.get("/badge", "page_id=github:alice/unknown")
+    assert r.status == 200 and r.headers["x-tally-error"] == "repository not kept"
+
+
+@pytest.mark.parametrize("page_id", ["github:", "github:alice", "github:a/b/c", "github:-a/b",
+                                     "github:alice/.."])
+def test_an_invalid_github_page_id_is_refused(client, page_id):
+    r = client.get("/badge", "page_id=" + urllib.parse.quote(page_id))
+    assert r.headers["x-tally-error"] == "invalid github: page_id"
+
+
+@pytest.mark.parametrize("show", ["visitors", "clones"])
+def test_githubs_numbers_asked_of_another_page_are_refused_and_nothing_counts(make_client, show):
+    client, store = make_client()
+    r = client.get("/badge", f"page_id=alice.repo&show={show}")
+    assert r.headers["x-tally-error"] == f"show={show} needs a github: page"
+    assert store.page_count() == 0
+    assert client.get("/api/shields", f"page_id=alice.repo&show={show}").status == 400
+
+
+def test_tally_allow_does_not_hide_a_kept_repository(make_client):
+    client, store = make_client(allow=r"alice\..*")
+    keep_traffic(store)
+    assert "x-tally-error" not in client.get("/badge", "page_id=github:alice/repo").headers
+
+
+def test_api_count_of_a_github_page_has_its_numbers(make_client):
+    client, store = make_client()
+    keep_traffic(store)
+    answer = json.loads(client.get("/api/count", "page_id=github:alice/repo").body)
+    assert {k: answer[k] for k in ("page_id", "total", "today", "visitors", "visitors_today",
+                                   "clones")} == {
+        "page_id": "github:alice/repo", "total": 35, "today": 5, "visitors": 13,
+        "visitors_today": 3, "clones": 3}
+    assert answer["synced_at"] and answer["first_day"]
+
+
+def test_api_history_of_a_github_page_marks_lost_days_without_numbers(make_client):
+    client, store = make_client()
+    keep_traffic(store)
+    answer = json.loads(client.get("/api/history", "page_id=github:alice/repo&days=7").body)
+    states = [d["state"] for d in answer["days"]]
+    assert states == ["not kept", "not kept", "kept", "kept", "lost", "lost", "kept"]
+    assert answer["lost_days"] == 2
+    lost = answer["days"][4]
+    assert lost["views"] is None and lost["visitors"] is None
+    assert answer["days"][2]["views"] == 10 and answer["days"][2]["visitors"] == 4
+
+
+def test_stats_of_a_github_page_show_lost_days_referrers_and_the_linked_page(make_client):
+    client, store = make_client()
+    store.record_view("alice.repo")
+    store.record_view("alice.repo")
+    keep_traffic(store, linked="alice.repo")
+    r = client.get("/stats", "page_id=github:alice/repo&days=7")
+    assert r.status == 200
+    assert 'id="lost">2 days lost' in r.text
+    assert "news.ycombinator.com" in r.text
+    assert "alice/repo: &lt;b&gt;x&lt;/b&gt;" in r.text  # GitHub's titles are escaped
+    assert "Tally's views of alice.repo" in r.text
+    assert "<td>2</td>\n</tr>" in r.text  # today's Camo-counted views, beside GitHub's
+    assert r.text.count('<tr class="lost">') == 2
+    assert r.text.count('data-views="none"') == 4  # lost and not kept: no bar of zero
+
+
+def test_stats_of_a_repository_not_kept_says_so(client):
+    r = client.get("/stats", "page_id=github:alice/unknown")
+    assert r.status == 404 and "repository not kept" in r.text
+
+
+def test_api_shields_of_a_github_page_shows_visitors(make_client):
+    client, store = make_client()
+    keep_traffic(store)
+    answer = json.loads(client.get("/api/shields", "page_id=github:alice/repo&show=visitors").body)
+    assert answer["message"] == "13"

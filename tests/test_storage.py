@@ -581,3 +581,42 @@ def test_a_version_1_file_gets_its_page_count_when_migrated(db_path):
         s.record_view("new")
         with pytest.raises(storage.PageLimitReached):
             s.record_view("one-too-many")
+
+
+def test_a_version_2_file_keeps_every_count_and_gains_githubs_tables(db_path):
+    # A file made by the previous Tally (schema 2), with counts in it.
+    sqlite_store._make_folder(db_path)
+    conn = sqlite3.connect(db_path)
+    for _, body in sqlite_store.migrations()[:2]:
+        for statement in sqlite_store._statements(body):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version=2")
+    conn.executemany("INSERT INTO pages VALUES (?, ?, ?, ?)", [(f"x{i}", i, STAMP, STAMP)
+                                                               for i in range(5)])
+    conn.execute("INSERT INTO daily VALUES ('x3', '2026-01-01', 3)")
+    conn.commit()
+    conn.close()
+    with sqlite_store.Store(db_path) as s:
+        assert s.top(10) == [("x4", 4), ("x3", 3), ("x2", 2), ("x1", 1), ("x0", 0)]
+        assert s.page("x3").days == {"2026-01-01": 3}
+        s.github_add("alice/repo", None, storage.utc_now())
+        assert [r.repo for r in s.github_repos()] == ["alice/repo"]
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    conn.close()
+
+
+def test_restore_replaces_the_kept_github_traffic_with_the_backups(db_path, tmp_path):
+    now = storage.utc_now()
+    backup = str(tmp_path / "backup.db")
+    with sqlite_store.Store(backup) as s:
+        s.github_add("alice/old", None, now)
+        s.github_save("alice/old", {"2026-01-01": storage.TrafficDay(9, 3, 0, 0)}, [], now, now)
+    with sqlite_store.Store(db_path) as s:
+        s.github_add("alice/new", None, now)
+    sqlite_store.replace_counts(db_path, backup, str(tmp_path / "kept.db"))
+    with sqlite_store.Store(db_path) as s:
+        assert [r.repo for r in s.github_repos()] == ["alice/old"]
+        assert s.github_traffic("alice/old").views == 9
+    with sqlite_store.Store(str(tmp_path / "kept.db")) as s:  # the replaced one is saved
+        assert [r.repo for r in s.github_repos()] == ["alice/new"]
