@@ -167,7 +167,10 @@ def _refusal(code: int, headers: "email.message.Message") -> GitHubError:
     answer 403 or 429 with x-ratelimit-remaining: 0 and x-ratelimit-reset,
     or with Retry-After)."""
     retry_at = _retry_at(headers)
-    if code in (403, 429) and (retry_at is not None or code == 429):
+    spent = (headers.get("x-ratelimit-remaining") or "").strip() == "0"
+    if code == 429 or code == 403 and (spent or retry_at is not None):
+        # Without a time to wait, GitHub asks for a minute at least, then
+        # longer: the back-off below.
         return GitHubError(RATE_LIMITED, retry_at)
     if code == 401:
         return GitHubError(TOKEN_REFUSED)
@@ -279,7 +282,7 @@ def fail(store: storage.Store, state: storage.Repo, error: GitHubError,
         # Due at once: the Syncer does not ask again with the token that
         # was refused, and asks as soon as it changes.
         next_at = now
-    elif error.status in SETTLED or error.status == RATE_LIMITED:
+    elif error.status in SETTLED:
         next_at = now + interval
     else:
         next_at = now + min(interval, BACKOFF_FIRST * 2 ** min(failures - 1, 20))

@@ -8,8 +8,8 @@ GitHub Enterprise Server.
 
 A test sets, per repository, a history ({day: (views, visitors, clones,
 cloners)}), the fake's own "today" (GitHub's window ends there), and a
-failure to answer with instead ("401", "403", "404", "rate", "429",
-"500", "hang", "malformed").
+failure to answer with instead ("401", "403", "404", "rate", "spent",
+"429", "500", "hang", "malformed").
 """
 
 from __future__ import annotations
@@ -83,6 +83,9 @@ class FakeGitHub:
             reset = int(time.time()) + self.retry_after
             return self.send(handler, 403, {"message": "API rate limit exceeded"},
                              {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)})
+        if failure == "spent":  # the primary limit, without saying when it resets
+            return self.send(handler, 403, {"message": "API rate limit exceeded"},
+                             {"x-ratelimit-remaining": "0"})
         if failure == "429":
             return self.send(handler, 429, {"message": "secondary rate limit"},
                              {"Retry-After": str(self.retry_after)})

@@ -110,7 +110,8 @@ def test_history_marks_days_before_keeping_began_as_not_kept(kept, fake_github):
 
 @pytest.mark.parametrize("failure, status", [
     ("401", "token refused"), ("403", "no push access"), ("404", "not found"),
-    ("rate", "rate limited"), ("429", "rate limited"), ("500", "GitHub error 500"),
+    ("rate", "rate limited"), ("spent", "rate limited"), ("429", "rate limited"),
+    ("500", "GitHub error 500"),
     ("hang", "timed out"), ("malformed", "bad answer")])
 def test_each_failure_has_its_status_and_the_kept_numbers_stay(kept, fake_github, failure, status,
                                                                caplog):
