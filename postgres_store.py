@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -69,46 +70,77 @@ def _storage_error(error: Exception) -> StorageError:
 
 # Counting: one statement per view ##########################################
 
-# The first WHERE refuses a new page once max_pages exist (NULL: no cap), the
-# second a view past TOTAL_MAX; daily is written only when pages was. The
-# last column says whether the page existed before, to tell the two
+# allowed: whether this view counts (views 1, and neither refusal below);
+# the first refusal is a new page once max_pages exist (NULL: no cap), the
+# second a view past TOTAL_MAX. seen: the visitor's hash of the day, new or
+# not (ON CONFLICT: of two servers inserting it at once, one adds it);
+# written only for a view that counts. daily is written when pages was, or,
+# for a bot's view that does not count, only its bot views, only on a page
+# that exists. The snapshot columns (cur_*) answer such a bot's view: the
+# statement's own changes are not visible to them. existed tells the two
 # refusals apart. Several processes may each add a new page at the same
 # moment: the page cap can then be passed by at most one page per process.
 _COUNT = """
-WITH page AS (
-    INSERT INTO pages (page_id, total, created_at, last_seen)
-    SELECT %(page_id)s, 1, %(stamp)s, %(stamp)s
-    WHERE %(max_pages)s::bigint IS NULL
-       OR EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
-       OR (SELECT count(*) FROM pages) < %(max_pages)s::bigint
-    ON CONFLICT (page_id) DO UPDATE SET total = pages.total + 1, last_seen = excluded.last_seen
+WITH allowed AS (
+    SELECT %(views)s::int > 0 AND (
+        EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s AND total < %(max_total)s)
+        OR NOT EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
+           AND (%(max_pages)s::bigint IS NULL
+                OR (SELECT count(*) FROM pages) < %(max_pages)s::bigint)) AS ok
+), seen AS (
+    INSERT INTO visitor_hashes (day, hash)
+    SELECT %(day)s, %(hash)s::bytea WHERE %(hash)s::bytea IS NOT NULL AND (SELECT ok FROM allowed)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), page AS (
+    INSERT INTO pages (page_id, total, visitors, created_at, last_seen)
+    SELECT %(page_id)s, 1, (SELECT count(*) FROM seen), %(stamp)s, %(stamp)s
+    WHERE (SELECT ok FROM allowed)
+    ON CONFLICT (page_id) DO UPDATE SET total = pages.total + 1,
+        visitors = pages.visitors + excluded.visitors, last_seen = excluded.last_seen
     WHERE pages.total < %(max_total)s
-    RETURNING total
+    RETURNING total, visitors
 ), today AS (
-    INSERT INTO daily (page_id, day, views)
-    SELECT %(page_id)s, %(day)s, 1 WHERE EXISTS (SELECT 1 FROM page)
-    ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + 1
-    RETURNING views
+    INSERT INTO daily (page_id, day, views, visitors, bots)
+    SELECT %(page_id)s, %(day)s, %(views)s, (SELECT count(*) FROM seen), %(bots)s
+    WHERE EXISTS (SELECT 1 FROM page)
+       OR %(views)s::int = 0 AND EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
+    ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views,
+        visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots
+    RETURNING views, visitors
 )
 SELECT (SELECT total FROM page), (SELECT views FROM today),
-       EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
+       EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s),
+       (SELECT visitors FROM page), (SELECT visitors FROM today),
+       (SELECT total FROM pages WHERE page_id = %(page_id)s),
+       (SELECT views FROM daily WHERE page_id = %(page_id)s AND day = %(day)s),
+       (SELECT visitors FROM pages WHERE page_id = %(page_id)s),
+       (SELECT visitors FROM daily WHERE page_id = %(page_id)s AND day = %(day)s)
 """
+_COUNTS = (
+    "SELECT p.total, coalesce(d.views, 0), p.visitors, coalesce(d.visitors, 0) FROM pages p "
+    "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = %s WHERE p.page_id = %s"
+)
 
 _IMPORT_PAGE = {
-    "set": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
+    "set": "INSERT INTO pages (page_id, total, created_at, last_seen, visitors) {source} "
            "ON CONFLICT (page_id) DO UPDATE SET total = excluded.total, "
+           "visitors = excluded.visitors, "
            "created_at = LEAST(pages.created_at, excluded.created_at), "
            "last_seen = GREATEST(pages.last_seen, excluded.last_seen)",
-    "add": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
+    "add": "INSERT INTO pages (page_id, total, created_at, last_seen, visitors) {source} "
            "ON CONFLICT (page_id) DO UPDATE SET total = pages.total + excluded.total, "
+           "visitors = pages.visitors + excluded.visitors, "
            "created_at = LEAST(pages.created_at, excluded.created_at), "
            "last_seen = GREATEST(pages.last_seen, excluded.last_seen)",
 }
 _IMPORT_DAY = {
-    "set": "INSERT INTO daily (page_id, day, views) {source} "
-           "ON CONFLICT (page_id, day) DO UPDATE SET views = excluded.views",
-    "add": "INSERT INTO daily (page_id, day, views) {source} "
-           "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views",
+    "set": "INSERT INTO daily (page_id, day, views, visitors, bots) {source} "
+           "ON CONFLICT (page_id, day) DO UPDATE SET views = excluded.views, "
+           "visitors = excluded.visitors, bots = excluded.bots",
+    "add": "INSERT INTO daily (page_id, day, views, visitors, bots) {source} "
+           "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views, "
+           "visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots",
 }
 
 
@@ -168,9 +200,11 @@ class Changes(storage.GroupCommitStore):
         stamp = storage.stamp(now or utc_now())
 
         def run(conn: psycopg.Connection) -> None:
+            # Visitors never exceed views: a total set lower lowers them too.
             conn.execute("INSERT INTO pages (page_id, total, created_at, last_seen) "
                          "VALUES (%s, %s, %s, %s) ON CONFLICT (page_id) DO UPDATE SET "
-                         "total = excluded.total", (page_id, total, stamp, stamp))
+                         "total = excluded.total, visitors = LEAST(pages.visitors, excluded.total)",
+                         (page_id, total, stamp, stamp))
         self._wait(Task(run))
 
     def rename(self, old: str, new: str, merge: bool = False) -> None:
@@ -196,13 +230,15 @@ class Changes(storage.GroupCommitStore):
                     raise TotalLimitReached(new)
                 conn.execute(
                     "UPDATE pages SET total = pages.total + o.total, "
+                    "visitors = pages.visitors + o.visitors, "
                     "created_at = LEAST(pages.created_at, o.created_at), "
                     "last_seen = GREATEST(pages.last_seen, o.last_seen) "
                     "FROM pages o WHERE o.page_id = %s AND pages.page_id = %s", (old, new))
                 conn.execute(
-                    "INSERT INTO daily (page_id, day, views) SELECT %s, day, views FROM daily "
-                    "WHERE page_id = %s "
-                    "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views",
+                    "INSERT INTO daily (page_id, day, views, visitors, bots) "
+                    "SELECT %s, day, views, visitors, bots FROM daily WHERE page_id = %s "
+                    "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views, "
+                    "visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots",
                     (new, old))
                 conn.execute("DELETE FROM daily WHERE page_id = %s", (old,))
                 conn.execute("DELETE FROM pages WHERE page_id = %s", (old,))
@@ -226,21 +262,22 @@ class Changes(storage.GroupCommitStore):
         conn.execute("DROP TABLE IF EXISTS pg_temp.staged_days, pg_temp.staged_pages")
         # The CHECKs repeat schema_postgres.sql's (and TOTAL_MAX), so that a
         # value the database would refuse stops the import here.
+        count = f"BIGINT NOT NULL CHECK ({{0}} BETWEEN 0 AND {TOTAL_MAX})"
         conn.execute("CREATE TEMP TABLE staged_pages (number BIGINT PRIMARY KEY, "
-                     "page_id TEXT NOT NULL UNIQUE, "
-                     f"total BIGINT NOT NULL CHECK (total BETWEEN 0 AND {TOTAL_MAX}), "
-                     "created_at TEXT NOT NULL, last_seen TEXT NOT NULL)")
+                     f"page_id TEXT NOT NULL UNIQUE, total {count.format('total')}, "
+                     "created_at TEXT NOT NULL, last_seen TEXT NOT NULL, "
+                     f"visitors {count.format('visitors')})")
         conn.execute("CREATE TEMP TABLE staged_days (number BIGINT NOT NULL, day TEXT NOT NULL, "
-                     f"views BIGINT NOT NULL CHECK (views BETWEEN 0 AND {TOTAL_MAX}), "
-                     "PRIMARY KEY (number, day))")
+                     f"views {count.format('views')}, visitors {count.format('visitors')}, "
+                     f"bots {count.format('bots')}, PRIMARY KEY (number, day))")
         # COPY: one stream, not one round trip per line.
         with conn.cursor() as cursor:
             with cursor.copy("COPY staged_pages FROM STDIN") as pages_copy:
-                days: list[tuple[int, str, int]] = []
+                days: list[tuple[int, str, int, int, int]] = []
                 for number, page in enumerate(pages):
                     pages_copy.write_row((number, page.page_id, page.total, page.created_at,
-                                          page.last_seen))
-                    days.extend((number, day, views) for day, views in page.days.items())
+                                          page.last_seen, page.visitors))
+                    days.extend(storage.day_rows(number, page))
             with cursor.copy("COPY staged_days FROM STDIN") as days_copy:
                 for row in days:
                     days_copy.write_row(row)
@@ -271,10 +308,10 @@ class Changes(storage.GroupCommitStore):
         # "a" before "B" and deadlocked imports with served views.
         numbers = (first, first + chunk - 1)
         conn.execute(_IMPORT_PAGE[mode].format(
-            source="SELECT page_id, total, created_at, last_seen FROM staged_pages "
+            source="SELECT page_id, total, created_at, last_seen, visitors FROM staged_pages "
                    'WHERE number BETWEEN %s AND %s ORDER BY page_id COLLATE "C"'), numbers)
         conn.execute(_IMPORT_DAY[mode].format(
-            source="SELECT p.page_id, s.day, s.views FROM staged_days s "
+            source="SELECT p.page_id, s.day, s.views, s.visitors, s.bots FROM staged_days s "
                    "JOIN staged_pages p ON p.number = s.number "
                    'WHERE s.number BETWEEN %s AND %s ORDER BY p.page_id COLLATE "C", s.day'),
             numbers)
@@ -315,6 +352,7 @@ class Store(Changes):
         # The writer's count of pages, for the cap (_page_cap).
         self._pages_seen: int | None = None
         self._pages_seen_at = 0.0
+        self._salts: dict[str, bytes] = {}  # the writer's: the days' salts
         self.readonly = readonly
         self._timeout = timeout_s
         ms = max(1, int(timeout_s * 1000))
@@ -390,17 +428,19 @@ class Store(Changes):
     # The writer thread (storage.GroupCommitStore runs the loop) ------------
 
     def _write_views(self, batch: list[View]) -> None:
-        # In page_id order: two processes then lock rows in the same order
-        # and never deadlock each other. Python orders str by code point,
-        # which is UTF-8's byte order: COLLATE "C", as import and rename
-        # sort, whatever the database's own collation ("B" < "a" in both).
-        ordered = sorted(batch, key=lambda view: view.page_id)
         try:
             conn = self._connection()
             cap = self._page_cap(conn)
+            values = [self._values(conn, view, cap) for view in batch]
+            # In page_id order, then the visitor's hash: two processes then
+            # lock rows in the same order and never deadlock each other.
+            # Python orders str by code point, which is UTF-8's byte order:
+            # COLLATE "C", as import and rename sort, whatever the database's
+            # own collation ("B" < "a" in both).
+            ordered = sorted(zip(batch, values),
+                             key=lambda pair: (pair[0].page_id, pair[1]["hash"] or b""))
             with conn.transaction(), conn.cursor() as cursor:
-                cursor.executemany(_COUNT, [self._values(view, cap) for view in ordered],
-                                   returning=True)
+                cursor.executemany(_COUNT, [v for _, v in ordered], returning=True)
                 rows = []
                 while True:
                     rows.append(cursor.fetchone())
@@ -411,14 +451,42 @@ class Store(Changes):
             # broken nor usable ("cannot exit pipeline mode while busy"): it is
             # dropped, and the next batch opens a new one.
             self._close_connection()
+            self._salts.clear()
             raise
-        for view, (total, today, existed) in zip(ordered, rows):
-            if total is not None:
-                view.result = Counts(total, today)
+        for (view, _), (total, today, existed, visitors, today_visitors, *current) in zip(
+                ordered, rows):
+            if not view.views:  # a bot's view that does not count: the counts as they were
+                cur_total, cur_today, cur_visitors, cur_today_visitors = current
+                view.result = (Counts(cur_total, cur_today or 0, cur_visitors,
+                                      cur_today_visitors or 0)
+                               if cur_total is not None else Counts(0, 0))
+            elif total is not None:
+                view.result = Counts(total, today, visitors, today_visitors)
                 if not existed and self._pages_seen is not None:
                     self._pages_seen += 1
             else:
                 view.error = (TotalLimitReached if existed else PageLimitReached)(view.page_id)
+
+    def _salt(self, conn: psycopg.Connection, day: str) -> bytes:
+        """The day's salt, shared by every server on this database: made
+        (random) by the first that needs it, in a transaction of its own."""
+        salt = self._salts.get(day)
+        if salt is None:
+            with conn.transaction():
+                conn.execute("INSERT INTO visitor_salts (day, salt) VALUES (%s, %s) "
+                             "ON CONFLICT DO NOTHING", (day, os.urandom(storage.SALT_BYTES)))
+                salt = bytes(conn.execute("SELECT salt FROM visitor_salts WHERE day = %s",
+                                          (day,)).fetchone()[0])
+            self._salts[day] = salt
+        return salt
+
+    def _forget(self, conn: psycopg.Connection, now: datetime.datetime) -> int:
+        before = storage.day(now - storage.VISITOR_GRACE)
+        forgotten = conn.execute("DELETE FROM visitor_salts WHERE day < %s", (before,)).rowcount
+        conn.execute("DELETE FROM visitor_hashes WHERE day < %s", (before,))
+        for day in [day for day in self._salts if day < before]:
+            del self._salts[day]
+        return forgotten
 
     def _page_cap(self, conn: psycopg.Connection) -> int | None:
         """The page cap this batch's statements check, or None.
@@ -440,9 +508,13 @@ class Store(Changes):
         margin = max(storage.BATCH_LIMIT, self.max_pages // 10)
         return self.max_pages if self._pages_seen + margin >= self.max_pages else None
 
-    def _values(self, view: View, cap: int | None) -> dict:
-        return {"page_id": view.page_id, "stamp": storage.stamp(view.now),
-                "day": storage.day(view.now), "max_pages": cap, "max_total": TOTAL_MAX}
+    def _values(self, conn: psycopg.Connection, view: View, cap: int | None) -> dict:
+        day = storage.day(view.now)
+        hashed = (storage.visitor_hash(self._salt(conn, day), view.page_id, *view.visitor)
+                  if view.visitor is not None and view.views else None)
+        return {"page_id": view.page_id, "stamp": storage.stamp(view.now), "day": day,
+                "max_pages": cap, "max_total": TOTAL_MAX, "views": view.views,
+                "bots": view.bots, "hash": hashed}
 
     def _run_task(self, task: Task) -> object:
         try:
@@ -487,10 +559,7 @@ class Store(Changes):
 
     def counts(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
         """The page's total and today's views, 0 and 0 for an unknown page."""
-        rows = self._read(
-            "SELECT p.total, coalesce(d.views, 0) FROM pages p "
-            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = %s "
-            "WHERE p.page_id = %s", (storage.day(now or utc_now()), page_id))
+        rows = self._read(_COUNTS, (storage.day(now or utc_now()), page_id))
         return Counts(*rows[0]) if rows else Counts(0, 0)
 
     def ping(self) -> None:
@@ -502,9 +571,10 @@ class Store(Changes):
     def page_count(self) -> int:
         return self._read("SELECT count(*) FROM pages")[0][0]
 
-    def _days_between(self, page_id: str, first: str, last: str) -> dict[str, int]:
-        return dict(self._read("SELECT day, views FROM daily WHERE page_id = %s AND day >= %s "
-                               "AND day <= %s", (page_id, first, last)))
+    def _days_between(self, page_id: str, first: str, last: str) -> dict[str, storage.Day]:
+        return {row[0]: storage.Day(*row) for row in self._read(
+            "SELECT day, views, visitors, bots FROM daily WHERE page_id = %s AND day >= %s "
+            "AND day <= %s", (page_id, first, last))}
 
     def best_day(self, page_id: str) -> tuple[str, int] | None:
         rows = self._read("SELECT day, views FROM daily WHERE page_id = %s "
@@ -518,13 +588,13 @@ class Store(Changes):
             (limit,))]
 
     def page(self, page_id: str) -> Page | None:
-        rows = self._read("SELECT page_id, total, created_at, last_seen FROM pages "
+        rows = self._read("SELECT page_id, total, created_at, last_seen, visitors FROM pages "
                           "WHERE page_id = %s", (page_id,))
         if not rows:
             return None
-        days = dict(self._read("SELECT day, views FROM daily WHERE page_id = %s ORDER BY day",
-                               (page_id,)))
-        return Page(*rows[0], days=days)
+        days = self._read("SELECT day, views, visitors, bots FROM daily WHERE page_id = %s "
+                          "ORDER BY day", (page_id,))
+        return storage.page_from_rows(rows[0], days)
 
     def pages(self) -> Iterator[Page]:
         """Every page with its history, ordered by page_id, from one snapshot."""
@@ -532,18 +602,19 @@ class Store(Changes):
             with self._pool.connection() as conn:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 try:
-                    days: dict[str, dict[str, int]] = {}
-                    for page_id, day, views in conn.execute(
-                            'SELECT page_id, day, views FROM daily ORDER BY page_id COLLATE "C", day'):
-                        days.setdefault(page_id, {})[day] = views
-                    rows = conn.execute('SELECT page_id, total, created_at, last_seen FROM pages '
-                                        'ORDER BY page_id COLLATE "C"').fetchall()
+                    days: dict[str, list[tuple]] = {}
+                    for page_id, *day in conn.execute(
+                            'SELECT page_id, day, views, visitors, bots FROM daily '
+                            'ORDER BY page_id COLLATE "C", day'):
+                        days.setdefault(page_id, []).append(day)
+                    rows = conn.execute('SELECT page_id, total, created_at, last_seen, visitors '
+                                        'FROM pages ORDER BY page_id COLLATE "C"').fetchall()
                 finally:
                     conn.execute("COMMIT")
         except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
             raise _storage_error(e) from None
         for row in rows:
-            yield Page(*row, days=days.get(row[0], {}))
+            yield storage.page_from_rows(row, days.get(row[0], []))
 
 
 # GitHub's traffic numbers (storage.KeptTraffic runs these) ##################

@@ -96,3 +96,23 @@ CREATE TABLE github_popular (
     visitors INTEGER NOT NULL CHECK (visitors >= 0),
     PRIMARY KEY (repo, day, kind, name)
 ) WITHOUT ROWID;
+
+-- migration 4
+-- Visitors (docs/privacy.md): per page, the sum of each day's unique
+-- visitors, and per day the visitors and the bot views. A visitor is known
+-- only for the day, by a keyed hash (BLAKE2b of page, address and
+-- User-Agent, keyed with the day's random salt); addresses and User-Agents
+-- are never written. Salts and hashes of a day that has ended are deleted
+-- (with secure_delete, so their bytes are overwritten too).
+ALTER TABLE pages ADD COLUMN visitors INTEGER NOT NULL DEFAULT 0 CHECK (visitors >= 0);
+ALTER TABLE daily ADD COLUMN visitors INTEGER NOT NULL DEFAULT 0 CHECK (visitors >= 0);
+ALTER TABLE daily ADD COLUMN bots INTEGER NOT NULL DEFAULT 0 CHECK (bots >= 0);
+CREATE TABLE visitor_salts (
+    day  TEXT PRIMARY KEY NOT NULL,
+    salt BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE visitor_hashes (
+    day  TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (day, hash)
+) WITHOUT ROWID;

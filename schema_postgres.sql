@@ -78,3 +78,20 @@ CREATE TABLE github_popular (
     visitors BIGINT NOT NULL CHECK (visitors >= 0),
     PRIMARY KEY (repo, day, kind, name)
 );
+
+-- migration 4
+-- Visitors: the same columns and tables as schema.sql's migration 4 (which
+-- says what they hold). Shared by every server on this database, so a
+-- visitor is one visitor whichever server answers.
+ALTER TABLE pages ADD COLUMN visitors BIGINT NOT NULL DEFAULT 0 CHECK (visitors >= 0);
+ALTER TABLE daily ADD COLUMN visitors BIGINT NOT NULL DEFAULT 0 CHECK (visitors >= 0);
+ALTER TABLE daily ADD COLUMN bots BIGINT NOT NULL DEFAULT 0 CHECK (bots >= 0);
+CREATE TABLE visitor_salts (
+    day  TEXT PRIMARY KEY,
+    salt BYTEA NOT NULL
+);
+CREATE TABLE visitor_hashes (
+    day  TEXT NOT NULL,
+    hash BYTEA NOT NULL,
+    PRIMARY KEY (day, hash)
+);

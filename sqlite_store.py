@@ -261,6 +261,9 @@ def open_writer(path: str, sync: str, timeout_s: float,
         if mode.lower() != "wal":
             raise UnusableDatabase(f"{path}: cannot enable WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous={'NORMAL' if sync == 'normal' else 'FULL'}")
+        # What is deleted is overwritten, not left in free pages: a day's
+        # visitor salt and hashes must be gone from the file once forgotten.
+        conn.execute("PRAGMA secure_delete=ON")
         if max_page_count is not None:
             # Tests simulate a full disk with this.
             conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
@@ -299,11 +302,11 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
 
 
 def by_page_and_day(batch: list[View]) -> list[list[View]]:
-    """A batch's views grouped by page and UTC day, in the order they came:
-    each group is counted with one UPSERT per table."""
-    groups: dict[tuple[str, str], list[View]] = {}
+    """A batch's views grouped by page, UTC day and whether they count, in
+    the order they came: each group is counted with one UPSERT per table."""
+    groups: dict[tuple[str, str, int], list[View]] = {}
     for view in batch:
-        groups.setdefault((view.page_id, _day(view.now)), []).append(view)
+        groups.setdefault((view.page_id, _day(view.now), view.views), []).append(view)
     return list(groups.values())
 
 
@@ -316,9 +319,11 @@ class Changes(storage.GroupCommitStore):
         stamp = _stamp(now or utc_now())
 
         def run(conn: sqlite3.Connection) -> None:
+            # Visitors never exceed views: a total set lower lowers them too.
             conn.execute("INSERT INTO pages (page_id, total, created_at, last_seen) "
                          "VALUES (?, ?, ?, ?) ON CONFLICT(page_id) DO UPDATE SET "
-                         "total = excluded.total", (page_id, total, stamp, stamp))
+                         "total = excluded.total, visitors = min(visitors, excluded.total)",
+                         (page_id, total, stamp, stamp))
         self._wait(Task(run))
 
     def rename(self, old: str, new: str, merge: bool = False) -> None:
@@ -340,13 +345,15 @@ class Changes(storage.GroupCommitStore):
                     raise TotalLimitReached(new)
                 conn.execute(
                     "UPDATE pages SET total = total + (SELECT total FROM pages WHERE page_id = ?), "
+                    "visitors = visitors + (SELECT visitors FROM pages WHERE page_id = ?), "
                     "created_at = min(created_at, (SELECT created_at FROM pages WHERE page_id = ?)), "
                     "last_seen = max(last_seen, (SELECT last_seen FROM pages WHERE page_id = ?)) "
-                    "WHERE page_id = ?", (old, old, old, new))
+                    "WHERE page_id = ?", (old, old, old, old, new))
                 conn.execute(
-                    "INSERT INTO daily (page_id, day, views) SELECT ?, day, views FROM daily "
-                    "WHERE page_id = ? AND true "
-                    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
+                    "INSERT INTO daily (page_id, day, views, visitors, bots) "
+                    "SELECT ?, day, views, visitors, bots FROM daily WHERE page_id = ? AND true "
+                    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views, "
+                    "visitors = visitors + excluded.visitors, bots = bots + excluded.bots",
                     (new, old))
                 conn.execute("DELETE FROM daily WHERE page_id = ?", (old,))
                 conn.execute("DELETE FROM pages WHERE page_id = ?", (old,))
@@ -376,15 +383,18 @@ class Changes(storage.GroupCommitStore):
                  f"AND {{0}} BETWEEN 0 AND {TOTAL_MAX})")
         conn.execute("CREATE TEMP TABLE staged_pages (number INTEGER PRIMARY KEY, "
                      f"page_id TEXT NOT NULL UNIQUE, total {count.format('total')}, "
-                     "created_at TEXT NOT NULL, last_seen TEXT NOT NULL)")
+                     "created_at TEXT NOT NULL, last_seen TEXT NOT NULL, "
+                     f"visitors {count.format('visitors')})")
         conn.execute("CREATE TEMP TABLE staged_days (number INTEGER NOT NULL, day TEXT NOT NULL, "
-                     f"views {count.format('views')}, PRIMARY KEY (number, day))")
+                     f"views {count.format('views')}, visitors {count.format('visitors')}, "
+                     f"bots {count.format('bots')}, PRIMARY KEY (number, day))")
         for number, page in enumerate(pages):
             try:
-                conn.execute("INSERT INTO temp.staged_pages VALUES (?, ?, ?, ?, ?)",
-                             (number, page.page_id, page.total, page.created_at, page.last_seen))
-                conn.executemany("INSERT INTO temp.staged_days VALUES (?, ?, ?)",
-                                 [(number, day, views) for day, views in page.days.items()])
+                conn.execute("INSERT INTO temp.staged_pages VALUES (?, ?, ?, ?, ?, ?)",
+                             (number, page.page_id, page.total, page.created_at, page.last_seen,
+                              page.visitors))
+                conn.executemany("INSERT INTO temp.staged_days VALUES (?, ?, ?, ?, ?)",
+                                 storage.day_rows(number, page))
             except sqlite3.IntegrityError as e:
                 if "UNIQUE" not in str(e):
                     raise
@@ -412,10 +422,10 @@ class Changes(storage.GroupCommitStore):
     def _merge_staged(conn: sqlite3.Connection, mode: str, first: int, chunk: int) -> None:
         numbers = (first, first + chunk - 1)
         conn.execute(_IMPORT_PAGE[mode].format(
-            source="SELECT page_id, total, created_at, last_seen FROM temp.staged_pages "
+            source="SELECT page_id, total, created_at, last_seen, visitors FROM temp.staged_pages "
                    "WHERE number BETWEEN ? AND ?"), numbers)
         conn.execute(_IMPORT_DAY[mode].format(
-            source="SELECT p.page_id, s.day, s.views FROM temp.staged_days s "
+            source="SELECT p.page_id, s.day, s.views, s.visitors, s.bots FROM temp.staged_days s "
                    "JOIN temp.staged_pages p ON p.number = s.number "
                    "WHERE s.number BETWEEN ? AND ?"), numbers)
 
@@ -464,6 +474,8 @@ class Store(Changes):
         if self.use_returning and not HAS_RETURNING:
             raise ValueError(f"SQLite {sqlite3.sqlite_version} has no RETURNING")
         self._timeout = busy_timeout_s
+        self._salts: dict[str, bytes] = {}  # the writer's: the days' salts
+        self._checkpoint_due = False
         self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._all_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -530,15 +542,21 @@ class Store(Changes):
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
+            self._salts.clear()  # a salt created in this transaction is gone
             raise
 
     def _count_views(self, conn: sqlite3.Connection, views: list[View]) -> None:
         """Count views of one page on one day with one UPSERT per table
         (a popular page's views arrive together): each view is answered
-        its own number, total - k + 1 .. total."""
+        its own number, total - k + 1 .. total, and its own visitors (one
+        more for each view whose hash is new today)."""
+        if not views[0].views:  # bots not counted as views: their bot views only
+            self._count_bots(conn, views)
+            return
         k = len(views)
+        page_id, now = views[0].page_id, max(v.now for v in views)
         try:
-            counts = self._add_views(conn, views[0].page_id, max(v.now for v in views), k)
+            total, visitors = self._add_views(conn, page_id, now, k)
         except PageLimitReached as e:
             for view in views:
                 view.error = e
@@ -551,28 +569,87 @@ class Store(Changes):
             for view in views:
                 self._count_views(conn, [view])
             return
-        for i, view in enumerate(views, start=1 - k):
-            view.result = Counts(counts.total + i, counts.today + i)
+        day = _day(now)
+        new = [self._new_visitor(conn, day, page_id, view.visitor) for view in views]
+        if sum(new):
+            conn.execute("UPDATE pages SET visitors = visitors + ? WHERE page_id = ?",
+                         (sum(new), page_id))
+        values = (page_id, day, k, sum(new), sum(v.bots for v in views))
+        if self.use_returning:
+            today, today_visitors = conn.execute(_COUNT_DAY + " RETURNING views, visitors",
+                                                 values).fetchone()
+        else:
+            conn.execute(_COUNT_DAY, values)
+            today, today_visitors = conn.execute(
+                "SELECT views, visitors FROM daily WHERE page_id = ? AND day = ?",
+                (page_id, day)).fetchone()
+        seen = 0
+        for i, (view, is_new) in enumerate(zip(views, new), start=1 - k):
+            seen += is_new
+            view.result = Counts(total + i, today + i, visitors + seen,
+                                 today_visitors - sum(new) + seen)
 
     def _add_views(self, conn: sqlite3.Connection, page_id: str, now: datetime.datetime,
-                   k: int = 1) -> Counts:
-        stamp, day = _stamp(now), _day(now)
+                   k: int = 1) -> tuple[int, int]:
+        """Add k views to the page's total: (the new total, its visitors)."""
+        stamp = _stamp(now)
         cap = self.max_pages
         values = (page_id, k, stamp, stamp, cap, page_id, cap, k, k, TOTAL_MAX)
         if self.use_returning:
-            row = conn.execute(_COUNT_PAGE + " RETURNING total", values).fetchone()
+            row = conn.execute(_COUNT_PAGE + " RETURNING total, visitors", values).fetchone()
             if row is None:
                 raise self._refusal(conn, page_id)
-            today = conn.execute(_COUNT_DAY + " RETURNING views", (page_id, day, k, k)).fetchone()
-            return Counts(row[0], today[0])
+            return row
         cursor = conn.execute(_COUNT_PAGE, values)
         if cursor.rowcount == 0:
             raise self._refusal(conn, page_id)
-        conn.execute(_COUNT_DAY, (page_id, day, k, k))
-        total = conn.execute("SELECT total FROM pages WHERE page_id = ?", (page_id,)).fetchone()
-        today = conn.execute("SELECT views FROM daily WHERE page_id = ? AND day = ?",
-                             (page_id, day)).fetchone()
-        return Counts(total[0], today[0])
+        return conn.execute("SELECT total, visitors FROM pages WHERE page_id = ?",
+                            (page_id,)).fetchone()
+
+    def _new_visitor(self, conn: sqlite3.Connection, day: str, page_id: str,
+                     visitor: tuple[str, str] | None) -> int:
+        """1 when this (address, User-Agent) is the page's new visitor today."""
+        if visitor is None:
+            return 0
+        hashed = storage.visitor_hash(self._salt(conn, day), page_id, *visitor)
+        return conn.execute("INSERT INTO visitor_hashes (day, hash) VALUES (?, ?) "
+                            "ON CONFLICT DO NOTHING", (day, hashed)).rowcount
+
+    def _salt(self, conn: sqlite3.Connection, day: str) -> bytes:
+        """The day's salt: made (random) by its first visitor, kept in the
+        file so a restart within the day knows today's visitors."""
+        salt = self._salts.get(day)
+        if salt is None:
+            conn.execute("INSERT INTO visitor_salts (day, salt) VALUES (?, ?) "
+                         "ON CONFLICT DO NOTHING", (day, os.urandom(storage.SALT_BYTES)))
+            salt = conn.execute("SELECT salt FROM visitor_salts WHERE day = ?",
+                                (day,)).fetchone()[0]
+            self._salts[day] = salt
+        return salt
+
+    def _count_bots(self, conn: sqlite3.Connection, views: list[View]) -> None:
+        """Bot views of a page that exists, on their day; each is answered
+        the page's counts, unchanged."""
+        page_id, day = views[0].page_id, _day(views[0].now)
+        conn.execute(_COUNT_BOTS, (page_id, day, len(views), page_id))
+        row = conn.execute(_COUNTS, (day, page_id)).fetchone()
+        for view in views:
+            view.result = Counts(*row) if row else Counts(0, 0)
+
+    def _forget(self, conn: sqlite3.Connection, now: datetime.datetime) -> int:
+        before = _day(now - storage.VISITOR_GRACE)
+        if not conn.execute("SELECT 1 FROM visitor_salts WHERE day < ? UNION ALL "
+                            "SELECT 1 FROM visitor_hashes WHERE day < ? LIMIT 1",
+                            (before, before)).fetchone():
+            return 0
+        forgotten = conn.execute("DELETE FROM visitor_salts WHERE day < ?", (before,)).rowcount
+        conn.execute("DELETE FROM visitor_hashes WHERE day < ?", (before,))
+        for day in [day for day in self._salts if day < before]:
+            del self._salts[day]
+        # secure_delete (open_writer) overwrites the deleted rows' bytes; the
+        # WAL's copies go at the checkpoint after this transaction.
+        self._checkpoint_due = True
+        return forgotten
 
     @staticmethod
     def _refusal(conn: sqlite3.Connection, page_id: str) -> Exception:
@@ -589,9 +666,17 @@ class Store(Changes):
             conn.execute("BEGIN IMMEDIATE" if task.write else "BEGIN")
             result = task.fn(conn)
             conn.execute("COMMIT")
-            return result
         finally:
             _rollback(conn)
+        if self._checkpoint_due:
+            # A forgotten day's salt and hashes out of the WAL file too (when
+            # no reader holds it: then at the next day's).
+            self._checkpoint_due = False
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+        return result
 
     @staticmethod
     def _classify(error: Exception) -> Exception:
@@ -626,10 +711,7 @@ class Store(Changes):
 
     def counts(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
         """The page's total and today's views, 0 and 0 for an unknown page."""
-        rows = self._read(
-            "SELECT p.total, coalesce(d.views, 0) FROM pages p "
-            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = ? "
-            "WHERE p.page_id = ?", (_day(now or utc_now()), page_id))
+        rows = self._read(_COUNTS, (_day(now or utc_now()), page_id))
         return Counts(*rows[0]) if rows else Counts(0, 0)
 
     def ping(self) -> None:
@@ -643,9 +725,10 @@ class Store(Changes):
     def page_count(self) -> int:
         return self._read("SELECT pages FROM page_count")[0][0]
 
-    def _days_between(self, page_id: str, first: str, last: str) -> dict[str, int]:
-        return dict(self._read("SELECT day, views FROM daily WHERE page_id = ? AND day >= ? "
-                               "AND day <= ?", (page_id, first, last)))
+    def _days_between(self, page_id: str, first: str, last: str) -> dict[str, storage.Day]:
+        return {row[0]: storage.Day(*row) for row in self._read(
+            "SELECT day, views, visitors, bots FROM daily WHERE page_id = ? AND day >= ? "
+            "AND day <= ?", (page_id, first, last))}
 
     def best_day(self, page_id: str) -> tuple[str, int] | None:
         rows = self._read("SELECT day, views FROM daily WHERE page_id = ? "
@@ -657,24 +740,24 @@ class Store(Changes):
                           "LIMIT ?", (limit,))
 
     def page(self, page_id: str) -> Page | None:
-        rows = self._read("SELECT page_id, total, created_at, last_seen FROM pages "
+        rows = self._read("SELECT page_id, total, created_at, last_seen, visitors FROM pages "
                           "WHERE page_id = ?", (page_id,))
         if not rows:
             return None
-        days = dict(self._read("SELECT day, views FROM daily WHERE page_id = ? ORDER BY day",
-                               (page_id,)))
-        return Page(*rows[0], days=days)
+        days = self._read("SELECT day, views, visitors, bots FROM daily WHERE page_id = ? "
+                          "ORDER BY day", (page_id,))
+        return storage.page_from_rows(rows[0], days)
 
     def pages(self) -> Iterator[Page]:
         """Every page with its history, ordered by page_id, from one snapshot."""
         conn = self._reader()
         try:
             conn.execute("BEGIN")
-            days: dict[str, dict[str, int]] = {}
-            for page_id, day, views in conn.execute(
-                    "SELECT page_id, day, views FROM daily ORDER BY page_id, day"):
-                days.setdefault(page_id, {})[day] = views
-            rows = conn.execute("SELECT page_id, total, created_at, last_seen FROM pages "
+            days: dict[str, list[tuple]] = {}
+            for page_id, *day in conn.execute(
+                    "SELECT page_id, day, views, visitors, bots FROM daily ORDER BY page_id, day"):
+                days.setdefault(page_id, []).append(day)
+            rows = conn.execute("SELECT page_id, total, created_at, last_seen, visitors FROM pages "
                                 "ORDER BY page_id").fetchall()
             conn.execute("COMMIT")
         except sqlite3.Error as e:
@@ -684,7 +767,8 @@ class Store(Changes):
         finally:
             self._readers.put(conn)
         for row in rows:
-            yield Page(*row, days=days.get(row[0], {}))
+            yield storage.page_from_rows(row, days.get(row[0], []))
+
 
 def copy_database(source_path: str, dest_path: str,
                   progress: Callable[[int, int], None] | None = None,
@@ -755,10 +839,12 @@ def replace_counts(db_path: str, source_path: str, keep_path: str,
             os.fsync(f.fileno())
         conn.execute("DELETE FROM main.daily")
         conn.execute("DELETE FROM main.pages")
-        conn.execute("INSERT INTO main.pages (page_id, total, created_at, last_seen) "
-                     "SELECT page_id, total, created_at, last_seen FROM restored.pages")
-        conn.execute("INSERT INTO main.daily (page_id, day, views) "
-                     "SELECT page_id, day, views FROM restored.daily")
+        for table in ("pages", "daily"):
+            # The columns both have: a backup of an older schema (no
+            # visitors yet) restores with zero visitors.
+            columns = ", ".join(_columns(conn, "restored", table) & _columns(conn, "main", table))
+            conn.execute(f"INSERT INTO main.{table} ({columns}) "
+                         f"SELECT {columns} FROM restored.{table}")
         # GitHub's kept traffic too, when the backup has it (schema 3); an
         # older backup has no word on it, and the traffic kept stays.
         if conn.execute("SELECT 1 FROM restored.sqlite_master WHERE name = 'github_days'"
@@ -773,6 +859,10 @@ def replace_counts(db_path: str, source_path: str, keep_path: str,
     finally:
         reader.close()
         conn.close()
+
+
+def _columns(conn: sqlite3.Connection, schema: str, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({table})")}
 
 
 def set_standalone(path: str) -> None:
@@ -811,26 +901,42 @@ _COUNT_PAGE = (
     "WHERE total + ? <= ?"
 )
 _COUNT_DAY = (
-    "INSERT INTO daily (page_id, day, views) VALUES (?, ?, ?) "
-    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + ?"
+    "INSERT INTO daily (page_id, day, views, visitors, bots) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views, "
+    "visitors = visitors + excluded.visitors, bots = bots + excluded.bots"
+)
+# A bot's view that does not count: only its day's bot views, and only on a
+# page that exists (a crawler following links creates no pages).
+_COUNT_BOTS = (
+    "INSERT INTO daily (page_id, day, views, visitors, bots) SELECT ?, ?, 0, 0, ? "
+    "WHERE EXISTS (SELECT 1 FROM pages WHERE page_id = ?) "
+    "ON CONFLICT(page_id, day) DO UPDATE SET bots = bots + excluded.bots"
+)
+_COUNTS = (
+    "SELECT p.total, coalesce(d.views, 0), p.visitors, coalesce(d.visitors, 0) FROM pages p "
+    "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = ? WHERE p.page_id = ?"
 )
 # Import: {source} is a SELECT of the staged rows ("WHERE true" is already
 # in it as a BETWEEN: SQLite's parser needs a WHERE before ON CONFLICT).
 _IMPORT_PAGE = {
-    "set": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
+    "set": "INSERT INTO pages (page_id, total, created_at, last_seen, visitors) {source} "
            "ON CONFLICT(page_id) DO UPDATE SET total = excluded.total, "
+           "visitors = excluded.visitors, "
            "created_at = min(created_at, excluded.created_at), "
            "last_seen = max(last_seen, excluded.last_seen)",
-    "add": "INSERT INTO pages (page_id, total, created_at, last_seen) {source} "
+    "add": "INSERT INTO pages (page_id, total, created_at, last_seen, visitors) {source} "
            "ON CONFLICT(page_id) DO UPDATE SET total = total + excluded.total, "
+           "visitors = visitors + excluded.visitors, "
            "created_at = min(created_at, excluded.created_at), "
            "last_seen = max(last_seen, excluded.last_seen)",
 }
 _IMPORT_DAY = {
-    "set": "INSERT INTO daily (page_id, day, views) {source} "
-           "ON CONFLICT(page_id, day) DO UPDATE SET views = excluded.views",
-    "add": "INSERT INTO daily (page_id, day, views) {source} "
-           "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views",
+    "set": "INSERT INTO daily (page_id, day, views, visitors, bots) {source} "
+           "ON CONFLICT(page_id, day) DO UPDATE SET views = excluded.views, "
+           "visitors = excluded.visitors, bots = excluded.bots",
+    "add": "INSERT INTO daily (page_id, day, views, visitors, bots) {source} "
+           "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views, "
+           "visitors = visitors + excluded.visitors, bots = bots + excluded.bots",
 }
 
 # GitHub's traffic numbers (storage.KeptTraffic runs these) ##################

@@ -13,9 +13,11 @@ import abc
 import asyncio
 import dataclasses
 import datetime
+import hashlib
 import queue
 import re
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -124,6 +126,9 @@ TOTAL_MAX = 9 * 10**15
 class Counts:
     total: int
     today: int
+    # The sum of each day's unique visitors, and today's (docs/privacy.md).
+    visitors: int = 0
+    visitors_today: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +138,18 @@ class Page:
     created_at: str
     last_seen: str
     days: dict[str, int]
+    visitors: int = 0
+    visitor_days: dict[str, int] = dataclasses.field(default_factory=dict)
+    bot_days: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Day:
+    """One page's numbers of one UTC day."""
+    day: str
+    views: int
+    visitors: int = 0
+    bots: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +233,38 @@ def day(now: datetime.datetime) -> str:
     """The UTC day of a moment: both stores compute it here, never in SQL,
     so a database's own time zone cannot move the day boundary."""
     return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+def page_from_rows(row: tuple, days: list[tuple]) -> Page:
+    """A Page from (page_id, total, created_at, last_seen, visitors) and its
+    (day, views, visitors, bots) rows, as both stores read them."""
+    return Page(*row[:4], days={d[0]: d[1] for d in days}, visitors=row[4],
+                visitor_days={d[0]: d[2] for d in days if d[2]},
+                bot_days={d[0]: d[3] for d in days if d[3]})
+
+
+def day_rows(number: int, page: Page) -> list[tuple[int, str, int, int, int]]:
+    """(number, day, views, visitors, bots) of each day a page names, for
+    an import's staging table."""
+    days = sorted(set(page.days) | set(page.visitor_days) | set(page.bot_days))
+    return [(number, d, page.days.get(d, 0), page.visitor_days.get(d, 0), page.bot_days.get(d, 0))
+            for d in days]
+
+
+def visitor_hash(salt: bytes, page_id: str, address: str, user_agent: str) -> bytes:
+    """Who a visitor of a page is, for one day only: BLAKE2b keyed with the
+    day's random salt (Plausible's and GoatCounter's method). Without the
+    salt, which is deleted when the day ends, it leads back to no address."""
+    text = "\0".join((page_id, address, user_agent)).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, key=salt, digest_size=16).digest()
+
+
+SALT_BYTES = 32
+# A day's salt and hashes are deleted this long after the day ends: a view
+# answered at 23:59:59 is still written with them.
+VISITOR_GRACE = datetime.timedelta(seconds=60)
+# The writer looks for a day to forget when idle this long (seconds).
+HOUSEKEEPING_S = 30.0
 
 
 def last_days(days: int, now: datetime.datetime | None = None) -> list[str]:
@@ -327,13 +376,19 @@ class LoopDone:
 
 
 class View:
-    """One view waiting for the writer thread."""
+    """One view waiting for the writer thread. visitor: the (address,
+    User-Agent) it came from, when it may be a visitor (a browser Tally can
+    see, not an image proxy); held in memory until written as a hash, never
+    stored. views 1 counts it; bots 1 counts it as a bot view (a bot that
+    is not counted: views 0)."""
 
-    __slots__ = ("page_id", "now", "result", "error", "done")
+    __slots__ = ("page_id", "now", "visitor", "views", "bots", "result", "error", "done")
 
-    def __init__(self, page_id: str, now: datetime.datetime, done: Done | LoopDone | None = None):
+    def __init__(self, page_id: str, now: datetime.datetime, done: Done | LoopDone | None = None,
+                 visitor: tuple[str, str] | None = None, views: int = 1, bots: int = 0):
         self.page_id = page_id
         self.now = now
+        self.visitor, self.views, self.bots = visitor, views, bots
         self.result: Counts | None = None
         self.error: Exception | None = None
         self.done = done or Done()
@@ -556,10 +611,18 @@ class Store(KeptTraffic):
 
     # Counting
     @abc.abstractmethod
-    def record_view(self, page_id: str, now: datetime.datetime | None = None) -> Counts: ...
+    def record_view(self, page_id: str, now: datetime.datetime | None = None,
+                    visitor: tuple[str, str] | None = None, bot: bool = False,
+                    counted: bool = True) -> Counts: ...
 
     @abc.abstractmethod
-    async def record_view_async(self, page_id: str) -> Counts: ...
+    async def record_view_async(self, page_id: str, visitor: tuple[str, str] | None = None,
+                                bot: bool = False, counted: bool = True) -> Counts: ...
+
+    @abc.abstractmethod
+    def forget_visitors(self, now: datetime.datetime | None = None) -> int:
+        """Delete the salts and hashes of every day that ended (VISITOR_GRACE
+        ago); how many days were forgotten."""
 
     # Reading
     @abc.abstractmethod
@@ -589,13 +652,18 @@ class Store(KeptTraffic):
     def history(self, page_id: str, days: int,
                 now: datetime.datetime | None = None) -> list[tuple[str, int]]:
         """Views per day for the last `days` UTC days, oldest first, zeros included."""
+        return [(d.day, d.views) for d in self.days(page_id, days, now)]
+
+    def days(self, page_id: str, days: int, now: datetime.datetime | None = None) -> list[Day]:
+        """Views, visitors and bot views per day for the last `days` UTC
+        days, oldest first, zeros included."""
         window = last_days(days, now)
-        views = self._days_between(page_id, window[0], window[-1])
-        return [(date, views.get(date, 0)) for date in window]
+        stored = self._days_between(page_id, window[0], window[-1])
+        return [stored.get(date) or Day(date, 0) for date in window]
 
     @abc.abstractmethod
-    def _days_between(self, page_id: str, first: str, last: str) -> dict[str, int]:
-        """{day: views} of the page's stored days from first to last."""
+    def _days_between(self, page_id: str, first: str, last: str) -> dict[str, Day]:
+        """{day: Day} of the page's stored days from first to last."""
 
     # Owner controls
     @abc.abstractmethod
@@ -644,7 +712,16 @@ class GroupCommitStore(Store):
     def _classify(self, error: Exception) -> Exception:
         """A database library's error as a StorageError; any other unchanged."""
 
+    @abc.abstractmethod
+    def _forget(self, conn: object, now: datetime.datetime) -> int:
+        """In the writer's transaction: delete the salts and hashes of the
+        days that ended VISITOR_GRACE before now; how many days."""
+
+    def forget_visitors(self, now: datetime.datetime | None = None) -> int:
+        return self._wait(Task(lambda conn: self._forget(conn, now or utc_now())))  # type: ignore
+
     def _start_writer(self) -> None:
+        self._housekept_at = 0.0
         self._queue: queue.SimpleQueue[View | Task | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="tally-writer", daemon=True)
         self._thread.start()
@@ -662,7 +739,18 @@ class GroupCommitStore(Store):
     def _write_loop(self) -> None:
         pending: View | Task | None = None
         while True:
-            job = pending if pending is not None else self._queue.get()
+            if time.monotonic() - self._housekept_at >= HOUSEKEEPING_S:
+                # At most every HOUSEKEEPING_S, busy or idle: the salt and
+                # hashes of a day that ended are deleted.
+                self._housekept_at = time.monotonic()
+                self._run(Task(lambda conn: self._forget(conn, utc_now())))
+            if pending is not None:
+                job: View | Task | None = pending
+            else:
+                try:
+                    job = self._queue.get(timeout=HOUSEKEEPING_S)
+                except queue.Empty:
+                    continue
             pending = None
             if job is None:
                 return
@@ -719,19 +807,27 @@ class GroupCommitStore(Store):
             raise job.error
         return job.result
 
-    def record_view(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
-        """Count one view; return the page's new total and today's views.
+    def record_view(self, page_id: str, now: datetime.datetime | None = None,
+                    visitor: tuple[str, str] | None = None, bot: bool = False,
+                    counted: bool = True) -> Counts:
+        """Count one view; return the page's new counts. visitor: (address,
+        User-Agent) of a client that may be a visitor of the page today;
+        bot: a bot's view (counted among the day's bot views; as a view
+        too only when counted).
 
         Raises PageLimitReached for a new page past max_pages,
         TotalLimitReached at TOTAL_MAX, StorageError when the database fails
         (nothing was counted then).
         """
-        return self._wait(View(page_id, now or utc_now()))  # type: ignore[return-value]
+        return self._wait(View(page_id, now or utc_now(), visitor=visitor,  # type: ignore
+                               views=int(counted), bots=int(bot)))
 
-    async def record_view_async(self, page_id: str) -> Counts:
+    async def record_view_async(self, page_id: str, visitor: tuple[str, str] | None = None,
+                                bot: bool = False, counted: bool = True) -> Counts:
         """record_view for a caller on an asyncio loop: the same group
         commit, awaited instead of holding a thread until it is written."""
-        view = View(page_id, utc_now(), LoopDone(asyncio.get_running_loop()))
+        view = View(page_id, utc_now(), LoopDone(asyncio.get_running_loop()), visitor=visitor,
+                    views=int(counted), bots=int(bot))
         self._submit(view)
         await view.done.future  # type: ignore[union-attr]
         if view.error is not None:

@@ -264,6 +264,7 @@ def fresh_postgres() -> str:
     import psycopg
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, imports, notes, "
+                     "visitor_salts, visitor_hashes, "
                      "github_repos, github_days, github_popular")
     return url
 
