@@ -35,6 +35,7 @@ import badge
 import flavours
 import params
 import storage
+import visitors
 from config import Config
 from params import ParamError
 
@@ -127,6 +128,9 @@ class Metrics:
             registry=self.registry)
         self.views = prometheus_client.Counter(
             "tally_views_recorded", "Views counted", registry=self.registry)
+        self.bot_views = prometheus_client.Counter(
+            "tally_bot_views", "Views by known bots (counted as views only with "
+            "TALLY_COUNT_BOTS=1)", registry=self.registry)
         self.errors = prometheus_client.Counter(
             "tally_errors", "Errors by kind", ["kind"], registry=self.registry)
         self.db_seconds = prometheus_client.Histogram(
@@ -187,6 +191,16 @@ QUERY_CACHE = 1024
 QUERY_CACHE_TEXT = 1024
 
 
+def shown(look: badge.Look, counts: storage.Counts) -> tuple[badge.Look, int, int]:
+    """What a badge draws from a page's counts: (the look, the number, today's).
+    Visitors are drawn as a total or today's number is."""
+    if look.show == "visitors":
+        return dataclasses.replace(look, show="total"), counts.visitors, counts.visitors_today
+    if look.show == "visitors_today":
+        return dataclasses.replace(look, show="today"), counts.visitors, counts.visitors_today
+    return look, counts.total, counts.today
+
+
 class _BadgeError(Exception):
     """A refusal to be drawn as an error badge, with the badge's label and style."""
 
@@ -217,7 +231,7 @@ class Badges:
         """A github: page is read, never counted (its numbers are GitHub's),
         under its repository's lowercased name; TALLY_ALLOW does not apply
         (nobody can create one from outside). What only GitHub's numbers
-        have (show=visitors, clones) is refused on any other page."""
+        have (show=clones) is refused on any other page."""
         repo = params.github_page(request.page_id)
         if repo is not None:
             return dataclasses.replace(request, page_id=params.GITHUB_PREFIX + repo, count=False)
@@ -232,10 +246,10 @@ class Badges:
         traffic = self.store.github_traffic(page_id[len(params.GITHUB_PREFIX):])
         if traffic is None:
             raise ParamError("repository not kept")
-        if look.show in params.GITHUB_SHOWS:
-            shown = traffic.visitors if look.show == "visitors" else traffic.clones
-            return dataclasses.replace(look, show="total"), shown, 0
-        return look, traffic.views, traffic.views_today
+        if look.show == "clones":
+            return dataclasses.replace(look, show="total"), traffic.clones, traffic.clones_today
+        return shown(look, storage.Counts(traffic.views, traffic.views_today, traffic.visitors,
+                                          traffic.visitors_today))
 
     def github_count(self, page_id: str) -> dict[str, object]:
         """/api/count's answer for a github: page."""
@@ -282,9 +296,11 @@ class Badges:
 
     # Dispatch ------------------------------------------------------------------
 
-    async def answer(self, path: str, method: str, query: str, user_agent: str) -> Answer | None:
+    async def answer(self, path: str, method: str, query: str, user_agent: str,
+                     client: str = "") -> Answer | None:
         """The answer to /badge, /api/count or an old service's URL; None
-        for any other path (bottle's routes answer those)."""
+        for any other path (bottle's routes answer those). client: the
+        address the view came from (the trusted proxy's word for it)."""
         old = None if path in FAST_ROUTES else flavours.match_path(path)
         if path not in FAST_ROUTES and old is None:
             return None
@@ -293,12 +309,13 @@ class Badges:
             answer = json_answer({"error": "method not allowed"}, 405)
         else:
             try:
+                viewer = (user_agent, client)
                 if path == "/badge":
-                    answer = await self._badge(query, method, user_agent)
+                    answer = await self._badge(query, method, viewer)
                 elif path == "/api/count":
                     answer = await self._count(query)
                 else:
-                    answer = await self._old_url(old, query, method, user_agent)
+                    answer = await self._old_url(old, query, method, viewer)
                 self.outage.succeeded()
             except _BadgeError as e:
                 answer = self.failure(e.error, path, method, (e.label, e.style))
@@ -327,25 +344,26 @@ class Badges:
         except ParamError as e:
             return None, params.label_for_error(values), params.style_for_error(values), str(e)
 
-    async def _badge(self, query: str, method: str, user_agent: str) -> Answer:
+    async def _badge(self, query: str, method: str, viewer: tuple[str, str]) -> Answer:
         request, label, style, problem = (self._parse_badge(query) if len(query) > QUERY_CACHE_TEXT
                                           else self._cached_query(query))
         if request is None:
             raise _BadgeError(ParamError(problem), label, style)
-        return await self._drawn(request, label, method, user_agent)
+        return await self._drawn(request, label, method, viewer)
 
     async def _drawn(self, request: params.BadgeQuery, label: str, method: str,
-                     user_agent: str) -> Answer:
+                     viewer: tuple[str, str]) -> Answer:
         """A valid badge request (native or an old service's), counted or
         read; a github: page's numbers read."""
         try:
             if request.page_id.startswith(params.GITHUB_PREFIX):
-                shown = await self._read(self.github_shown, request.page_id, request.look)
-                return svg_answer(badge.render(*shown))  # type: ignore[misc]
-            counts = await self._fetch(request.page_id, self._counting(request, method, user_agent))
+                look, number, today = await self._read(  # type: ignore[misc]
+                    self.github_shown, request.page_id, request.look)
+                return svg_answer(badge.render(look, number, today))
+            counts = await self._fetch(request.page_id, self._counting(request, method, viewer))
         except Exception as e:
             raise _BadgeError(e, label, request.look.style) from None
-        return svg_answer(badge.render(request.look, counts.total, counts.today))
+        return svg_answer(badge.render(*shown(request.look, counts)))
 
     def _parse_count(self, query: str) -> tuple[str, str]:
         """(page id, "") or ("", the problem)."""
@@ -367,25 +385,44 @@ class Badges:
             raise ParamError(problem)
         if page_id.startswith(params.GITHUB_PREFIX):
             return json_answer(await self._read(self.github_count, page_id))
-        counts = await self._fetch(page_id, False)
-        return json_answer({"page_id": page_id, "total": counts.total, "today": counts.today})
+        counts = await self._fetch(page_id, None)
+        return json_answer({"page_id": page_id, "total": counts.total, "today": counts.today,
+                            "visitors": counts.visitors, "visitors_today": counts.visitors_today})
 
-    def _counting(self, request: params.BadgeQuery, method: str, user_agent: str) -> bool:
-        # HEAD must not count. With TALLY_CAMO_ONLY (or a flavour that
-        # counted only GitHub's proxy) only GitHub's image proxy counts.
-        return bool(request.count and method == "GET"
-                    and (not (self.config.camo_only or request.camo_only)
-                         or CAMO_AGENT.match(user_agent)))
+    def _counting(self, request: params.BadgeQuery, method: str,
+                  viewer: tuple[str, str]) -> tuple[str, str, str] | None:
+        """Whether this request counts: None, or (what the viewer is, its
+        address, its User-Agent). HEAD must not count. With TALLY_CAMO_ONLY (or a
+        flavour that counted only GitHub's proxy) only GitHub's image proxy
+        counts."""
+        user_agent, client = viewer
+        if not request.count or method != "GET":
+            return None
+        if (self.config.camo_only or request.camo_only) and not CAMO_AGENT.match(user_agent):
+            return None
+        return visitors.classify(user_agent), client, user_agent
 
-    async def _fetch(self, page_id: str, counting: bool) -> storage.Counts:
+    async def _fetch(self, page_id: str,
+                     counting: tuple[str, str, str] | None) -> storage.Counts:
         """Count the view (awaiting its group commit without holding a
-        thread), or only read. Raises PageLimitReached, TotalLimitReached,
+        thread), or only read (counting None). A client Tally can see may
+        be the page's visitor today; an image proxy's view is a view only;
+        a bot's counts among the day's bot views (and as a view only with
+        TALLY_COUNT_BOTS). Raises PageLimitReached, TotalLimitReached,
         StorageError."""
         started = time.perf_counter()
-        if counting:
-            result = await self.store.record_view_async(page_id)
+        if counting is not None:
+            kind, client, user_agent = counting
+            bot = kind == visitors.BOT
+            visitor = ((client, user_agent) if kind == visitors.CLIENT and self.config.visitors
+                       else None)
+            result = await self.store.record_view_async(
+                page_id, visitor=visitor, bot=bot, counted=not bot or self.config.count_bots)
             self._record_seconds.observe(time.perf_counter() - started)
-            self.metrics.views.inc()
+            if bot:
+                self.metrics.bot_views.inc()
+            if not bot or self.config.count_bots:
+                self.metrics.views.inc()
             return result
         if self.store.inline_reads:  # the common case, without a coroutine more
             result = self.store.counts(page_id)
@@ -404,7 +441,7 @@ class Badges:
     # The old services' URLs --------------------------------------------------
 
     async def _old_url(self, route: flavours.Route, query: str, method: str,
-                       user_agent: str) -> Answer:
+                       viewer: tuple[str, str]) -> Answer:
         label = flavours.label_for_error(route, query)
         drawn = route.answer in ("badge", "chart")
         try:
@@ -415,7 +452,7 @@ class Badges:
                 raise _BadgeError(e, label) from None
             raise
         if route.answer == "badge":
-            return await self._drawn(request, label, method, user_agent)
+            return await self._drawn(request, label, method, viewer)
         if route.answer == "chart":  # Hits' 60-day chart
             history = await self._read(self.metrics.timed, "history",
                                        lambda: self.store.history(request.page_id, 60))
@@ -427,8 +464,9 @@ class Badges:
                 return json_answer({"error": "not found"}, 404)
             return json_answer(flavours.urn_json(page.total, page.days,  # type: ignore[union-attr]
                                                  storage.day(storage.utc_now())))
-        counts = await self._fetch(request.page_id, self._counting(request, method, user_agent))
-        if route.answer == "shields-json":  # dwyl's .json counts too
-            return json_answer(flavours.shields_json(query, str(counts.total)))
+        counts = await self._fetch(request.page_id, self._counting(request, method, viewer))
+        if route.answer == "shields-json":  # dwyl's .json counts too (show=unique: visitors)
+            _, number, _ = shown(request.look, counts)
+            return json_answer(flavours.shields_json(query, str(number)))
         return json_answer({"path": request.page_id.split(":", 1)[1], "total": counts.total,
                             "today": counts.today})

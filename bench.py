@@ -97,8 +97,9 @@ def start(args: list[str], env: dict, health: str) -> tuple[subprocess.Popen, st
     return proc, base
 
 
-def start_tally(db: str, threads: int | None, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
-    env = {"TALLY_THREADS": str(threads)} if threads else {}
+def start_tally(db: str, threads: int | None, root: Path = ROOT,
+                env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    env = {**({"TALLY_THREADS": str(threads)} if threads else {}), **(env or {})}
     return start([sys.executable, str(root / "server.py"), "serve", "--db", db, "--port", "{port}",
                   "--quiet"], env, "/healthz")
 
@@ -145,16 +146,33 @@ request = function()
   return wrk.format("GET", "%s" .. counter)
 end
 """
+# Every request from another address (X-Forwarded-For, believed from the
+# trusted proxy 127.0.0.1): each view is a new visitor of the page, the
+# most a visitor costs (a hash written, never one already there).
+WRK_VISITORS = """
+threads, counter = 0, 0
+setup = function(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+request = function()
+  counter = counter + 1
+  local n = counter * 8 + id
+  wrk.headers["X-Forwarded-For"] = string.format("10.%%d.%%d.%%d",
+    math.floor(n / 65536) %% 256, math.floor(n / 256) %% 256, n %% 256)
+  return wrk.format("GET", "%s")
+end
+"""
 
 
 def load_wrk(url: str, seconds: float, distinct_suffix: bool = False,
-             connections: int = CONNECTIONS) -> dict:
+             connections: int = CONNECTIONS, distinct_visitors: bool = False) -> dict:
     args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
     script = None
-    if distinct_suffix:
+    if distinct_suffix or distinct_visitors:
         script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
         path = url.split("//", 1)[1].split("/", 1)[1]
-        script.write(WRK_SCRIPT % ("/" + path))
+        script.write((WRK_VISITORS if distinct_visitors else WRK_SCRIPT) % ("/" + path))
         script.close()
         args += ["-s", script.name]
     out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
@@ -174,7 +192,7 @@ def load_wrk(url: str, seconds: float, distinct_suffix: bool = False,
 
 
 def load_python(url: str, seconds: float, distinct_suffix: bool = False,
-                connections: int = CONNECTIONS) -> dict:
+                connections: int = CONNECTIONS, distinct_visitors: bool = False) -> dict:
     """A keep-alive load generator: one thread per connection."""
     import http.client
     parts = url.split("//", 1)[1]
@@ -190,9 +208,12 @@ def load_python(url: str, seconds: float, distinct_suffix: bool = False,
         conn = http.client.HTTPConnection(host, timeout=10)
         mine = []
         while time.monotonic() < deadline:
-            target = path + (str(next(counter)) if distinct_suffix else "")
+            n = next(counter)
+            target = path + (str(n) if distinct_suffix else "")
+            headers = ({"X-Forwarded-For": f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"}
+                       if distinct_visitors else {})
             started = time.perf_counter()
-            conn.request("GET", target)
+            conn.request("GET", target, headers=headers)
             response = conn.getresponse()
             response.read()
             mine.append(time.perf_counter() - started)
@@ -236,11 +257,12 @@ def measure_render(rounds: int) -> tuple[float, float]:
     return ours, plain
 
 
-def load_split(load, urls: list[str], seconds: float) -> dict:
-    """The same total load (CONNECTIONS) split evenly over several servers at once."""
+def load_split(load, urls: list[str], seconds: float, visitors: bool = False) -> dict:
+    """The same total load (CONNECTIONS) split evenly over several servers at
+    once; with visitors, every request from another address."""
     results: list[dict] = []
     threads = [threading.Thread(target=lambda u=u: results.append(
-        load(u, seconds, False, CONNECTIONS // len(urls)))) for u in urls]
+        load(u, seconds, False, CONNECTIONS // len(urls), visitors))) for u in urls]
     for t in threads:
         t.start()
     for t in threads:
@@ -325,13 +347,21 @@ def measure_throughput(load, tmp: str, threads: int, args: argparse.Namespace) -
     servers = {
         "hello": (lambda: start_self("granian-trivial", threads_env), {"hello": "/"}),
         "hello-wsgi": (lambda: start_self("granian-trivial-wsgi", threads_env), {"hello-wsgi": "/"}),
-        "tally": (lambda: start_tally(os.path.join(tmp, "bench.db"), threads), tally_paths),
+        "tally": (lambda: start_tally(os.path.join(tmp, "bench.db"), threads),
+                  {**tally_paths, "visitors": "/badge?page_id=bench-visitors"}),
+        # The same build with visitors off, under the same load.
+        "tally-no-visitors": (lambda: start_tally(os.path.join(tmp, "no-visitors.db"), threads,
+                                                  env={"TALLY_VISITORS": "0"}),
+                              {"no-visitors": "/badge?page_id=bench-visitors"}),
     }
     labels = {"hello": "trivial ASGI app, Tally's settings (limit)",
               "hello-wsgi": "trivial WSGI app, granian, Tally's settings",
               "count": "Tally GET /badge (counts)",
               "query_only": "Tally GET /badge?query_only=true",
-              "api": "Tally GET /api/count"}
+              "api": "Tally GET /api/count",
+              "visitors": "Tally /badge, a new visitor each view",
+              "no-visitors": "the same, TALLY_VISITORS=0"}
+    new_visitors = {"visitors", "no-visitors"}
     if args.baseline:
         baseline = Path(args.baseline).resolve()
         servers["baseline"] = (lambda: start_tally(os.path.join(tmp, "baseline.db"), threads, baseline),
@@ -347,8 +377,9 @@ def measure_throughput(load, tmp: str, threads: int, args: argparse.Namespace) -
             proc, base = starter()
             try:
                 for measured, path in paths.items():
-                    load_split(load, [base + path], 1)  # warm-up
-                    runs[measured].append(load_split(load, [base + path], args.seconds))
+                    load_split(load, [base + path], 1, measured in new_visitors)  # warm-up
+                    runs[measured].append(load_split(load, [base + path], args.seconds,
+                                                     measured in new_visitors))
             finally:
                 stop(proc)
         for name in ("pg1", "pg2") if args.postgres else ():
@@ -374,6 +405,8 @@ def measure_throughput(load, tmp: str, threads: int, args: argparse.Namespace) -
           f"{'met' if p99['count'] <= 20 else 'NOT met'}")
     print(ratio_line("/badge?query_only=true / trivial ASGI app", rps["query_only"], rps["hello"], 0.3))
     print(ratio_line("/api/count / trivial ASGI app", rps["api"], rps["hello"], 0.3))
+    print(ratio_line("/badge with visitors / TALLY_VISITORS=0", rps["visitors"],
+                     rps["no-visitors"], 0.8))
     if args.baseline:
         for name in tally_paths:
             print(ratio_line(f"{labels[name][6:]} / baseline", rps[name], rps[f"base-{name}"], 1))

@@ -39,6 +39,9 @@ from config import Config
 from params import ParamError
 
 EXPORT_FIELDS = ["page_id", "total", "created_at", "last_seen", "day", "views"]
+# Since visitors (schema 4): a page's visitors, and each day's visitors and
+# bot views, after the fields above (an older export has only those).
+VISITOR_FIELDS = ["visitors", "day_visitors", "day_bots"]
 # A CSV cell starting with one of these is a formula to a spreadsheet
 # (OWASP, "CSV Injection"): export puts a ' before it, import takes it off.
 # A page id that itself starts with ' gets one too, so the round trip is exact.
@@ -263,7 +266,9 @@ def _write_export(pages: list[storage.Page], form: str, target: TextIO,
                     "exported_at": storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "pages": [{"page_id": p.page_id, "total": p.total,
                                "created_at": p.created_at, "last_seen": p.last_seen,
-                               "days": p.days} for p in pages]}
+                               "days": p.days, "visitors": p.visitors,
+                               "visitor_days": p.visitor_days, "bot_days": p.bot_days}
+                              for p in pages]}
         if kept:
             # GitHub's numbers kept (never the token): they cannot be asked
             # for again once GitHub's 14 days have passed.
@@ -276,11 +281,14 @@ def _write_export(pages: list[storage.Page], form: str, target: TextIO,
         target.write("\n")
         return
     writer = csv.writer(target)
-    writer.writerow(EXPORT_FIELDS)
+    writer.writerow(EXPORT_FIELDS + VISITOR_FIELDS)
     for p in pages:
         base = [_csv_cell(p.page_id), p.total, p.created_at, p.last_seen]
-        for day, views in (p.days.items() or [("", "")]):
-            writer.writerow(base + [day, views])
+        days = sorted(set(p.days) | set(p.visitor_days) | set(p.bot_days))
+        for day in days or [""]:
+            writer.writerow(base + ([day, p.days.get(day, 0)] if day else ["", ""])
+                            + [p.visitors] + ([p.visitor_days.get(day, 0), p.bot_days.get(day, 0)]
+                                              if day else ["", ""]))
 
 
 def cmd_export(args: argparse.Namespace, config: Config, out: TextIO) -> int:
@@ -375,8 +383,10 @@ class ImportReader:
             header = next(rows, [])
         except csv.Error as e:
             raise CommandError(f"line 1: {e}") from None
-        if header[: len(EXPORT_FIELDS)] == EXPORT_FIELDS:
-            return self._export_csv(rows)
+        if header == EXPORT_FIELDS + VISITOR_FIELDS:
+            return self._export_csv(rows, len(header))
+        if header == EXPORT_FIELDS:  # an export made before visitors
+            return self._export_csv(rows, len(header))
         return self._plain_csv(itertools.chain([header], rows))
 
     def _json(self, text: str) -> Iterator[storage.Page]:
@@ -394,17 +404,24 @@ class ImportReader:
                 raise CommandError(f"{where}: not an object")
             page_id = _checked(params.validate_page_id, item.get("page_id"), where)
             total = _json_count(item.get("total"), where, "total")
-            days = item.get("days", {})
-            if not isinstance(days, dict):
-                raise CommandError(f"{where}: days must be an object")
-            checked_days = {_day(day, where): _json_count(views, where, "views")
-                            for day, views in days.items()}
-            yield storage.Page(page_id, total, _stamp(item.get("created_at"), where, self.now),
-                               _stamp(item.get("last_seen"), where, self.now), checked_days)
+            # An export made before visitors has none: zero visitors.
+            checked = {name: self._json_days(item.get(name, {}), where, name)
+                       for name in ("days", "visitor_days", "bot_days")}
+            visitors = _json_count(item.get("visitors", 0), where, "visitors")
+            yield _checked_visitors(storage.Page(
+                page_id, total, _stamp(item.get("created_at"), where, self.now),
+                _stamp(item.get("last_seen"), where, self.now), checked["days"], visitors,
+                checked["visitor_days"], checked["bot_days"]), where)
         kept = document.get("github", [])
         if not isinstance(kept, list):
             raise CommandError("github must be a list")
         self.github = [self._kept(item, f"github {number}") for number, item in enumerate(kept, 1)]
+
+    @staticmethod
+    def _json_days(days: object, where: str, name: str) -> dict[str, int]:
+        if not isinstance(days, dict):
+            raise CommandError(f"{where}: {name} must be an object")
+        return {_day(day, where): _json_count(n, where, name) for day, n in days.items()}
 
     def _kept(self, item: object, where: str) -> storage.KeptRepo:
         """One repository's GitHub traffic from a JSON export."""
@@ -453,30 +470,36 @@ class ImportReader:
         except csv.Error as e:
             raise CommandError(f"line {number}: {e}") from None
 
-    def _export_csv(self, rows: Iterator[list[str]]) -> Iterator[storage.Page]:
+    def _export_csv(self, rows: Iterator[list[str]], fields: int) -> Iterator[storage.Page]:
         # An export lists a page's days on consecutive lines: one page is
         # held at a time. A page seen again later is a duplicate (the store
         # refuses it).
         page: storage.Page | None = None
         for where, row in self._rows(rows, 2):
-            if len(row) != len(EXPORT_FIELDS):
-                raise CommandError(f"{where}: expected {len(EXPORT_FIELDS)} fields")
+            if len(row) != fields:
+                raise CommandError(f"{where}: expected {fields} fields")
             page_id = _checked(params.validate_page_id, _csv_uncell(row[0]), where)
             total = _checked(params.parse_count, row[1], where)
+            visitors = _checked(params.parse_count, row[6], where) if fields > 6 else 0
             if page is None or page.page_id != page_id:
                 if page is not None:
-                    yield page
+                    yield _checked_visitors(page, where)
                 page = storage.Page(page_id, total, _stamp(row[2], where, self.now),
-                                    _stamp(row[3], where, self.now), {})
-            elif page.total != total:
+                                    _stamp(row[3], where, self.now), {}, visitors)
+            elif (page.total, page.visitors) != (total, visitors):
                 raise CommandError(f"{where}: total differs from the page's first line")
             if row[4] or row[5]:
                 day = _day(row[4], where)
                 if day in page.days:
                     raise CommandError(f"{where}: day appears twice")
                 page.days[day] = _checked(params.parse_count, row[5], where)
+                if fields > 6:
+                    for column, numbers in ((7, page.visitor_days), (8, page.bot_days)):
+                        number = _checked(params.parse_count, row[column], where)
+                        if number:
+                            numbers[day] = number
         if page is not None:
-            yield page
+            yield _checked_visitors(page, "the last page")
 
     def _plain_csv(self, rows: Iterator[list[str]]) -> Iterator[storage.Page]:
         for where, row in self._rows(rows, 1):
@@ -489,6 +512,14 @@ class ImportReader:
             page_id = _checked(params.validate_page_id, row[0], where)
             total = _checked(params.parse_count, row[1], where)
             yield storage.Page(page_id, total, self.now, self.now, {})
+
+
+def _checked_visitors(page: storage.Page, where: str) -> storage.Page:
+    """Visitors never exceed views: on the page, and on each day."""
+    if page.visitors > page.total or any(
+            n > page.days.get(day, 0) for day, n in page.visitor_days.items()):
+        raise CommandError(f"{where}: {page.page_id}: more visitors than views")
+    return page
 
 
 def parse_import(text: str) -> list[storage.Page]:
@@ -654,14 +685,16 @@ def cmd_show(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         return _show_github(repo, config, out)
     with _open_readonly(config) as store:
         counts = store.counts(page_id)
-        history = store.history(page_id, 30)
+        history = store.days(page_id, 30)
         page = store.page(page_id)
     if page is None:
         raise CommandError(f"no page {page_id!r}")
     print(f"{page_id}\ntotal   {counts.total:,}\ntoday   {counts.today:,}\n"
-          f"created {page.created_at}\nlast    {page.last_seen}\nlast 30 days:", file=out)
-    for day, views in history:
-        print(f"  {day}  {views:>8,}", file=out)
+          f"visitors {counts.visitors:,} (today {counts.visitors_today:,})\n"
+          f"created {page.created_at}\nlast    {page.last_seen}\n"
+          f"last 30 days: views, visitors, bot views", file=out)
+    for d in history:
+        print(f"  {d.day}  {d.views:>8,} {d.visitors:>8,} {d.bots:>8,}", file=out)
     return 0
 
 

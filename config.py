@@ -35,6 +35,12 @@ class Config:
     max_pages: int | None = None
     # Count only requests from GitHub's image proxy.
     camo_only: bool = False
+    # Visitors (docs/privacy.md): count each page's unique visitors per day
+    # (a salted hash, kept for the day); count known bots' views as views
+    # too; write clients' addresses in the access log.
+    visitors: bool = True
+    count_bots: bool = False
+    log_addresses: bool = True
     quiet: bool = False
     # A reverse proxy whose X-Forwarded-* headers are believed.
     trusted_proxy: str | None = "127.0.0.1"
@@ -106,6 +112,9 @@ ENVIRONMENT = {
     "TALLY_ALLOW": ("allow", str),
     "TALLY_MAX_PAGES": ("max_pages", int),
     "TALLY_CAMO_ONLY": ("camo_only", "flag"),
+    "TALLY_VISITORS": ("visitors", "flag"),
+    "TALLY_COUNT_BOTS": ("count_bots", "flag"),
+    "TALLY_LOG_ADDRESSES": ("log_addresses", "flag"),
     "TALLY_QUIET": ("quiet", "flag"),
     "TALLY_TRUSTED_PROXY": ("trusted_proxy", str),
     "TALLY_CONNECTION_LIMIT": ("connection_limit", int),

@@ -194,8 +194,10 @@ DWYL = Flavour(
     name="dwyl", title="hits.dwyl.com",
     defaults={"label": "hits", "label_color": "#555", "color": "#4c1"},
     # dwyl's badge had two drawings: flat, and flat-square for anything else.
-    options={"style": ("style", lambda v: "flat" if v == "flat" else "flat-square")},
-    extra=("color",), ignored=("show",))
+    # show=unique asked for unique visitors: Tally's visitors now.
+    options={"style": ("style", lambda v: "flat" if v == "flat" else "flat-square"),
+             "show": ("show", lambda v: "visitors" if v.lower() == "unique" else None)},
+    extra=("color",))
 
 VISITORBADGE = Flavour(
     name="visitorbadge", title="visitorbadge.io",

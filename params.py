@@ -35,10 +35,9 @@ MAX_FIELDS = 200
 
 STYLES = ("flat", "flat-square", "plastic", "for-the-badge", "social", "pixel")
 FORMATS = ("plain", "comma", "short", "abbreviated")
-SHOWS = ("total", "today", "both", "visitors", "clones")
-# What only a github: page has (GitHub's own numbers), until Tally counts
-# visitors of its own.
-GITHUB_SHOWS = ("visitors", "clones")
+SHOWS = ("total", "today", "both", "visitors", "visitors_today", "clones")
+# What only a github: page has (GitHub's own numbers).
+GITHUB_SHOWS = ("clones",)
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")

@@ -167,7 +167,7 @@ class Pages:
             if look.show in params.GITHUB_SHOWS:
                 raise ParamError(f"show={look.show} needs a github: page")
             counts = self.timed("counts", lambda: self.store.counts(page_id))
-            total, today = counts.total, counts.today  # type: ignore[attr-defined]
+            look, total, today = answers.shown(look, counts)  # type: ignore[arg-type]
         # shields.io's endpoint schema: schemaVersion, label, message, color,
         # labelColor. It draws the style itself.
         return _json({"schemaVersion": 1, "label": look.label,
@@ -180,10 +180,11 @@ class Pages:
         days = params.parse_days(values.get("days"))
         if page_id.startswith(params.GITHUB_PREFIX):
             return _json(self.timed("github", lambda: self.github_history(page_id, days)))
-        history = self.timed("history", lambda: self.store.history(page_id, days))
+        history = self.timed("history", lambda: self.store.days(page_id, days))
         counts = self.timed("counts", lambda: self.store.counts(page_id))
         return _json({"page_id": page_id, "total": counts.total, "today": counts.today,  # type: ignore
-                      "days": [{"day": day, "views": views} for day, views in history]})  # type: ignore
+                      "visitors": counts.visitors, "visitors_today": counts.visitors_today,  # type: ignore
+                      "days": [dataclasses.asdict(d) for d in history]})  # type: ignore
 
     def github_history(self, page_id: str, days: int) -> dict[str, object]:
         """/api/history of a github: page: GitHub's numbers per day, each
@@ -256,11 +257,12 @@ class Pages:
         if page_id.startswith(params.GITHUB_PREFIX):
             return self.timed("github", lambda: self.github_stats(page_id, days))  # type: ignore
         counts = self.timed("counts", lambda: self.store.counts(page_id))
-        history = self.timed("history", lambda: self.store.history(page_id, days))
+        history = self.timed("history", lambda: self.store.days(page_id, days))
         best = self.timed("best_day", lambda: self.store.best_day(page_id))
+        chart = badge.history_chart([(d.day, d.views) for d in history])  # type: ignore[union-attr]
         return _html(self.stats_view.render(error=None, page_id=page_id, counts=counts,
                                             history=history, best=best, quote=urllib.parse.quote,
-                                            chart=badge.history_chart(history)))  # type: ignore
+                                            chart=chart))
 
     def github_stats(self, page_id: str, days: int) -> bottle.HTTPResponse:
         """/stats of a github: page: GitHub's numbers per day, the lost days
@@ -321,6 +323,7 @@ class App:
         self.routes = Pages(config, store, self.badges).app()
         self.wsgi = a2wsgi.WSGIMiddleware(self.routes, workers=config.threads)
         self.trusted_proxy, self.logging = config.trusted_proxy, not config.quiet
+        self.log_addresses = config.log_addresses
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":  # granian's ASGI without lifespan sends nothing else
@@ -341,13 +344,14 @@ class App:
                 scope = dict(scope, query_string=_ascii_query(scope["query_string"]))
             answer = await self.badges.answer(scope["path"], method,
                                               scope["query_string"].decode("ascii"),
-                                              agent.decode("latin-1"))
+                                              agent.decode("latin-1"),
+                                              (scope.get("client") or ("",))[0])
             if answer is None:
                 status = await self._routes(scope, receive, send)
             else:
                 status = await send_answer(send, answer, method)
         if self.logging:
-            log_request(scope, status, started)
+            log_request(scope, status, started, self.log_addresses)
 
     async def _routes(self, scope: dict, receive: Callable, send: Callable) -> int:
         seen = {"status": 500}
@@ -454,10 +458,11 @@ def _utf8_path(scope: dict) -> bool:
     return True
 
 
-def log_request(scope: dict, status: int, started: float) -> None:
-    """The access log's line: the client (as the trusted proxy named it),
-    method, path and query escaped to printable ASCII, status and time."""
-    client = (scope.get("client") or ("-",))[0]
+def log_request(scope: dict, status: int, started: float, addresses: bool = True) -> None:
+    """The access log's line: the client (as the trusted proxy named it;
+    "-" with TALLY_LOG_ADDRESSES=0), method, path and query escaped to
+    printable ASCII, status and time. No User-Agent, no cookie."""
+    client = (scope.get("client") or ("-",))[0] if addresses else "-"
     query = scope["query_string"].decode("latin-1")
     access_log.info("%s %s %s%s %s %.1fms", loggable(client), scope["method"],
                     loggable(scope["path"]),

@@ -54,6 +54,19 @@ class Response:
         return self.body.decode("utf-8")
 
 
+# The User-Agent the tests' clients send unless a test gives its own: a
+# browser's. Python's own (Python-urllib, python-httpx) are bots to
+# crawler-user-agents, and bots' views do not count (visitors.py).
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+
+def with_browser(headers: dict | None) -> dict:
+    headers = dict(headers or {})
+    if not any(name.lower() == "user-agent" for name in headers):
+        headers["User-Agent"] = BROWSER
+    return headers
+
+
 # "#" would end the request target (a fragment): sent as %23, as a browser does.
 _QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "#")
 
@@ -80,7 +93,7 @@ class Client:
     def request(self, method: str, path: str, query: str = "", headers: dict | None = None) -> Response:
         target = urllib.parse.quote(path + ("?" + query if query else ""), safe=_QUERY_SAFE)
         url = httpx.URL("http://127.0.0.1", raw_path=target.encode("ascii"))
-        r = self._run(self.http.request(method, url, headers=headers or {}))
+        r = self._run(self.http.request(method, url, headers=with_browser(headers)))
         return Response(str(r.status_code), list(r.headers.items()), r.content)
 
     def get(self, path: str, query: str = "", **kw) -> Response:
@@ -152,7 +165,8 @@ class LiveServer:
         return int(children[0])
 
     def get(self, path: str, headers: dict | None = None, method: str = "GET"):
-        request = urllib.request.Request(self.url + path, headers=headers or {}, method=method)
+        request = urllib.request.Request(self.url + path, headers=with_browser(headers),
+                                         method=method)
         try:
             with urllib.request.urlopen(request, timeout=30) as r:
                 return r.status, r.headers, r.read()
@@ -335,8 +349,13 @@ def snapshot(db: str) -> tuple:
 
 # A real headless Chromium (Debian's), driven by playwright: the browser
 # tests and the looks comparison.
+# Its User-Agent as a person's Chrome sends it: "HeadlessChrome" is a bot to
+# crawler-user-agents, and a bot's views do not count.
+CHROME_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                "Chrome/131.0.0.0 Safari/537.36")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-agent={CHROME_AGENT}"]
 
 
 def chromium_path() -> str:

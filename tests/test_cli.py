@@ -160,7 +160,8 @@ def test_export_json_shape(filled):
     document = json.loads(result.stdout)
     page = next(p for p in document["pages"] if p["page_id"] == "only-once")
     assert page["total"] == 1 and list(page["days"].values()) == [1]
-    assert set(page) == {"page_id", "total", "created_at", "last_seen", "days"}
+    assert set(page) == {"page_id", "total", "created_at", "last_seen", "days", "visitors",
+                         "visitor_days", "bot_days"}
 
 
 def test_import_plain_csv_with_add_and_set(filled, tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import conftest
-from conftest import ROOT, free_port, missing, wait_until
+from conftest import BROWSER, ROOT, free_port, missing, wait_until
 
 IMAGE = "tally-test"
 BASE = "debian:bookworm-slim"
@@ -148,7 +148,8 @@ def answers(url: str) -> bool:
 
 
 def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as r:
+    request = urllib.request.Request(url, headers={"User-Agent": BROWSER})
+    with urllib.request.urlopen(request, timeout=10) as r:
         return r.read()
 
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, free_port, missing, wait_until
+from conftest import BROWSER, ROOT, free_port, missing, wait_until
 
 DEPLOY = ROOT / "deploy"
 NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
@@ -185,8 +185,9 @@ def test_clients_that_never_read_are_closed_by_nginx_and_others_get_badges(nginx
         stalled.append(s)
     import urllib.request
     for n in range(2, 22):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/badge?page_id=stalled-page",
-                                    timeout=30) as r:
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/badge?page_id=stalled-page",
+                headers={"User-Agent": BROWSER}), timeout=30) as r:
             assert r.status == 200 and f">{n}</text></g></svg>".encode() in r.read()
     time.sleep(5)  # past the 2 s deadline
 

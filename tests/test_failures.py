@@ -17,7 +17,7 @@ import pytest
 
 import sqlite_store
 import storage
-from conftest import ROOT, free_port, snapshot, tally, totals, wait_until
+from conftest import BROWSER, ROOT, free_port, snapshot, tally, totals, wait_until
 
 
 def integrity(db: str) -> str:
@@ -149,7 +149,9 @@ wait $pid
 
     def get(path: str):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            with urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}{path}", headers={"User-Agent": BROWSER}),
+                    timeout=10) as r:
                 return r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read()
@@ -161,13 +163,17 @@ wait $pid
             status, headers, _ = get(f"/badge?page_id=filler-{i:05d}-" + "z" * 200)
             if status == 503:
                 break
-        assert status == 503 and headers["X-Tally-Error"] == "database unavailable"
+        assert status == 503 and headers["X-Tally-Error"] == "database unavailable", (i, status)
         assert json.loads(get("/api/count?page_id=kept")[2])["total"] == 1
-        assert get("/badge?page_id=kept")[0] == 503
+        # An existing page may still fit (SQLite reuses the write-ahead log's
+        # space once checkpointed): either it counted, or it answered 503
+        # and counted nothing.
+        answered = get("/badge?page_id=kept")[0]
+        assert answered in (200, 503)
         flag.touch()
         wait_until(lambda: (tmp_path / "free-space.done").exists())
         assert get("/badge?page_id=kept")[0] == 200
-        assert json.loads(get("/api/count?page_id=kept")[2])["total"] == 2
+        assert json.loads(get("/api/count?page_id=kept")[2])["total"] == 2 + (answered == 200)
     finally:
         flag.touch()
         subprocess.run(["pkill", "-f", f"port {port} --quiet"])

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, free_port, missing, rss_kb, wait_until
+from conftest import BROWSER, ROOT, free_port, missing, rss_kb, wait_until
 
 TOTAL_RE = re.compile(rb">(\d+)</text></g>")
 
@@ -46,7 +46,8 @@ def test_2000_concurrent_views_of_one_page_get_counts_1_to_2000(live_server):
     results = fetch_totals(live, ["hot"] * 2000)
     assert sorted(total for _, total in results) == list(range(1, 2001))
     status, _, body = live.get("/api/count?page_id=hot")
-    assert body == b'{"page_id": "hot", "total": 2000, "today": 2000}'
+    assert json.loads(body) == {"page_id": "hot", "total": 2000, "today": 2000, "visitors": 1,
+                                "visitors_today": 1}  # one client: one visitor
 
 
 def test_20_interleaved_pages_each_count_exactly(live_server):
@@ -522,7 +523,8 @@ def test_a_closed_stdout_ends_the_access_log_quietly_and_serving_goes_on(tmp_pat
 
         def get(path: str) -> bytes:
             import urllib.request
-            with urllib.request.urlopen(url + path, timeout=10) as r:
+            request = urllib.request.Request(url + path, headers={"User-Agent": BROWSER})
+            with urllib.request.urlopen(request, timeout=10) as r:
                 return r.read()
 
         def answers() -> bool:

@@ -602,7 +602,7 @@ def test_a_version_2_file_keeps_every_count_and_gains_githubs_tables(db_path):
         s.github_add("alice/repo", None, storage.utc_now())
         assert [r.repo for r in s.github_repos()] == ["alice/repo"]
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
     conn.close()
 
 

@@ -22,18 +22,22 @@
   <div><dt>Total</dt><dd id="total">{{f"{counts.total:,}"}}</dd></div>
   <div><dt>Today (UTC)</dt><dd id="today">{{f"{counts.today:,}"}}</dd></div>
   <div><dt>Best day</dt><dd id="best">{{f"{best[1]:,} on {best[0]}" if best else "none yet"}}</dd></div>
+  <div><dt>Visitors (unique per day, summed)</dt><dd id="visitors">{{f"{counts.visitors:,}"}}</dd></div>
+  <div><dt>Visitors today</dt><dd id="visitors-today">{{f"{counts.visitors_today:,}"}}</dd></div>
+  <div><dt>Bot views, last {{len(history)}} days (not counted)</dt><dd id="bots">{{f"{sum(d.bots for d in history):,}"}}</dd></div>
 </dl>
 <h2>Last {{len(history)}} days</h2>
 <figure class="chart">
 {{!chart}}
 <figcaption>Views per UTC day, oldest on the left. The numbers as JSON: <a href="/api/history?page_id={{quote(page_id, safe='')}}&amp;days={{len(history)}}">/api/history</a>.</figcaption>
 </figure>
-<table id="history" class="visually-hidden">
-<caption>Views per UTC day</caption>
-<thead><tr><th scope="col">Day</th><th scope="col">Views</th></tr></thead>
+<p>Visitors are counted without cookies and without storing addresses or browsers: a visitor is known for one UTC day only. Views through an image proxy, such as GitHub's for a README, are views and never visitors; known bots are not counted.</p>
+<table id="history">
+<caption>Views, unique visitors and bot views per UTC day</caption>
+<thead><tr><th scope="col">Day</th><th scope="col">Views</th><th scope="col">Visitors</th><th scope="col">Bot views</th></tr></thead>
 <tbody>
-% for day, views in history:
-<tr><td>{{day}}</td><td>{{views}}</td></tr>
+% for d in reversed(history):
+<tr><td>{{d.day}}</td><td>{{d.views}}</td><td>{{d.visitors}}</td><td>{{d.bots}}</td></tr>
 % end
 </tbody>
 </table>

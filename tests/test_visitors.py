@@ -1,0 +1,202 @@
+"""visitors.py, and visitors as the stores count them: image proxies and
+bots told apart by User-Agent; per page and UTC day a visitor is one
+(address, User-Agent), known by a salted hash that is gone with its day.
+The clock is injected: days pass without sleeping."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import crawleruseragents
+import pytest
+
+import sqlite_store
+import storage
+import visitors
+from conftest import BROWSER, wait_until
+
+DAY = datetime.datetime(2026, 3, 14, 12, tzinfo=datetime.timezone.utc)
+NEXT_DAY = DAY + datetime.timedelta(days=1)
+FIREFOX = BROWSER
+SAFARI = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+
+
+# Who a view comes from ######################################################
+
+@pytest.mark.parametrize("agent", [
+    "github-camo (c006e452)",
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+    "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html",
+    "Camo Asset Proxy 2.3.0"])
+def test_image_proxies_come_first_though_the_bot_list_names_them(agent):
+    assert visitors.classify(agent) == visitors.PROXY
+
+
+def test_every_example_of_the_bot_list_is_a_bot_or_an_image_proxy():
+    examples = [(entry["pattern"], agent) for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
+                for agent in entry.get("instances", [])]
+    assert len(examples) > 1000
+    kinds = {agent: visitors.classify(agent) for _, agent in examples}
+    assert all(kind in (visitors.BOT, visitors.PROXY) for kind in kinds.values())
+    assert {a for a, k in kinds.items() if k == visitors.PROXY} <= {
+        a for _, a in examples if "camo" in a.lower() or "ImageProxy" in a or "MailProxy" in a}
+
+
+@pytest.mark.parametrize("agent", [FIREFOX, SAFARI, "",
+                                   "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                                   "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0"])
+def test_browsers_and_a_missing_user_agent_are_clients(agent):
+    assert visitors.classify(agent) == visitors.CLIENT
+
+
+@pytest.mark.parametrize("agent", ["Googlebot/2.1 (+http://www.google.com/bot.html)", "curl/8.5.0",
+                                   "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+                                   "facebookexternalhit/1.1", "python-requests/2.32.3",
+                                   "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like "
+                                   "Gecko) HeadlessChrome/131.0.0.0 Safari/537.36"])
+def test_crawlers_link_checkers_and_preview_fetchers_are_bots(agent):
+    assert visitors.classify(agent) == visitors.BOT
+
+
+# Counting visitors in the stores ###########################################
+
+def test_five_clients_viewing_four_times_are_twenty_views_and_five_visitors(any_store):
+    for client in range(5):
+        for _ in range(4):
+            counts = any_store.record_view("blog", DAY, visitor=(f"198.51.100.{client}", FIREFOX))
+    assert (counts.total, counts.today, counts.visitors, counts.visitors_today) == (20, 20, 5, 5)
+    assert any_store.days("blog", 1, DAY)[0] == storage.Day(storage.day(DAY), 20, 5, 0)
+
+
+def test_each_view_is_answered_its_own_visitor_number(any_store):
+    answers = [any_store.record_view("blog", DAY, visitor=(address, FIREFOX)).visitors
+               for address in ["a", "a", "b", "a", "c", "b"]]
+    assert answers == [1, 1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("other", [("198.51.100.1", SAFARI), ("198.51.100.2", FIREFOX)])
+def test_another_user_agent_or_address_is_another_visitor(any_store, other):
+    any_store.record_view("blog", DAY, visitor=("198.51.100.1", FIREFOX))
+    assert any_store.record_view("blog", DAY, visitor=other).visitors == 2
+
+
+def test_the_same_client_on_another_page_is_that_pages_visitor(any_store):
+    any_store.record_view("blog/a", DAY, visitor=("198.51.100.1", FIREFOX))
+    assert any_store.record_view("blog/b", DAY, visitor=("198.51.100.1", FIREFOX)).visitors == 1
+
+
+def test_the_same_client_the_next_day_is_a_new_visitor_and_the_old_salt_is_gone(any_store):
+    any_store.record_view("blog", DAY, visitor=("198.51.100.1", FIREFOX))
+    assert any_store.forget_visitors(DAY) == 0  # the day has not ended
+    counts = any_store.record_view("blog", NEXT_DAY, visitor=("198.51.100.1", FIREFOX))
+    assert (counts.visitors, counts.visitors_today) == (2, 1)
+    assert any_store.forget_visitors(NEXT_DAY) == 1  # the day before is forgotten
+    assert any_store.record_view("blog", NEXT_DAY,
+                                 visitor=("198.51.100.1", FIREFOX)).visitors == 2
+
+
+def test_a_view_just_after_midnight_still_finds_the_days_salt(any_store):
+    any_store.record_view("blog", DAY, visitor=("198.51.100.1", FIREFOX))
+    midnight = datetime.datetime(2026, 3, 15, 0, 0, 30, tzinfo=datetime.timezone.utc)
+    assert any_store.forget_visitors(midnight) == 0  # within VISITOR_GRACE
+    assert any_store.forget_visitors(midnight + storage.VISITOR_GRACE) == 1
+
+
+def test_a_view_without_a_visitor_counts_only_as_a_view(any_store):
+    counts = any_store.record_view("readme", DAY, visitor=None)
+    assert (counts.total, counts.visitors) == (1, 0)
+
+
+def test_a_bot_adds_a_bot_view_only_and_creates_no_page(any_store):
+    assert any_store.record_view("new", DAY, bot=True, counted=False) == storage.Counts(0, 0)
+    assert any_store.page("new") is None
+    any_store.record_view("blog", DAY, visitor=("a", FIREFOX))
+    counts = any_store.record_view("blog", DAY, bot=True, counted=False)
+    assert (counts.total, counts.visitors) == (1, 1)
+    any_store.record_view("blog", DAY, bot=True, counted=True)  # TALLY_COUNT_BOTS=1
+    day = any_store.days("blog", 1, DAY)[0]
+    assert (day.views, day.visitors, day.bots) == (2, 1, 2)
+
+
+def test_visitors_are_exact_under_concurrency(any_store):
+    """32 threads, 64 distinct clients each viewing 10 times: every view
+    counted once, every client one visitor."""
+    clients = [(f"203.0.113.{n}", FIREFOX if n % 2 else SAFARI) for n in range(64)]
+    views = [clients[n % 64] for n in range(640)]
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda v: any_store.record_view("blog", DAY, visitor=v), views))
+    counts = any_store.counts("blog", DAY)
+    assert (counts.total, counts.visitors, counts.visitors_today) == (640, 64, 64)
+    assert sorted(a.total for a in answers) == list(range(1, 641))
+
+
+def test_set_lowers_visitors_with_the_total_and_merge_adds_them(any_store):
+    for address in "abc":
+        any_store.record_view("old", DAY, visitor=(address, FIREFOX))
+        any_store.record_view("new", DAY, visitor=(address, FIREFOX))
+    any_store.rename("old", "new", merge=True)
+    assert (any_store.counts("new", DAY).visitors, any_store.page("new").visitor_days) == (
+        6, {storage.day(DAY): 6})
+    any_store.set_total("new", 4)
+    assert any_store.counts("new", DAY).visitors == 4
+
+
+def test_import_round_trips_visitors_and_bots(any_store):
+    any_store.record_view("blog", DAY, visitor=("a", FIREFOX))
+    any_store.record_view("blog", DAY, bot=True, counted=False)
+    page = any_store.page("blog")
+    any_store.delete("blog")
+    any_store.import_pages([page], "set")
+    again = any_store.page("blog")
+    assert (again.visitors, again.visitor_days, again.bot_days) == (
+        1, {storage.day(DAY): 1}, {storage.day(DAY): 1})
+
+
+# Nothing about a visitor on disk ############################################
+
+def test_no_address_or_user_agent_is_in_the_file_and_no_salt_after_the_day(tmp_path):
+    db = str(tmp_path / "counts.db")
+    addresses = [f"198.51.100.{n}" for n in range(1, 40)]
+    agents = [f"Mozilla/5.0 (Privacy-Test-{n}; rv:1.0) Gecko/20100101 Firefox/{n}.0"
+              for n in range(1, 40)]
+    with sqlite_store.Store(db) as store:
+        for address, agent in zip(addresses, agents):
+            store.record_view("blog", DAY, visitor=(address, agent))
+        salt = bytes(sqlite3.connect(db).execute("SELECT salt FROM visitor_salts").fetchone()[0])
+        hashes = [bytes(h) for (h,) in sqlite3.connect(db).execute(
+            "SELECT hash FROM visitor_hashes")]
+        assert len(hashes) == 39
+        store.record_view("blog", NEXT_DAY, visitor=("203.0.113.9", FIREFOX))
+        store.forget_visitors(NEXT_DAY)
+    stored = b"".join(open(path, "rb").read() for path in sqlite_store.companions(db)
+                      if os.path.exists(path))
+    for text in addresses + agents:
+        assert text.encode() not in stored
+    assert salt not in stored
+    assert not any(h in stored for h in hashes)
+
+
+def test_memory_stays_flat_with_a_great_many_visitors_in_a_day(tmp_path):
+    """200,000 distinct visitors in one day: the hashes live in the file,
+    not in the server; the process grows by less than 40 MB."""
+    def rss_mb() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    with sqlite_store.Store(str(tmp_path / "counts.db"), sync="normal") as store:
+        def count(start: int) -> None:
+            for n in range(start, start + 2500):
+                store.record_view("blog", DAY, visitor=(f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}",
+                                                        FIREFOX))
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(count, range(0, 40_000, 2500)))
+        before = rss_mb()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(count, range(40_000, 200_000, 2500)))
+        assert store.counts("blog", DAY).visitors == 200_000
+        assert rss_mb() - before < 40
