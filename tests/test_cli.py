@@ -1114,3 +1114,56 @@ def test_the_token_is_never_in_the_database_an_export_a_backup_or_any_output(ser
     for path in [db_path, db_path + "-wal", tmp_path / "e.json", tmp_path / "b.db"]:
         if os.path.exists(path):
             assert TOKEN.encode() not in open(path, "rb").read()
+
+
+# Visitors in export and import ###############################################
+
+def counted_visitors(db: str) -> None:
+    import datetime as dt
+    import sqlite_store
+    day = dt.datetime(2026, 3, 14, 12, tzinfo=dt.timezone.utc)
+    with sqlite_store.Store(db) as store:
+        for n in range(3):
+            store.record_view("blog", day, visitor=(f"198.51.100.{n}", "Firefox"))
+            store.record_view("blog", day, visitor=(f"198.51.100.{n}", "Firefox"))
+        store.record_view("blog", day, bot=True, counted=False)
+
+
+@pytest.mark.parametrize("form", ["json", "csv"])
+def test_export_then_import_keeps_visitors_and_bot_views(db_path, tmp_path, form):
+    counted_visitors(db_path)
+    exported = tmp_path / f"e.{form}"
+    assert tally("export", "--format", form, "--out", str(exported), db=db_path).returncode == 0
+    other = str(tmp_path / "other.db")
+    assert tally("import", str(exported), db=other).returncode == 0
+    shown = tally("show", "blog", db=other).stdout
+    assert "visitors 3 (today 0)" in shown
+    again = json.loads(tally("export", db=other).stdout)["pages"][0]
+    assert (again["visitors"], again["visitor_days"], again["bot_days"]) == (
+        3, {"2026-03-14": 3}, {"2026-03-14": 1})
+
+
+def test_an_export_made_before_visitors_imports_with_zero_visitors(db_path, tmp_path):
+    old_json = tmp_path / "old.json"
+    old_json.write_text('{"tally_export": 1, "pages": [{"page_id": "a", "total": 3, '
+                        '"days": {"2026-01-01": 3}}]}')
+    old_csv = tmp_path / "old.csv"
+    old_csv.write_text("page_id,total,created_at,last_seen,day,views\n"
+                       "b,4,2026-01-01T00:00:00Z,2026-01-01T00:00:00Z,2026-01-01,4\n")
+    for path in (old_json, old_csv):
+        result = tally("import", str(path), db=db_path)
+        assert result.returncode == 0, result.stderr
+    pages = {p["page_id"]: p for p in json.loads(tally("export", db=db_path).stdout)["pages"]}
+    assert (pages["a"]["total"], pages["a"]["visitors"]) == (3, 0)
+    assert (pages["b"]["total"], pages["b"]["visitors"], pages["b"]["days"]) == (
+        4, 0, {"2026-01-01": 4})
+
+
+@pytest.mark.parametrize("page", ['"visitors": 4', '"visitor_days": {"2026-01-01": 4}'])
+def test_an_import_with_more_visitors_than_views_is_refused(db_path, tmp_path, page):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"pages": [{"page_id": "a", "total": 3, "days": {"2026-01-01": 3}, '
+                   + page + '}]}')
+    result = tally("import", str(bad), db=db_path)
+    assert result.returncode == 2 and "more visitors than views" in result.stderr
+    assert not os.path.exists(db_path) or totals(db_path) == {}

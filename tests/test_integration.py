@@ -580,3 +580,56 @@ def test_the_real_server_syncs_github_by_itself_and_no_badge_waits_on_github(
     wait_until(lambda: b"timed out" in open(server.log, "rb").read(), timeout=30)
     assert open(server.log, "rb").read().count(b"alice/slow: timed out") == 1
     assert TOKEN.encode() not in open(server.log, "rb").read()
+
+
+def test_visitors_through_the_real_server_are_exact_and_survive_kill_9(live_server, db_path):
+    """32 threads, 96 clients (address from the trusted proxy's header),
+    each viewing many times; kill -9 mid-load: every answered view and
+    visitor is in the file, and the visitors are exactly the distinct
+    clients whose views were answered."""
+    live = live_server()
+    answered_clients: set[int] = set()
+    highest = {"answered": 0, "visitors": 0}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        headers = {"X-Forwarded-For": f"198.51.100.{n % 96}", "User-Agent": BROWSER}
+        while not stop.is_set():
+            try:
+                status, _, body = live.get("/api/count?page_id=x")  # keeps the pace human
+                status, _, body = live.get("/badge?page_id=blog&show=visitors", headers=headers)
+            except OSError:
+                return
+            if status == 200:
+                with lock:
+                    answered_clients.add(n % 96)
+                    highest["answered"] += 1
+                    highest["visitors"] = max(highest["visitors"], badge_total(body))
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(32 * 3)]
+    for t in threads[:32]:
+        t.start()
+    wait_until(lambda: highest["visitors"] >= 20)
+    for t in threads[32:]:
+        t.start()
+    wait_until(lambda: len(answered_clients) == 96, timeout=30)
+    os.kill(live.worker_pid(), signal.SIGKILL)
+    live.proc.kill()
+    live.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+    conn = sqlite3.connect(db_path)
+    visitors, total = conn.execute("SELECT visitors, total FROM pages WHERE page_id = 'blog'").fetchone()
+    conn.close()
+    assert visitors == 96 >= highest["visitors"]
+    assert total >= highest["answered"]
+
+
+def test_the_access_log_can_leave_addresses_out(live_server):
+    live = live_server(env={"TALLY_QUIET": "0", "TALLY_LOG_ADDRESSES": "0"})
+    live.get("/badge?page_id=p", headers={"X-Forwarded-For": "198.51.100.77", "User-Agent": BROWSER})
+    wait_until(lambda: b"/badge?page_id=p" in open(live.log, "rb").read())
+    line = next(l for l in open(live.log, "rb").read().splitlines() if b"/badge?page_id=p" in l)
+    assert b" - GET /badge?page_id=p 200 " in line and b"198.51.100" not in line
+    assert b"127.0.0.1" not in line

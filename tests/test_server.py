@@ -496,3 +496,104 @@ def test_api_shields_of_a_github_page_shows_visitors(make_client):
     keep_traffic(store)
     answer = json.loads(client.get("/api/shields", "page_id=github:alice/repo&show=visitors").body)
     assert answer["message"] == "13"
+
+
+# Visitors and bots (visitors.py, docs/privacy.md) #############################
+
+CAMO = "github-camo (c006e452)"
+GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+CRAWLER = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+def from_client(n: int, agent: str | None = None) -> dict:
+    # The trusted proxy (127.0.0.1, the in-process client's address) names
+    # the visitor's address.
+    headers = {"X-Forwarded-For": f"198.51.100.{n}"}
+    if agent is not None:
+        headers["User-Agent"] = agent
+    return headers
+
+
+def api_count(client, page_id: str) -> dict:
+    return json.loads(client.get("/api/count", "page_id=" + page_id).body)
+
+
+def test_five_clients_four_views_each_are_twenty_views_and_five_visitors(client):
+    for n in range(5):
+        for _ in range(4):
+            assert client.get("/badge", "page_id=blog", headers=from_client(n)).status == 200
+    answer = api_count(client, "blog")
+    assert (answer["total"], answer["visitors"], answer["visitors_today"]) == (20, 5, 5)
+    r = client.get("/badge", "page_id=blog&show=visitors&query_only=true")
+    assert ">5</text>" in r.text
+    both = client.get("/badge", "page_id=blog&show=visitors_today&query_only=true&format=comma")
+    assert ">5</text>" in both.text
+
+
+@pytest.mark.parametrize("agent", [CAMO, GMAIL])
+def test_image_proxies_add_views_but_no_visitors(client, agent):
+    for n in range(3):
+        client.get("/badge", "page_id=readme", headers=from_client(n, agent))
+    answer = api_count(client, "readme")
+    assert (answer["total"], answer["visitors"]) == (3, 0)
+
+
+def test_a_crawler_gets_the_badge_but_adds_neither_views_nor_visitors(make_client):
+    client, store = make_client(metrics=True)
+    client.get("/badge", "page_id=blog", headers=from_client(1))
+    r = client.get("/badge", "page_id=blog", headers=from_client(2, CRAWLER))
+    assert r.status == 200 and ">1</text>" in r.text
+    assert (api_count(client, "blog")["total"], api_count(client, "blog")["visitors"]) == (1, 1)
+    history = json.loads(client.get("/api/history", "page_id=blog&days=1").body)
+    assert history["days"][0]["bots"] == 1
+    assert "tally_bot_views_total 1.0" in client.get("/metrics").text
+    assert client.get("/badge", "page_id=new-page", headers=from_client(3, CRAWLER)).status == 200
+    assert store.page("new-page") is None
+
+
+def test_count_bots_counts_a_crawler_as_a_view_never_as_a_visitor(make_client):
+    client, _ = make_client(count_bots=True)
+    client.get("/badge", "page_id=blog", headers=from_client(1, CRAWLER))
+    answer = api_count(client, "blog")
+    assert (answer["total"], answer["visitors"]) == (1, 0)
+
+
+def test_visitors_off_writes_no_hash(make_client, db_path):
+    client, _ = make_client(visitors=False)
+    client.get("/badge", "page_id=blog", headers=from_client(1))
+    assert (api_count(client, "blog")["total"], api_count(client, "blog")["visitors"]) == (1, 0)
+    import sqlite3
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT count(*) FROM visitor_salts").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM visitor_hashes").fetchone()[0] == 0
+    conn.close()
+
+
+def test_a_forwarded_address_from_anyone_but_the_trusted_proxy_is_not_believed(make_client):
+    client, _ = make_client(trusted_proxy="192.0.2.1")
+    for n in range(3):  # three claimed addresses, one real client: one visitor
+        client.get("/badge", "page_id=blog", headers=from_client(n))
+    assert api_count(client, "blog")["visitors"] == 1
+
+
+def test_stats_show_visitors_and_bot_views(client):
+    client.get("/badge", "page_id=blog", headers=from_client(1))
+    client.get("/badge", "page_id=blog", headers=from_client(2, CRAWLER))
+    r = client.get("/stats", "page_id=blog")
+    assert 'id="visitors">1<' in r.text and 'id="bots">1<' in r.text
+
+
+def test_no_answer_sets_a_cookie(client):
+    for path, query in [("/badge", "page_id=blog"), ("/api/count", "page_id=blog"),
+                        ("/stats", "page_id=blog"), ("/", "")]:
+        assert "set-cookie" not in client.get(path, query, headers=from_client(1)).headers
+
+
+def test_dwyls_show_unique_shows_visitors(client):
+    for n in range(3):
+        client.get("/alice/repo.svg", headers=from_client(n))
+        client.get("/alice/repo.svg", headers=from_client(n))
+    assert ">7</text>" in client.get("/alice/repo.svg", headers=from_client(9)).text
+    assert ">4</text>" in client.get("/alice/repo.svg", "show=unique", headers=from_client(1)).text
+    answer = json.loads(client.get("/alice/repo.json", "show=unique", headers=from_client(1)).body)
+    assert answer["message"] == "4"

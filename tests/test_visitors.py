@@ -200,3 +200,11 @@ def test_memory_stays_flat_with_a_great_many_visitors_in_a_day(tmp_path):
             list(pool.map(count, range(40_000, 200_000, 2500)))
         assert store.counts("blog", DAY).visitors == 200_000
         assert rss_mb() - before < 40
+
+
+def test_two_servers_on_one_database_see_one_client_as_one_visitor(make_store):
+    first, second = make_store(), make_store()
+    first.record_view("blog", DAY, visitor=("198.51.100.1", FIREFOX))
+    counts = second.record_view("blog", DAY, visitor=("198.51.100.1", FIREFOX))
+    assert (counts.total, counts.visitors) == (2, 1)
+    assert second.record_view("blog", DAY, visitor=("198.51.100.2", FIREFOX)).visitors == 2
