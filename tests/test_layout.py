@@ -25,7 +25,8 @@ def imported(path) -> set[str]:
                                             ("badgepy", "badge.py"), ("granian", "server.py"),
                                             ("psycopg", "postgres_store.py"),
                                             ("psycopg_pool", "postgres_store.py"),
-                                            ("markdown_it", "markup.py")])
+                                            ("markdown_it", "markup.py"),
+                                            ("crawleruseragents", "visitors.py")])
 def test_each_library_is_imported_in_one_module(library, owner):
     users = [p.name for p in MODULES if library in imported(p) and p.name != "bench.py"]
     assert users == [owner]
