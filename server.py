@@ -243,7 +243,7 @@ class Pages:
             page_id=page_id, look=look, error=error, badge_url=badge_url,
             preview_url=badge_url.replace(base, "", 1) + "&query_only=true",
             snippets=snippets(look.label, badge_url), quote=urllib.parse.quote,
-            styles=params.STYLES, formats=params.FORMATS, shows=params.SHOWS,
+            styles=params.STYLES, formats=params.FORMATS, shows=SHOW_CHOICES,
             defaults=badge.Look()), 400 if error else 200)
 
     def stats(self) -> bottle.HTTPResponse:
@@ -296,6 +296,15 @@ class Pages:
         response.set_header("Cache-Control", "public, max-age=86400")
         response.set_header("X-Content-Type-Options", "nosniff")
         return response
+
+
+# The builder's words for each show= value (params.SHOWS).
+SHOW_CHOICES = {"total": "total views", "today": "today's views",
+                "both": "today's views / total views",
+                "visitors": "unique visitors (each day's, summed)",
+                "visitors_today": "today's unique visitors",
+                "clones": "clones (github: pages only)"}
+assert tuple(SHOW_CHOICES) == params.SHOWS
 
 
 def _public_base() -> str:

@@ -673,9 +673,13 @@ class Store(Changes):
             # no reader holds it: then at the next day's).
             self._checkpoint_due = False
             try:
+                # Waiting at most a moment for readers: views queue meanwhile.
+                conn.execute("PRAGMA busy_timeout = 200")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 pass
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
         return result
 
     @staticmethod

@@ -63,8 +63,8 @@
   <div class="field">
     <label for="show">Show</label>
     <select id="show" name="show">
-    % for show in shows:
-      <option value="{{show}}" {{'selected' if show == look.show else ''}}>{{show}}</option>
+    % for show, meaning in shows.items():
+      <option value="{{show}}" {{'selected' if show == look.show else ''}}>{{meaning}}</option>
     % end
     </select>
   </div>
