@@ -302,7 +302,9 @@ def measure_flood(load, tmp: str, threads: int, args: argparse.Namespace) -> Non
         if name == "PostgreSQL":
             import psycopg  # bench only: an empty test database to fill
             with psycopg.connect(db, autocommit=True) as conn:
-                conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, imports")
+                conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, imports, "
+                             "visitor_salts, visitor_hashes, github_repos, github_days, "
+                             "github_popular")
         started = time.monotonic()
         fill(db, args.flood_pages)
         print(f"  {name}: filled in {time.monotonic() - started:.0f} s")

@@ -353,6 +353,7 @@ class Store(Changes):
         self._pages_seen: int | None = None
         self._pages_seen_at = 0.0
         self._salts: dict[str, bytes] = {}  # the writer's: the days' salts
+        self._known = storage.KnownVisitors()  # the writer's too
         self.readonly = readonly
         self._timeout = timeout_s
         ms = max(1, int(timeout_s * 1000))
@@ -452,7 +453,9 @@ class Store(Changes):
             # dropped, and the next batch opens a new one.
             self._close_connection()
             self._salts.clear()
+            self._known.forget_pending()
             raise
+        self._known.committed()
         for (view, _), (total, today, existed, visitors, today_visitors, *current) in zip(
                 ordered, rows):
             if not view.views:  # a bot's view that does not count: the counts as they were
@@ -486,6 +489,7 @@ class Store(Changes):
         conn.execute("DELETE FROM visitor_hashes WHERE day < %s", (before,))
         for day in [day for day in self._salts if day < before]:
             del self._salts[day]
+        self._known.forget_days_before(before)
         return forgotten
 
     def _page_cap(self, conn: psycopg.Connection) -> int | None:
@@ -510,8 +514,14 @@ class Store(Changes):
 
     def _values(self, conn: psycopg.Connection, view: View, cap: int | None) -> dict:
         day = storage.day(view.now)
-        hashed = (storage.visitor_hash(self._salt(conn, day), view.page_id, *view.visitor)
-                  if view.visitor is not None and view.views else None)
+        hashed = None
+        if view.visitor is not None and view.views:
+            key = (day, storage.visitor_hash(self._salt(conn, day), view.page_id, *view.visitor))
+            # A visitor this process wrote already: known to every server
+            # (it is in the table), so no insert is needed.
+            if key not in self._known:
+                self._known.written(key)
+                hashed = key[1]
         return {"page_id": view.page_id, "stamp": storage.stamp(view.now), "day": day,
                 "max_pages": cap, "max_total": TOTAL_MAX, "views": view.views,
                 "bots": view.bots, "hash": hashed}

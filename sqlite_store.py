@@ -475,6 +475,7 @@ class Store(Changes):
             raise ValueError(f"SQLite {sqlite3.sqlite_version} has no RETURNING")
         self._timeout = busy_timeout_s
         self._salts: dict[str, bytes] = {}  # the writer's: the days' salts
+        self._known = storage.KnownVisitors()  # the writer's too
         self._checkpoint_due = False
         self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._all_readers: list[sqlite3.Connection] = []
@@ -543,7 +544,9 @@ class Store(Changes):
         except BaseException:
             _rollback(conn)
             self._salts.clear()  # a salt created in this transaction is gone
+            self._known.forget_pending()
             raise
+        self._known.committed()
 
     def _count_views(self, conn: sqlite3.Connection, views: list[View]) -> None:
         """Count views of one page on one day with one UPSERT per table
@@ -611,9 +614,12 @@ class Store(Changes):
         """1 when this (address, User-Agent) is the page's new visitor today."""
         if visitor is None:
             return 0
-        hashed = storage.visitor_hash(self._salt(conn, day), page_id, *visitor)
+        key = (day, storage.visitor_hash(self._salt(conn, day), page_id, *visitor))
+        if key in self._known:
+            return 0
+        self._known.written(key)
         return conn.execute("INSERT INTO visitor_hashes (day, hash) VALUES (?, ?) "
-                            "ON CONFLICT DO NOTHING", (day, hashed)).rowcount
+                            "ON CONFLICT DO NOTHING", key).rowcount
 
     def _salt(self, conn: sqlite3.Connection, day: str) -> bytes:
         """The day's salt: made (random) by its first visitor, kept in the
@@ -646,6 +652,7 @@ class Store(Changes):
         conn.execute("DELETE FROM visitor_hashes WHERE day < ?", (before,))
         for day in [day for day in self._salts if day < before]:
             del self._salts[day]
+        self._known.forget_days_before(before)
         # secure_delete (open_writer) overwrites the deleted rows' bytes; the
         # WAL's copies go at the checkpoint after this transaction.
         self._checkpoint_due = True

@@ -259,6 +259,39 @@ def visitor_hash(salt: bytes, page_id: str, address: str, user_agent: str) -> by
     return hashlib.blake2b(text, key=salt, digest_size=16).digest()
 
 
+class KnownVisitors:
+    """The visitor hashes this process wrote most recently (the newest
+    KNOWN_VISITORS, plus those of the transaction being written): a visitor
+    seen again (a reload, the next page view) needs no statement. A hash
+    counts as known once written in the current transaction: if that
+    transaction fails, every view of it fails, and forget_pending() drops
+    them. Bounded, so a million visitors a day cost no more memory."""
+
+    def __init__(self, size: int = 16384):
+        self.size = size
+        self._known: dict[tuple[str, bytes], None] = {}
+        self._pending: set[tuple[str, bytes]] = set()
+
+    def __contains__(self, key: tuple[str, bytes]) -> bool:
+        return key in self._pending or key in self._known
+
+    def written(self, key: tuple[str, bytes]) -> None:
+        self._pending.add(key)
+
+    def committed(self) -> None:
+        for key in self._pending:
+            self._known[key] = None
+        self._pending.clear()
+        while len(self._known) > self.size:  # dicts keep order: the oldest go
+            del self._known[next(iter(self._known))]
+
+    def forget_pending(self) -> None:
+        self._pending.clear()
+
+    def forget_days_before(self, day: str) -> None:
+        self._known = {key: None for key in self._known if key[0] >= day}
+
+
 SALT_BYTES = 32
 # A day's salt and hashes are deleted this long after the day ends: a view
 # answered at 23:59:59 is still written with them.

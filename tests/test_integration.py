@@ -633,3 +633,15 @@ def test_the_access_log_can_leave_addresses_out(live_server):
     line = next(l for l in open(live.log, "rb").read().splitlines() if b"/badge?page_id=p" in l)
     assert b" - GET /badge?page_id=p 200 " in line and b"198.51.100" not in line
     assert b"127.0.0.1" not in line
+
+
+def test_the_real_server_counts_visitors_and_leaves_proxies_and_bots_out(live_server):
+    live = live_server()
+    for n in range(5):
+        for _ in range(4):
+            live.get("/badge?page_id=blog", headers={"X-Forwarded-For": f"198.51.100.{n}"})
+    live.get("/badge?page_id=blog", headers={"User-Agent": "github-camo (c006e452)"})
+    live.get("/badge?page_id=blog", headers={"User-Agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"})
+    answer = json.loads(live.get("/api/count?page_id=blog")[2])
+    assert (answer["total"], answer["visitors"]) == (21, 5)
+    assert b">5</text>" in live.get("/badge?page_id=blog&show=visitors&query_only=true")[2]

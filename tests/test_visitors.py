@@ -20,7 +20,9 @@ import storage
 import visitors
 from conftest import BROWSER, wait_until
 
-DAY = datetime.datetime(2026, 3, 14, 12, tzinfo=datetime.timezone.utc)
+# Today: the writer forgets, by the real clock, every day that has ended.
+DAY = datetime.datetime.now(datetime.timezone.utc).replace(hour=12, minute=0, second=0,
+                                                           microsecond=0)
 NEXT_DAY = DAY + datetime.timedelta(days=1)
 FIREFOX = BROWSER
 SAFARI = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -103,7 +105,7 @@ def test_the_same_client_the_next_day_is_a_new_visitor_and_the_old_salt_is_gone(
 
 def test_a_view_just_after_midnight_still_finds_the_days_salt(any_store):
     any_store.record_view("blog", DAY, visitor=("198.51.100.1", FIREFOX))
-    midnight = datetime.datetime(2026, 3, 15, 0, 0, 30, tzinfo=datetime.timezone.utc)
+    midnight = NEXT_DAY.replace(hour=0, minute=0, second=30)
     assert any_store.forget_visitors(midnight) == 0  # within VISITOR_GRACE
     assert any_store.forget_visitors(midnight + storage.VISITOR_GRACE) == 1
 
