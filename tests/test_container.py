@@ -241,3 +241,40 @@ def test_two_containers_count_into_one_postgresql(podman, image):
     finally:
         for name in names:
             podman("rm", "-f", name, check=False)
+
+
+def test_an_image_built_with_litestream_restores_a_new_volume_from_its_replica(podman, tmp_path):
+    """--build-arg LITESTREAM=1 and LITESTREAM_REPLICA_URL (docs/replication.md):
+    counts made in one container come back in a new one with an empty volume."""
+    image = IMAGE + "-litestream"
+    extra = []
+    if HOST_CA.exists():
+        extra = ["--volume", f"{HOST_CA}:/run/host-ca.crt:ro", "--build-arg", "PIP_CERT=/run/host-ca.crt"]
+    podman("build", "--format", "docker", *extra, "--build-arg", "LITESTREAM=1", "-t", image,
+           str(ROOT), timeout=1200)
+    replica = tmp_path / "replica"
+    replica.mkdir()
+    os.chown(replica, 10001, 10001)  # the image's user
+    names = []
+    try:
+        for n, expected in ((1, 0), (2, 9)):
+            name, port = f"tally-test-ls{n}-{os.getpid()}", free_port()
+            names.append(name)
+            podman("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+                   "-v", f"tally-test-ls{n}-{os.getpid()}:/data", "-v", f"{replica}:/replica",
+                   "-e", "LITESTREAM_REPLICA_URL=file:///replica", image)
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: answers(url + "/healthz"), timeout=60)
+            assert json.loads(get(url + "/api/count?page_id=p"))["total"] == expected
+            if n == 1:
+                for _ in range(9):
+                    get(url + "/badge?page_id=p")
+                time.sleep(3)  # Litestream's sync
+                podman("stop", name)
+                assert podman("inspect", "--format", "{{.State.ExitCode}}",
+                              name).stdout.strip() == "0"
+    finally:
+        for n, name in enumerate(names, 1):
+            podman("rm", "-f", name, check=False)
+            podman("volume", "rm", "-f", f"tally-test-ls{n}-{os.getpid()}", check=False)
+        podman("rmi", "-f", image, check=False)
