@@ -1,6 +1,8 @@
 -- Tally's schema. Each migration below runs once, in order, inside one
--- transaction, and sets PRAGMA user_version to its number (storage.py does
--- this). Migrations only ever add: no DROP, no data rewritten away.
+-- transaction, and sets PRAGMA user_version to its number (sqlite_store.py
+-- does this). Migrations add, except one that rewrites a table into a new
+-- layout: sqlite_store.REWRITES names it, and the counts it moves are summed
+-- before and after inside its transaction; any difference rolls it back.
 
 -- migration 1
 -- One row per counter. total is what the badge shows; created_at and
@@ -116,3 +118,44 @@ CREATE TABLE visitor_hashes (
     hash BLOB NOT NULL,
     PRIMARY KEY (day, hash)
 ) WITHOUT ROWID;
+
+-- migration 5
+-- The compact layout (issue 23): a page-day row held the page id's text
+-- again (about 42 bytes a row with a 22-character id). Now a page has an
+-- integer key, id, and daily is keyed by (page, day): day is the number of
+-- days since 1970-01-01 (SQLite: CAST(julianday(text) - 2440587.5 AS
+-- INTEGER); back with date(day * 86400, 'unixepoch')). Ids are given in
+-- page_id order, so reading pages in order reads daily in order too.
+CREATE TABLE pages_compact (
+    id         INTEGER PRIMARY KEY,
+    page_id    TEXT NOT NULL UNIQUE,
+    total      INTEGER NOT NULL DEFAULT 0 CHECK (total >= 0),
+    created_at TEXT NOT NULL,
+    last_seen  TEXT NOT NULL,
+    visitors   INTEGER NOT NULL DEFAULT 0 CHECK (visitors >= 0)
+);
+INSERT INTO pages_compact (page_id, total, created_at, last_seen, visitors)
+    SELECT page_id, total, created_at, last_seen, visitors FROM pages ORDER BY page_id;
+CREATE TABLE daily_compact (
+    page     INTEGER NOT NULL,
+    day      INTEGER NOT NULL,
+    views    INTEGER NOT NULL CHECK (views >= 0),
+    visitors INTEGER NOT NULL DEFAULT 0 CHECK (visitors >= 0),
+    bots     INTEGER NOT NULL DEFAULT 0 CHECK (bots >= 0),
+    PRIMARY KEY (page, day)
+) WITHOUT ROWID;
+INSERT INTO daily_compact (page, day, views, visitors, bots)
+    SELECT p.id, CAST(julianday(d.day) - 2440587.5 AS INTEGER), d.views, d.visitors, d.bots
+    FROM daily d JOIN pages_compact p ON p.page_id = d.page_id ORDER BY 1, 2;
+DROP TRIGGER page_added;
+DROP TRIGGER page_removed;
+DROP TABLE daily;
+DROP TABLE pages;
+ALTER TABLE pages_compact RENAME TO pages;
+ALTER TABLE daily_compact RENAME TO daily;
+CREATE TRIGGER page_added AFTER INSERT ON pages BEGIN
+    UPDATE page_count SET pages = pages + 1;
+END;
+CREATE TRIGGER page_removed AFTER DELETE ON pages BEGIN
+    UPDATE page_count SET pages = pages - 1;
+END;

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import itertools
 import os
 import queue
 import re
@@ -77,6 +78,26 @@ def migrations() -> list[tuple[int, str]]:
 
 
 SCHEMA_VERSION = migrations()[-1][0]
+
+# Migrations that rewrite tables into a new layout (schema.sql's header):
+# the numbers below, read before and after inside the migration's
+# transaction, must be equal or it is rolled back and the server refuses to
+# start. The same statement reads both layouts; the sums weighted by the
+# id's length catch counts moved from one page to another.
+REWRITES = {5}
+_KEPT_NUMBERS = (
+    "SELECT (SELECT pages FROM page_count), count(*), coalesce(sum(total), 0), "
+    "coalesce(sum(visitors), 0), coalesce(sum(total * length(page_id)), 0), "
+    "coalesce(sum(visitors * length(page_id)), 0), "
+    "(SELECT count(*) FROM daily), (SELECT coalesce(sum(views), 0) FROM daily), "
+    "(SELECT coalesce(sum(visitors), 0) FROM daily), (SELECT coalesce(sum(bots), 0) FROM daily) "
+    "FROM pages"
+)
+# The day numbers of schema.sql's compact layout (migration 5), from and to
+# a day's text.
+_DAY_NUMBER = "CAST(julianday({}) - 2440587.5 AS INTEGER)"
+_DAY_TEXT = "date({} * 86400, 'unixepoch')"
+_DAY_PARAM = _DAY_NUMBER.format("?")
 
 
 def _statements(body: str) -> list[str]:
@@ -267,7 +288,7 @@ def open_writer(path: str, sync: str, timeout_s: float,
         if max_page_count is not None:
             # Tests simulate a full disk with this.
             conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
-        _migrate(conn, version)
+        _migrate(conn, version, path)
         # A read-only file opens and even serves reads, then fails every
         # count: refuse it at start-up instead. The probe is rolled back.
         conn.execute("BEGIN IMMEDIATE")
@@ -283,14 +304,21 @@ def open_writer(path: str, sync: str, timeout_s: float,
         raise
     return conn
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
+def _migrate(conn: sqlite3.Connection, version: int, path: str) -> None:
     for number, body in migrations():
         if number <= version:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
+            verified = number in REWRITES and version > 0
+            before = conn.execute(_KEPT_NUMBERS).fetchone() if verified else None
             for statement in _statements(body):
                 conn.execute(statement)
+            after = conn.execute(_KEPT_NUMBERS).fetchone() if verified else None
+            if before != after:
+                raise UnusableDatabase(
+                    f"{path}: migration {number} would change the counts (pages, days and their "
+                    f"sums {before} became {after}); it was rolled back and nothing changed")
             conn.execute(f"PRAGMA user_version={number}")
             conn.execute("COMMIT")
         except BaseException:
@@ -336,37 +364,39 @@ class Changes(storage.GroupCommitStore):
             if exists:
                 # The sum must stay within TOTAL_MAX, as a view's would
                 # (past 2**63 SQLite stores a float).
+                keys = (_key(conn, old), _key(conn, new))
                 over = conn.execute(
-                    "SELECT (SELECT sum(total) FROM pages WHERE page_id IN (?, ?)) > ? "
-                    "OR EXISTS (SELECT 1 FROM daily WHERE page_id IN (?, ?) "
+                    "SELECT (SELECT sum(total) FROM pages WHERE id IN (?, ?)) > ? "
+                    "OR EXISTS (SELECT 1 FROM daily WHERE page IN (?, ?) "
                     "GROUP BY day HAVING sum(views) > ?)",
-                    (old, new, TOTAL_MAX, old, new, TOTAL_MAX)).fetchone()[0]
+                    (*keys, TOTAL_MAX, *keys, TOTAL_MAX)).fetchone()[0]
                 if over:
                     raise TotalLimitReached(new)
                 conn.execute(
-                    "UPDATE pages SET total = total + (SELECT total FROM pages WHERE page_id = ?), "
-                    "visitors = visitors + (SELECT visitors FROM pages WHERE page_id = ?), "
-                    "created_at = min(created_at, (SELECT created_at FROM pages WHERE page_id = ?)), "
-                    "last_seen = max(last_seen, (SELECT last_seen FROM pages WHERE page_id = ?)) "
-                    "WHERE page_id = ?", (old, old, old, old, new))
+                    "UPDATE pages SET total = pages.total + o.total, "
+                    "visitors = pages.visitors + o.visitors, created_at = min(pages.created_at, o.created_at), "
+                    "last_seen = max(pages.last_seen, o.last_seen) "
+                    "FROM (SELECT * FROM pages WHERE id = ?) o WHERE pages.id = ?", keys)
                 conn.execute(
-                    "INSERT INTO daily (page_id, day, views, visitors, bots) "
-                    "SELECT ?, day, views, visitors, bots FROM daily WHERE page_id = ? AND true "
-                    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views, "
+                    "INSERT INTO daily (page, day, views, visitors, bots) "
+                    "SELECT ?, day, views, visitors, bots FROM daily WHERE page = ? AND true "
+                    "ON CONFLICT(page, day) DO UPDATE SET views = views + excluded.views, "
                     "visitors = visitors + excluded.visitors, bots = bots + excluded.bots",
-                    (new, old))
-                conn.execute("DELETE FROM daily WHERE page_id = ?", (old,))
-                conn.execute("DELETE FROM pages WHERE page_id = ?", (old,))
+                    keys[::-1])
+                conn.execute("DELETE FROM daily WHERE page = ?", keys[:1])
+                conn.execute("DELETE FROM pages WHERE id = ?", keys[:1])
             else:
+                # The days follow the page's key: only its id changes.
                 conn.execute("UPDATE pages SET page_id = ? WHERE page_id = ?", (new, old))
-                conn.execute("UPDATE daily SET page_id = ? WHERE page_id = ?", (new, old))
         self._wait(Task(run))
 
     def delete(self, page_id: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM pages WHERE page_id = ?", (page_id,)).rowcount == 0:
+            key = _key(conn, page_id)
+            if key is None:
                 raise NotFound(page_id)
-            conn.execute("DELETE FROM daily WHERE page_id = ?", (page_id,))
+            conn.execute("DELETE FROM daily WHERE page = ?", (key,))
+            conn.execute("DELETE FROM pages WHERE id = ?", (key,))
         self._wait(Task(run))
 
     # Import staging: temporary tables of the writer's connection
@@ -412,7 +442,8 @@ class Changes(storage.GroupCommitStore):
         days = conn.execute(
             "SELECT count(*), coalesce(sum(? = 'add' AND coalesce(d.views, 0) + s.views > ?), 0) "
             "FROM temp.staged_days s JOIN temp.staged_pages p ON p.number = s.number "
-            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = s.day",
+            "LEFT JOIN pages k ON k.page_id = p.page_id "
+            f"LEFT JOIN daily d ON d.page = k.id AND d.day = {_DAY_NUMBER.format('s.day')}",
             (mode, TOTAL_MAX)).fetchone()
         if over or days[1]:
             raise TotalLimitReached(f"adding would take a total past {TOTAL_MAX}")
@@ -425,9 +456,10 @@ class Changes(storage.GroupCommitStore):
             source="SELECT page_id, total, created_at, last_seen, visitors FROM temp.staged_pages "
                    "WHERE number BETWEEN ? AND ?"), numbers)
         conn.execute(_IMPORT_DAY[mode].format(
-            source="SELECT p.page_id, s.day, s.views, s.visitors, s.bots FROM temp.staged_days s "
-                   "JOIN temp.staged_pages p ON p.number = s.number "
-                   "WHERE s.number BETWEEN ? AND ?"), numbers)
+            source=f"SELECT k.id, {_DAY_NUMBER.format('s.day')}, s.views, s.visitors, s.bots "
+                   "FROM temp.staged_days s JOIN temp.staged_pages p ON p.number = s.number "
+                   "JOIN pages k ON k.page_id = p.page_id WHERE s.number BETWEEN ? AND ?"),
+            numbers)
 
     @staticmethod
     def _import_progress(conn: sqlite3.Connection, key: str, mode: str
@@ -559,7 +591,7 @@ class Store(Changes):
         k = len(views)
         page_id, now = views[0].page_id, max(v.now for v in views)
         try:
-            total, visitors = self._add_views(conn, page_id, now, k)
+            key, total, visitors = self._add_views(conn, page_id, now, k)
         except PageLimitReached as e:
             for view in views:
                 view.error = e
@@ -575,17 +607,16 @@ class Store(Changes):
         day = _day(now)
         new = [self._new_visitor(conn, day, page_id, view.visitor) for view in views]
         if sum(new):
-            conn.execute("UPDATE pages SET visitors = visitors + ? WHERE page_id = ?",
-                         (sum(new), page_id))
-        values = (page_id, day, k, sum(new), sum(v.bots for v in views))
+            conn.execute("UPDATE pages SET visitors = visitors + ? WHERE id = ?", (sum(new), key))
+        values = (key, day, k, sum(new), sum(v.bots for v in views))
         if self.use_returning:
             today, today_visitors = conn.execute(_COUNT_DAY + " RETURNING views, visitors",
                                                  values).fetchone()
         else:
             conn.execute(_COUNT_DAY, values)
             today, today_visitors = conn.execute(
-                "SELECT views, visitors FROM daily WHERE page_id = ? AND day = ?",
-                (page_id, day)).fetchone()
+                f"SELECT views, visitors FROM daily WHERE page = ? AND day = {_DAY_PARAM}",
+                (key, day)).fetchone()
         seen = 0
         for i, (view, is_new) in enumerate(zip(views, new), start=1 - k):
             seen += is_new
@@ -593,20 +624,20 @@ class Store(Changes):
                                  today_visitors - sum(new) + seen)
 
     def _add_views(self, conn: sqlite3.Connection, page_id: str, now: datetime.datetime,
-                   k: int = 1) -> tuple[int, int]:
-        """Add k views to the page's total: (the new total, its visitors)."""
+                   k: int = 1) -> tuple[int, int, int]:
+        """Add k views to the page's total: (its key, the new total, its visitors)."""
         stamp = _stamp(now)
         cap = self.max_pages
         values = (page_id, k, stamp, stamp, cap, page_id, cap, k, k, TOTAL_MAX)
         if self.use_returning:
-            row = conn.execute(_COUNT_PAGE + " RETURNING total, visitors", values).fetchone()
+            row = conn.execute(_COUNT_PAGE + " RETURNING id, total, visitors", values).fetchone()
             if row is None:
                 raise self._refusal(conn, page_id)
             return row
         cursor = conn.execute(_COUNT_PAGE, values)
         if cursor.rowcount == 0:
             raise self._refusal(conn, page_id)
-        return conn.execute("SELECT total, visitors FROM pages WHERE page_id = ?",
+        return conn.execute("SELECT id, total, visitors FROM pages WHERE page_id = ?",
                             (page_id,)).fetchone()
 
     def _new_visitor(self, conn: sqlite3.Connection, day: str, page_id: str,
@@ -637,7 +668,7 @@ class Store(Changes):
         """Bot views of a page that exists, on their day; each is answered
         the page's counts, unchanged."""
         page_id, day = views[0].page_id, _day(views[0].now)
-        conn.execute(_COUNT_BOTS, (page_id, day, len(views), page_id))
+        conn.execute(_COUNT_BOTS, (day, len(views), page_id))
         row = conn.execute(_COUNTS, (day, page_id)).fetchone()
         for view in views:
             view.result = Counts(*row) if row else Counts(0, 0)
@@ -738,12 +769,14 @@ class Store(Changes):
 
     def _days_between(self, page_id: str, first: str, last: str) -> dict[str, storage.Day]:
         return {row[0]: storage.Day(*row) for row in self._read(
-            "SELECT day, views, visitors, bots FROM daily WHERE page_id = ? AND day >= ? "
-            "AND day <= ?", (page_id, first, last))}
+            f"SELECT {_DAY_TEXT.format('d.day')}, d.views, d.visitors, d.bots FROM pages p "
+            f"JOIN daily d ON d.page = p.id WHERE p.page_id = ? AND d.day >= {_DAY_PARAM} "
+            f"AND d.day <= {_DAY_PARAM}", (page_id, first, last))}
 
     def best_day(self, page_id: str) -> tuple[str, int] | None:
-        rows = self._read("SELECT day, views FROM daily WHERE page_id = ? "
-                          "ORDER BY views DESC, day DESC LIMIT 1", (page_id,))
+        rows = self._read(f"SELECT {_DAY_TEXT.format('d.day')}, d.views FROM pages p "
+                          "JOIN daily d ON d.page = p.id WHERE p.page_id = ? "
+                          "ORDER BY d.views DESC, d.day DESC LIMIT 1", (page_id,))
         return rows[0] if rows else None
 
     def top(self, limit: int) -> list[tuple[str, int]]:
@@ -755,30 +788,32 @@ class Store(Changes):
                           "WHERE page_id = ?", (page_id,))
         if not rows:
             return None
-        days = self._read("SELECT day, views, visitors, bots FROM daily WHERE page_id = ? "
-                          "ORDER BY day", (page_id,))
+        days = self._read(f"SELECT {_DAY_TEXT.format('d.day')}, d.views, d.visitors, d.bots "
+                          "FROM pages p JOIN daily d ON d.page = p.id WHERE p.page_id = ? "
+                          "ORDER BY d.day", (page_id,))
         return storage.page_from_rows(rows[0], days)
 
     def pages(self) -> Iterator[Page]:
-        """Every page with its history, ordered by page_id, from one snapshot."""
+        """Every page with its history, ordered by page_id, from one snapshot
+        (a read transaction held until the last page is read): one page in
+        memory at a time, however many there are."""
         conn = self._reader()
         try:
             conn.execute("BEGIN")
-            days: dict[str, list[tuple]] = {}
-            for page_id, *day in conn.execute(
-                    "SELECT page_id, day, views, visitors, bots FROM daily ORDER BY page_id, day"):
-                days.setdefault(page_id, []).append(day)
-            rows = conn.execute("SELECT page_id, total, created_at, last_seen, visitors FROM pages "
-                                "ORDER BY page_id").fetchall()
-            conn.execute("COMMIT")
+            rows = conn.execute(
+                "SELECT p.page_id, p.total, p.created_at, p.last_seen, p.visitors, "
+                f"{_DAY_TEXT.format('d.day')}, d.views, d.visitors, d.bots FROM pages p "
+                "LEFT JOIN daily d ON d.page = p.id ORDER BY p.page_id, d.day")
+            for _, group in itertools.groupby(rows, key=lambda row: row[0]):
+                first, *others = group
+                days = [row[5:] for row in [first, *others] if row[5] is not None]
+                yield storage.page_from_rows(first[:5], days)
         except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             raise _storage_error(e) from None
         finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             self._readers.put(conn)
-        for row in rows:
-            yield storage.page_from_rows(row, days.get(row[0], []))
 
 
 def copy_database(source_path: str, dest_path: str,
@@ -831,7 +866,38 @@ def replace_counts(db_path: str, source_path: str, keep_path: str,
     replacement is SQL inside the live file, not a new file, so a server
     keeps its connections. keep_path is written and synced before COMMIT;
     if anything fails the database is unchanged.
+
+    A backup of an older schema is first copied beside keep_path and
+    migrated there, as a server would migrate it; a database of an older
+    schema (no server has opened it since Tally was upgraded) is migrated
+    in place first.
     """
+    upgraded = keep_path + ".upgraded"
+    try:
+        if _file_version(source_path) < SCHEMA_VERSION:
+            copy_database(source_path, upgraded, timeout_s=timeout_s)
+            open_writer(upgraded, "full", timeout_s).close()
+            set_standalone(upgraded)
+            source_path = upgraded
+        _replace_counts(db_path, source_path, keep_path, timeout_s)
+    finally:
+        for name in companions(upgraded):
+            if os.path.exists(name):
+                os.remove(name)
+
+
+def _file_version(path: str) -> int:
+    try:
+        conn = _connect(path, readonly=True)
+        try:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise UnusableDatabase(f"{path}: {e}") from None
+
+
+def _replace_counts(db_path: str, source_path: str, keep_path: str, timeout_s: float) -> None:
     source_uri = Path(source_path).resolve().as_uri() + "?mode=ro"
     try:
         conn = sqlite3.connect(Path(db_path).resolve().as_uri(), uri=True, timeout=timeout_s,
@@ -840,6 +906,7 @@ def replace_counts(db_path: str, source_path: str, keep_path: str,
     except sqlite3.Error as e:
         raise _storage_error(e) from None
     try:
+        _migrate(conn, conn.execute("PRAGMA user_version").fetchone()[0], db_path)
         conn.execute("ATTACH DATABASE ? AS restored", (source_uri,))
         conn.execute("BEGIN IMMEDIATE")
         # Nobody else can commit now: the reader's snapshot is the final
@@ -850,12 +917,10 @@ def replace_counts(db_path: str, source_path: str, keep_path: str,
             os.fsync(f.fileno())
         conn.execute("DELETE FROM main.daily")
         conn.execute("DELETE FROM main.pages")
+        # source_path has this Tally's schema (restore migrates a copy of an
+        # older backup first): the same columns.
         for table in ("pages", "daily"):
-            # The columns both have: a backup of an older schema (no
-            # visitors yet) restores with zero visitors.
-            columns = ", ".join(_columns(conn, "restored", table) & _columns(conn, "main", table))
-            conn.execute(f"INSERT INTO main.{table} ({columns}) "
-                         f"SELECT {columns} FROM restored.{table}")
+            conn.execute(f"INSERT INTO main.{table} SELECT * FROM restored.{table}")
         # GitHub's kept traffic too, when the backup has it (schema 3); an
         # older backup has no word on it, and the traffic kept stays.
         if conn.execute("SELECT 1 FROM restored.sqlite_master WHERE name = 'github_days'"
@@ -872,8 +937,10 @@ def replace_counts(db_path: str, source_path: str, keep_path: str,
         conn.close()
 
 
-def _columns(conn: sqlite3.Connection, schema: str, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA {schema}.table_info({table})")}
+def _key(conn: sqlite3.Connection, page_id: str) -> int | None:
+    """A page's integer key (schema.sql, migration 5), None when it has none."""
+    row = conn.execute("SELECT id FROM pages WHERE page_id = ?", (page_id,)).fetchone()
+    return row[0] if row else None
 
 
 def set_standalone(path: str) -> None:
@@ -912,20 +979,20 @@ _COUNT_PAGE = (
     "WHERE total + ? <= ?"
 )
 _COUNT_DAY = (
-    "INSERT INTO daily (page_id, day, views, visitors, bots) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views, "
+    f"INSERT INTO daily (page, day, views, visitors, bots) VALUES (?, {_DAY_PARAM}, ?, ?, ?) "
+    "ON CONFLICT(page, day) DO UPDATE SET views = views + excluded.views, "
     "visitors = visitors + excluded.visitors, bots = bots + excluded.bots"
 )
 # A bot's view that does not count: only its day's bot views, and only on a
 # page that exists (a crawler following links creates no pages).
 _COUNT_BOTS = (
-    "INSERT INTO daily (page_id, day, views, visitors, bots) SELECT ?, ?, 0, 0, ? "
-    "WHERE EXISTS (SELECT 1 FROM pages WHERE page_id = ?) "
-    "ON CONFLICT(page_id, day) DO UPDATE SET bots = bots + excluded.bots"
+    f"INSERT INTO daily (page, day, views, visitors, bots) SELECT id, {_DAY_PARAM}, 0, 0, ? "
+    "FROM pages WHERE page_id = ? "
+    "ON CONFLICT(page, day) DO UPDATE SET bots = bots + excluded.bots"
 )
 _COUNTS = (
     "SELECT p.total, coalesce(d.views, 0), p.visitors, coalesce(d.visitors, 0) FROM pages p "
-    "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = ? WHERE p.page_id = ?"
+    f"LEFT JOIN daily d ON d.page = p.id AND d.day = {_DAY_PARAM} WHERE p.page_id = ?"
 )
 # Import: {source} is a SELECT of the staged rows ("WHERE true" is already
 # in it as a BETWEEN: SQLite's parser needs a WHERE before ON CONFLICT).
@@ -942,11 +1009,11 @@ _IMPORT_PAGE = {
            "last_seen = max(last_seen, excluded.last_seen)",
 }
 _IMPORT_DAY = {
-    "set": "INSERT INTO daily (page_id, day, views, visitors, bots) {source} "
-           "ON CONFLICT(page_id, day) DO UPDATE SET views = excluded.views, "
+    "set": "INSERT INTO daily (page, day, views, visitors, bots) {source} "
+           "ON CONFLICT(page, day) DO UPDATE SET views = excluded.views, "
            "visitors = excluded.visitors, bots = excluded.bots",
-    "add": "INSERT INTO daily (page_id, day, views, visitors, bots) {source} "
-           "ON CONFLICT(page_id, day) DO UPDATE SET views = views + excluded.views, "
+    "add": "INSERT INTO daily (page, day, views, visitors, bots) {source} "
+           "ON CONFLICT(page, day) DO UPDATE SET views = views + excluded.views, "
            "visitors = visitors + excluded.visitors, bots = bots + excluded.bots",
 }
 

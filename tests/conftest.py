@@ -341,8 +341,10 @@ def totals(db: str) -> dict[str, int]:
 def snapshot(db: str) -> tuple:
     conn = sqlite3.connect(db)
     try:
-        return (conn.execute("SELECT * FROM pages ORDER BY page_id").fetchall(),
-                conn.execute("SELECT * FROM daily ORDER BY page_id, day").fetchall())
+        return (conn.execute("SELECT page_id, total, created_at, last_seen, visitors FROM pages "
+                             "ORDER BY page_id").fetchall(),
+                conn.execute("SELECT p.page_id, d.day, d.views, d.visitors, d.bots FROM daily d "
+                             "JOIN pages p ON p.id = d.page ORDER BY p.page_id, d.day").fetchall())
     finally:
         conn.close()
 
