@@ -15,7 +15,9 @@ import itertools
 import os
 import queue
 import re
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -498,7 +500,8 @@ class Store(Changes):
     def __init__(self, path: str, *, sync: str = "full", max_pages: int | None = None,
                  busy_timeout_s: float = 5.0, use_returning: bool | None = None,
                  max_page_count: int | None = None, readonly: bool = False):
-        self.path = path
+        self.path = source_path = path
+        self._copy_folder: str | None = None
         self.sync = sync
         self.max_pages = max_pages
         self.readonly = readonly
@@ -520,9 +523,19 @@ class Store(Changes):
             # one of them.
             try:
                 self._writer = _connect(path, readonly=True, timeout_s=busy_timeout_s)
-                _schema_version(self._writer, path)
+                version = _schema_version(self._writer, path)
             except sqlite3.Error as e:
                 raise UnusableDatabase(f"{path}: {e}") from None
+            if 0 < version < SCHEMA_VERSION:
+                # A file of an older schema (a backup, or a database no
+                # server has opened since Tally was upgraded): read a copy
+                # migrated as a server would, leaving the file as it is.
+                self._writer.close()
+                self._copy_folder = tempfile.mkdtemp(prefix="tally-upgraded-")
+                self.path = path = os.path.join(self._copy_folder, "counts.db")
+                copy_database(source_path, path, timeout_s=busy_timeout_s)
+                open_writer(path, sync, busy_timeout_s).close()
+                self._writer = _connect(path, readonly=True, timeout_s=busy_timeout_s)
         else:
             self._writer = open_writer(path, sync, busy_timeout_s, max_page_count)
             self._start_writer()
@@ -538,6 +551,8 @@ class Store(Changes):
             conn.close()
         if self._writer is not None:
             self._writer.close()
+        if self._copy_folder is not None:
+            shutil.rmtree(self._copy_folder, ignore_errors=True)
 
     def describe(self) -> str:
         """For the start-up line."""

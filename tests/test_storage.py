@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -621,3 +626,143 @@ def test_restore_replaces_the_kept_github_traffic_with_the_backups(db_path, tmp_
         assert s.github_traffic("alice/old").views == 9
     with sqlite_store.Store(str(tmp_path / "kept.db")) as s:  # the replaced one is saved
         assert [r.repo for r in s.github_repos()] == ["alice/new"]
+
+
+# The compact layout (schema 5, issue 23) ######################################
+
+DATA = conftest.ROOT / "tests" / "data"
+
+
+def version_4_file(path: str) -> sqlite3.Connection:
+    """An empty file of schema 4, the layout before the compact one."""
+    sqlite_store._make_folder(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for _, body in sqlite_store.migrations()[:4]:
+        for statement in sqlite_store._statements(body):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version=4")
+    return conn
+
+
+def fill_version_4(conn: sqlite3.Connection, pages: int) -> None:
+    """pages pages with 1 to 4 days each (views, visitors, bots), as schema 4 held them."""
+    conn.execute("BEGIN")
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+        "INSERT INTO pages (page_id, total, created_at, last_seen, visitors) "
+        "SELECT printf('user%d.repo-%x', i, i * 7919), i % 1000 + 40, '2026-01-01T00:00:00Z', "
+        "'2026-12-01T00:00:00Z', i % 17 FROM n", (pages - 1,))
+    conn.execute(
+        "WITH RECURSIVE d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d WHERE j < 3) "
+        "INSERT INTO daily (page_id, day, views, visitors, bots) "
+        "SELECT page_id, date('2026-11-01', '+' || (j * 9 + total % 5) || ' days'), "
+        "total % 10 + j, (total % 10 + j) / 2, j % 2 FROM pages, d WHERE j <= total % 4")
+    conn.execute("COMMIT")
+
+
+def version_4_rows(conn: sqlite3.Connection) -> tuple[list, list]:
+    return (conn.execute("SELECT page_id, total, created_at, last_seen, visitors FROM pages "
+                         "ORDER BY page_id").fetchall(),
+            conn.execute("SELECT page_id, day, views, visitors, bots FROM daily "
+                         "ORDER BY page_id, day").fetchall())
+
+
+def test_the_compact_migration_keeps_every_number_of_200000_pages(db_path):
+    conn = version_4_file(db_path)
+    fill_version_4(conn, 200_000)
+    pages, days = version_4_rows(conn)
+    conn.close()
+    assert len(pages) == 200_000 and len(days) > 400_000
+    with sqlite_store.Store(db_path, readonly=False) as s:
+        assert s.page_count() == 200_000
+        migrated = list(s.pages())
+    assert [(p.page_id, p.total, p.created_at, p.last_seen, p.visitors) for p in migrated] == pages
+    assert [(p.page_id, day, p.days[day], p.visitor_days.get(day, 0), p.bot_days.get(day, 0))
+            for p in migrated for day in sorted(p.days)] == days
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+    assert conn.execute("SELECT typeof(page), typeof(day) FROM daily LIMIT 1").fetchone() == (
+        "integer", "integer")
+    conn.close()
+
+
+def test_a_migration_that_would_change_a_count_is_rolled_back(db_path, monkeypatch):
+    conn = version_4_file(db_path)
+    fill_version_4(conn, 50)
+    before = version_4_rows(conn)
+    conn.close()
+    # Migration 5 with a fault: the day rows of one view are left behind.
+    broken = [(n, body.replace("ON p.page_id = d.page_id", "ON p.page_id = d.page_id "
+                               "AND d.views != 1")) for n, body in sqlite_store.migrations()]
+    assert broken != sqlite_store.migrations()
+    monkeypatch.setattr(sqlite_store, "migrations", lambda: broken)
+    with pytest.raises(storage.UnusableDatabase, match="migration 5 would change the counts"):
+        sqlite_store.Store(db_path)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert version_4_rows(conn) == before
+    conn.close()
+
+
+def test_a_file_made_by_tally_at_schema_4_exports_what_it_exported_then(tmp_path):
+    # tests/data: a file made by Tally at 9227a7c (schema 4: import, views
+    # with visitors, a bot's view, GitHub's traffic) and its export then.
+    db = str(tmp_path / "counts.db")
+    shutil.copy(DATA / "tally-v4.db", db)
+    then = json.loads((DATA / "tally-v4-export.json").read_text(encoding="utf-8"))
+    before = open(db, "rb").read()
+    # Read first (export reads a migrated copy: the file keeps its bytes),
+    # then opened by a server, which migrates it.
+    for opened_by_a_server in (False, True):
+        if opened_by_a_server:
+            sqlite_store.Store(db).close()
+        out = str(tmp_path / f"export-{opened_by_a_server}.json")
+        result = conftest.tally("export", "--out", out, db=db)
+        assert result.returncode == 0, result.stderr
+        now = json.loads(open(out, encoding="utf-8").read())
+        assert now["pages"] == then["pages"] and now["github"] == then["github"]
+        assert sum(p["total"] for p in now["pages"]) == 9000000000001242
+        if not opened_by_a_server:
+            assert open(db, "rb").read() == before
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == (5 if opened_by_a_server
+                                                                    else 4)
+        conn.close()
+    assert not [name for name in os.listdir(tempfile.gettempdir())
+                if name.startswith("tally-upgraded-")]
+
+
+def test_an_older_tally_refuses_the_compact_file(db_path, tmp_path):
+    # The sources of Tally at schema 4 (9227a7c), from this repository's history.
+    older = tmp_path / "older"
+    older.mkdir()
+    archive = subprocess.run(["git", "-C", str(conftest.ROOT), "archive", "9227a7c",
+                              "storage.py", "sqlite_store.py", "schema.sql"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        conftest.missing("no git history here (a source archive?)",
+                         "CI runs on a clone with its history")
+    subprocess.run(["tar", "-x", "-C", str(older)], input=archive.stdout, check=True)
+    with sqlite_store.Store(db_path) as s:
+        s.record_view("p")
+    before = open(db_path, "rb").read()
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, sqlite_store\n"
+         "try:\n    sqlite_store.Store(sys.argv[1])\n"
+         "except Exception as e:\n    print(e)", db_path],
+        cwd=older, capture_output=True, text=True, timeout=60)
+    assert "schema version 5 is newer than this Tally (4); upgrade Tally" in result.stdout, result
+    assert open(db_path, "rb").read() == before
+
+
+def test_an_older_backup_restores_into_the_compact_layout(db_path, tmp_path):
+    with sqlite_store.Store(db_path) as s:
+        s.record_view("replaced")
+    backup = str(tmp_path / "old-backup.db")
+    shutil.copy(DATA / "tally-v4.db", backup)
+    sqlite_store.replace_counts(db_path, backup, str(tmp_path / "kept.db"))
+    with sqlite_store.Store(db_path) as s:
+        assert s.counts("replaced").total == 0
+        assert s.page("alice.my-repo").days["2026-12-05"] == 1024
+        assert s.page("old-1970").days == {"1970-01-01": 1, "1999-12-31": 8999999999999999}
+    assert not [name for name in os.listdir(tmp_path) if ".upgraded" in name]
