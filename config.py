@@ -33,6 +33,9 @@ class Config:
     allow: str | None = None
     # Cap on distinct page_ids (None: no cap).
     max_pages: int | None = None
+    # Views per day are kept for this many days, today included (None:
+    # every day); totals and visitors are never touched.
+    keep_days: int | None = None
     # Count only requests from GitHub's image proxy.
     camo_only: bool = False
     # Visitors (docs/privacy.md): count each page's unique visitors per day
@@ -71,6 +74,8 @@ class Config:
             raise ConfigError("TALLY_SYNC must be full or normal")
         if self.max_pages is not None and self.max_pages < 1:
             raise ConfigError("TALLY_MAX_PAGES must be a positive number")
+        if self.keep_days is not None and self.keep_days < 1:
+            raise ConfigError("TALLY_KEEP_DAYS must be a positive number of days")
         if self.allow is not None:
             try:
                 re.compile(self.allow)
@@ -111,6 +116,7 @@ ENVIRONMENT = {
     "TALLY_METRICS": ("metrics", "flag"),
     "TALLY_ALLOW": ("allow", str),
     "TALLY_MAX_PAGES": ("max_pages", int),
+    "TALLY_KEEP_DAYS": ("keep_days", int),
     "TALLY_CAMO_ONLY": ("camo_only", "flag"),
     "TALLY_VISITORS": ("visitors", "flag"),
     "TALLY_COUNT_BOTS": ("count_bots", "flag"),
@@ -145,8 +151,8 @@ def from_env(environ: Mapping[str, str]) -> Config:
         raw = environ.get(name)
         if raw is None:
             continue
-        if raw == "" and field in ("allow", "max_pages", "trusted_proxy", "github_token",
-                                   "github_token_file"):
+        if raw == "" and field in ("allow", "max_pages", "keep_days", "trusted_proxy",
+                                   "github_token", "github_token_file"):
             values[field] = None
             continue
         if parse == "flag":

@@ -34,7 +34,8 @@ def is_postgres(db: str) -> bool:
 
 
 def open_store(db: str, *, sync: str = "full", max_pages: int | None = None,
-               busy_timeout_s: float = 5.0, readonly: bool = False) -> storage.Store:
+               busy_timeout_s: float = 5.0, readonly: bool = False,
+               keep_days: int | None = None) -> storage.Store:
     """The store for a TALLY_DB value: PostgreSQL for a URL, else SQLite."""
     if is_postgres(db):
         try:
@@ -44,9 +45,10 @@ def open_store(db: str, *, sync: str = "full", max_pages: int | None = None,
                 "a PostgreSQL database needs psycopg: `make setup-postgres` installs it "
                 "(requirements-postgres.txt)") from None
         return postgres_store.Store(db, max_pages=max_pages, timeout_s=busy_timeout_s,
-                                    readonly=readonly)
+                                    readonly=readonly, keep_days=keep_days)
     return sqlite_store.Store(db, sync=sync, max_pages=max_pages,
-                              busy_timeout_s=busy_timeout_s, readonly=readonly)
+                              busy_timeout_s=busy_timeout_s, readonly=readonly,
+                              keep_days=keep_days)
 
 
 class _NoLock:

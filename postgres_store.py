@@ -18,6 +18,7 @@ it (on).
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import os
 import time
@@ -99,28 +100,39 @@ WITH allowed AS (
     ON CONFLICT (page_id) DO UPDATE SET total = pages.total + 1,
         visitors = pages.visitors + excluded.visitors, last_seen = excluded.last_seen
     WHERE pages.total < %(max_total)s
-    RETURNING total, visitors
+    RETURNING id, total, visitors
 ), today AS (
-    INSERT INTO daily (page_id, day, views, visitors, bots)
-    SELECT %(page_id)s, %(day)s, %(views)s, (SELECT count(*) FROM seen), %(bots)s
+    INSERT INTO daily (page, day, views, visitors, bots)
+    SELECT coalesce((SELECT id FROM page), (SELECT id FROM pages WHERE page_id = %(page_id)s)),
+           %(day)s::date, %(views)s, (SELECT count(*) FROM seen), %(bots)s
     WHERE EXISTS (SELECT 1 FROM page)
        OR %(views)s::int = 0 AND EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
-    ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views,
+    ON CONFLICT (page, day) DO UPDATE SET views = daily.views + excluded.views,
         visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots
     RETURNING views, visitors
+), current AS (
+    SELECT p.total, p.visitors, d.views AS today, d.visitors AS today_visitors FROM pages p
+    LEFT JOIN daily d ON d.page = p.id AND d.day = %(day)s::date WHERE p.page_id = %(page_id)s
 )
 SELECT (SELECT total FROM page), (SELECT views FROM today),
-       EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s),
+       EXISTS (SELECT 1 FROM current),
        (SELECT visitors FROM page), (SELECT visitors FROM today),
-       (SELECT total FROM pages WHERE page_id = %(page_id)s),
-       (SELECT views FROM daily WHERE page_id = %(page_id)s AND day = %(day)s),
-       (SELECT visitors FROM pages WHERE page_id = %(page_id)s),
-       (SELECT visitors FROM daily WHERE page_id = %(page_id)s AND day = %(day)s)
+       (SELECT total FROM current), (SELECT today FROM current),
+       (SELECT visitors FROM current), (SELECT today_visitors FROM current)
 """
 _COUNTS = (
     "SELECT p.total, coalesce(d.views, 0), p.visitors, coalesce(d.visitors, 0) FROM pages p "
-    "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = %s WHERE p.page_id = %s"
+    "LEFT JOIN daily d ON d.page = p.id AND d.day = %s::date WHERE p.page_id = %s"
 )
+# A day's text as Tally writes it (YYYY-MM-DD, whatever the DateStyle).
+_DAY_TEXT = "to_char({}, 'YYYY-MM-DD')"
+# TALLY_KEEP_DAYS, as sqlite_store's: the day rows before the first kept
+# day, TRIM_ROWS at a time, each transaction on from the last one's key.
+_TRIM_LAST = ("SELECT page, day FROM daily WHERE (page, day) > (%s, %s) AND day < %s::date "
+              "ORDER BY page, day OFFSET %s LIMIT 1")
+_TRIM_UPTO = ("DELETE FROM daily WHERE (page, day) > (%s, %s) AND (page, day) <= (%s, %s) "
+              "AND day < %s::date")
+_TRIM_REST = "DELETE FROM daily WHERE (page, day) > (%s, %s) AND day < %s::date"
 
 _IMPORT_PAGE = {
     "set": "INSERT INTO pages (page_id, total, created_at, last_seen, visitors) {source} "
@@ -135,11 +147,11 @@ _IMPORT_PAGE = {
            "last_seen = GREATEST(pages.last_seen, excluded.last_seen)",
 }
 _IMPORT_DAY = {
-    "set": "INSERT INTO daily (page_id, day, views, visitors, bots) {source} "
-           "ON CONFLICT (page_id, day) DO UPDATE SET views = excluded.views, "
+    "set": "INSERT INTO daily (page, day, views, visitors, bots) {source} "
+           "ON CONFLICT (page, day) DO UPDATE SET views = excluded.views, "
            "visitors = excluded.visitors, bots = excluded.bots",
-    "add": "INSERT INTO daily (page_id, day, views, visitors, bots) {source} "
-           "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views, "
+    "add": "INSERT INTO daily (page, day, views, visitors, bots) {source} "
+           "ON CONFLICT (page, day) DO UPDATE SET views = daily.views + excluded.views, "
            "visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots",
 }
 
@@ -160,6 +172,20 @@ def check_encoding(conn: psycopg.Connection, url: str) -> None:
             f"{storage.masked(url)}: the database's encoding is {encoding}; Tally needs "
             f"UTF8 (createdb --encoding=UTF8 --template=template0 ...)")
 
+# Migrations that rewrite tables into a new layout (schema_postgres.sql's
+# header): the numbers below, read before and after inside the migration's
+# transaction, must be equal or nothing is changed and the server refuses
+# to start (sqlite_store.py reads the same numbers).
+REWRITES = {5}
+_KEPT_NUMBERS = (
+    "SELECT count(*), coalesce(sum(total), 0), coalesce(sum(visitors), 0), "
+    "coalesce(sum(total * length(page_id)), 0), coalesce(sum(visitors * length(page_id)), 0), "
+    "(SELECT count(*) FROM daily), (SELECT coalesce(sum(views), 0) FROM daily), "
+    "(SELECT coalesce(sum(visitors), 0) FROM daily), (SELECT coalesce(sum(bots), 0) FROM daily) "
+    "FROM pages"
+)
+
+
 def migrate(conn: psycopg.Connection, url: str) -> None:
     """Create or update Tally's tables, once for several servers starting at once."""
     with conn.transaction():
@@ -168,8 +194,16 @@ def migrate(conn: psycopg.Connection, url: str) -> None:
         for number, body in storage.migrations(SCHEMA_FILE):
             if number <= version:
                 continue
+            verified = number in REWRITES and version > 0
+            before = conn.execute(_KEPT_NUMBERS).fetchone() if verified else None
             for statement in storage.statements(body):
                 conn.execute(statement)
+            after = conn.execute(_KEPT_NUMBERS).fetchone() if verified else None
+            if before != after:
+                raise UnusableDatabase(
+                    f"{storage.masked(url)}: migration {number} would change the counts "
+                    f"(pages, days and their sums {before} became {after}); it was rolled "
+                    f"back and nothing changed")
             conn.execute("UPDATE tally_schema SET version = %s", (number,))
 
 def schema_version(conn: psycopg.Connection, url: str) -> int:
@@ -189,6 +223,12 @@ def schema_version(conn: psycopg.Connection, url: str) -> int:
         raise UnusableDatabase(f"{storage.masked(url)}: schema version {version} is "
                                f"newer than this Tally ({SCHEMA_VERSION}); upgrade Tally")
     return version
+
+
+def _key(conn: psycopg.Connection, page_id: str) -> int | None:
+    """A page's integer key (schema_postgres.sql, migration 5), None when it has none."""
+    row = conn.execute("SELECT id FROM pages WHERE page_id = %s", (page_id,)).fetchone()
+    return row[0] if row else None
 
 
 class Changes(storage.GroupCommitStore):
@@ -221,11 +261,12 @@ class Changes(storage.GroupCommitStore):
                 raise AlreadyExists(new)
             if exists:
                 # The sum must stay within TOTAL_MAX, as a view's would.
+                keys = tuple(_key(conn, page_id) for page_id in (old, new))
                 over = conn.execute(
-                    "SELECT (SELECT sum(total) FROM pages WHERE page_id IN (%s, %s)) > %s "
-                    "OR EXISTS (SELECT 1 FROM daily WHERE page_id IN (%s, %s) "
+                    "SELECT (SELECT sum(total) FROM pages WHERE id IN (%s, %s)) > %s "
+                    "OR EXISTS (SELECT 1 FROM daily WHERE page IN (%s, %s) "
                     "GROUP BY day HAVING sum(views) > %s)",
-                    (old, new, TOTAL_MAX, old, new, TOTAL_MAX)).fetchone()[0]
+                    (*keys, TOTAL_MAX, *keys, TOTAL_MAX)).fetchone()[0]
                 if over:
                     raise TotalLimitReached(new)
                 conn.execute(
@@ -235,23 +276,25 @@ class Changes(storage.GroupCommitStore):
                     "last_seen = GREATEST(pages.last_seen, o.last_seen) "
                     "FROM pages o WHERE o.page_id = %s AND pages.page_id = %s", (old, new))
                 conn.execute(
-                    "INSERT INTO daily (page_id, day, views, visitors, bots) "
-                    "SELECT %s, day, views, visitors, bots FROM daily WHERE page_id = %s "
-                    "ON CONFLICT (page_id, day) DO UPDATE SET views = daily.views + excluded.views, "
+                    "INSERT INTO daily (page, day, views, visitors, bots) "
+                    "SELECT %s, day, views, visitors, bots FROM daily WHERE page = %s "
+                    "ON CONFLICT (page, day) DO UPDATE SET views = daily.views + excluded.views, "
                     "visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots",
-                    (new, old))
-                conn.execute("DELETE FROM daily WHERE page_id = %s", (old,))
-                conn.execute("DELETE FROM pages WHERE page_id = %s", (old,))
+                    keys[::-1])
+                conn.execute("DELETE FROM daily WHERE page = %s", keys[:1])
+                conn.execute("DELETE FROM pages WHERE id = %s", keys[:1])
             else:
+                # The days follow the page's key: only its id changes.
                 conn.execute("UPDATE pages SET page_id = %s WHERE page_id = %s", (new, old))
-                conn.execute("UPDATE daily SET page_id = %s WHERE page_id = %s", (new, old))
         self._wait(Task(run))
 
     def delete(self, page_id: str) -> None:
         def run(conn: psycopg.Connection) -> None:
-            if conn.execute("DELETE FROM pages WHERE page_id = %s", (page_id,)).rowcount == 0:
+            key = _key(conn, page_id)
+            if key is None:
                 raise NotFound(page_id)
-            conn.execute("DELETE FROM daily WHERE page_id = %s", (page_id,))
+            conn.execute("DELETE FROM daily WHERE page = %s", (key,))
+            conn.execute("DELETE FROM pages WHERE id = %s", (key,))
         self._wait(Task(run))
 
     # Import staging: temporary tables of the writer's connection
@@ -295,7 +338,8 @@ class Changes(storage.GroupCommitStore):
         days, days_over = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE %s AND coalesce(d.views, 0) + s.views > %s) "
             "FROM staged_days s JOIN staged_pages p ON p.number = s.number "
-            "LEFT JOIN daily d ON d.page_id = p.page_id AND d.day = s.day",
+            "LEFT JOIN pages k ON k.page_id = p.page_id "
+            "LEFT JOIN daily d ON d.page = k.id AND d.day = s.day::date",
             (add, TOTAL_MAX)).fetchone()
         if over or days_over:
             raise TotalLimitReached(f"adding would take a total past {TOTAL_MAX}")
@@ -311,8 +355,9 @@ class Changes(storage.GroupCommitStore):
             source="SELECT page_id, total, created_at, last_seen, visitors FROM staged_pages "
                    'WHERE number BETWEEN %s AND %s ORDER BY page_id COLLATE "C"'), numbers)
         conn.execute(_IMPORT_DAY[mode].format(
-            source="SELECT p.page_id, s.day, s.views, s.visitors, s.bots FROM staged_days s "
+            source="SELECT k.id, s.day::date, s.views, s.visitors, s.bots FROM staged_days s "
                    "JOIN staged_pages p ON p.number = s.number "
+                   "JOIN pages k ON k.page_id = p.page_id "
                    'WHERE s.number BETWEEN %s AND %s ORDER BY p.page_id COLLATE "C", s.day'),
             numbers)
 
@@ -346,8 +391,9 @@ class Store(Changes):
     next ones: no restart needed after the database comes back."""
 
     def __init__(self, url: str, *, max_pages: int | None = None, timeout_s: float = 5.0,
-                 readonly: bool = False):
+                 readonly: bool = False, keep_days: int | None = None):
         self.url = url
+        self.keep_days = keep_days
         self.max_pages = max_pages
         # The writer's count of pages, for the cap (_page_cap).
         self._pages_seen: int | None = None
@@ -492,6 +538,14 @@ class Store(Changes):
         self._known.forget_days_before(before)
         return forgotten
 
+    def _trim(self, conn: psycopg.Connection, before: str, after: tuple | None,
+              rows: int) -> tuple[tuple | None, int]:
+        start = after or (0, datetime.date.min)
+        last = conn.execute(_TRIM_LAST, (*start, before, rows - 1)).fetchone()
+        if last is None:
+            return None, conn.execute(_TRIM_REST, (*start, before)).rowcount
+        return tuple(last), conn.execute(_TRIM_UPTO, (*start, *last, before)).rowcount
+
     def _page_cap(self, conn: psycopg.Connection) -> int | None:
         """The page cap this batch's statements check, or None.
 
@@ -583,12 +637,14 @@ class Store(Changes):
 
     def _days_between(self, page_id: str, first: str, last: str) -> dict[str, storage.Day]:
         return {row[0]: storage.Day(*row) for row in self._read(
-            "SELECT day, views, visitors, bots FROM daily WHERE page_id = %s AND day >= %s "
-            "AND day <= %s", (page_id, first, last))}
+            f"SELECT {_DAY_TEXT.format('d.day')}, d.views, d.visitors, d.bots FROM pages p "
+            "JOIN daily d ON d.page = p.id WHERE p.page_id = %s AND d.day >= %s::date "
+            "AND d.day <= %s::date", (page_id, first, last))}
 
     def best_day(self, page_id: str) -> tuple[str, int] | None:
-        rows = self._read("SELECT day, views FROM daily WHERE page_id = %s "
-                          "ORDER BY views DESC, day DESC LIMIT 1", (page_id,))
+        rows = self._read(f"SELECT {_DAY_TEXT.format('d.day')}, d.views FROM pages p "
+                          "JOIN daily d ON d.page = p.id WHERE p.page_id = %s "
+                          "ORDER BY d.views DESC, d.day DESC LIMIT 1", (page_id,))
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
     def top(self, limit: int) -> list[tuple[str, int]]:
@@ -602,29 +658,29 @@ class Store(Changes):
                           "WHERE page_id = %s", (page_id,))
         if not rows:
             return None
-        days = self._read("SELECT day, views, visitors, bots FROM daily WHERE page_id = %s "
-                          "ORDER BY day", (page_id,))
+        days = self._read(f"SELECT {_DAY_TEXT.format('d.day')}, d.views, d.visitors, d.bots "
+                          "FROM pages p JOIN daily d ON d.page = p.id WHERE p.page_id = %s "
+                          "ORDER BY d.day", (page_id,))
         return storage.page_from_rows(rows[0], days)
 
     def pages(self) -> Iterator[Page]:
-        """Every page with its history, ordered by page_id, from one snapshot."""
+        """Every page with its history, ordered by page_id, from one snapshot
+        (a server-side cursor: one page in memory at a time)."""
         try:
-            with self._pool.connection() as conn:
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                try:
-                    days: dict[str, list[tuple]] = {}
-                    for page_id, *day in conn.execute(
-                            'SELECT page_id, day, views, visitors, bots FROM daily '
-                            'ORDER BY page_id COLLATE "C", day'):
-                        days.setdefault(page_id, []).append(day)
-                    rows = conn.execute('SELECT page_id, total, created_at, last_seen, visitors '
-                                        'FROM pages ORDER BY page_id COLLATE "C"').fetchall()
-                finally:
-                    conn.execute("COMMIT")
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                with conn.cursor(name="tally_pages") as cursor:
+                    cursor.itersize = 2000
+                    cursor.execute(
+                        "SELECT p.page_id, p.total, p.created_at, p.last_seen, p.visitors, "
+                        f"{_DAY_TEXT.format('d.day')}, d.views, d.visitors, d.bots FROM pages p "
+                        'LEFT JOIN daily d ON d.page = p.id ORDER BY p.page_id COLLATE "C", d.day')
+                    for _, group in itertools.groupby(cursor, key=lambda row: row[0]):
+                        first, *others = group
+                        days = [row[5:] for row in [first, *others] if row[5] is not None]
+                        yield storage.page_from_rows(first[:5], days)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
             raise _storage_error(e) from None
-        for row in rows:
-            yield storage.page_from_rows(row, days.get(row[0], []))
 
 
 # GitHub's traffic numbers (storage.KeptTraffic runs these) ##################

@@ -182,9 +182,15 @@ class Pages:
             return _json(self.timed("github", lambda: self.github_history(page_id, days)))
         history = self.timed("history", lambda: self.store.days(page_id, days))
         counts = self.timed("counts", lambda: self.store.counts(page_id))
+        # TALLY_KEEP_DAYS: a day before the first kept one has no numbers
+        # (null), never zeros.
+        kept_from = self.store.kept_from()
         return _json({"page_id": page_id, "total": counts.total, "today": counts.today,  # type: ignore
                       "visitors": counts.visitors, "visitors_today": counts.visitors_today,  # type: ignore
-                      "days": [dataclasses.asdict(d) for d in history]})  # type: ignore
+                      "kept_from": kept_from,
+                      "days": [dataclasses.asdict(d) if kept_from is None or d.day >= kept_from
+                               else {"day": d.day, "views": None, "visitors": None, "bots": None}
+                               for d in history]})  # type: ignore[union-attr]
 
     def github_history(self, page_id: str, days: int) -> dict[str, object]:
         """/api/history of a github: page: GitHub's numbers per day, each
@@ -259,10 +265,13 @@ class Pages:
         counts = self.timed("counts", lambda: self.store.counts(page_id))
         history = self.timed("history", lambda: self.store.days(page_id, days))
         best = self.timed("best_day", lambda: self.store.best_day(page_id))
-        chart = badge.history_chart([(d.day, d.views) for d in history])  # type: ignore[union-attr]
+        kept_from = self.store.kept_from()
+        chart = badge.history_chart([(d.day, d.views if kept_from is None or d.day >= kept_from
+                                      else None) for d in history])  # type: ignore[union-attr]
         return _html(self.stats_view.render(error=None, page_id=page_id, counts=counts,
                                             history=history, best=best, quote=urllib.parse.quote,
-                                            chart=chart))
+                                            chart=chart, kept_from=kept_from,
+                                            keep_days=self.store.keep_days))
 
     def github_stats(self, page_id: str, days: int) -> bottle.HTTPResponse:
         """/stats of a github: page: GitHub's numbers per day, the lost days
@@ -539,10 +548,12 @@ class _AccessLogHandler(logging.StreamHandler):
 
 
 def _setup_logging(quiet: bool) -> None:
-    errors = logging.StreamHandler(sys.stderr)
-    errors.setLevel(logging.WARNING)
-    errors.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(errors)
+    # Trouble, and the few events an operator wants to see (TALLY_KEEP_DAYS'
+    # daily pass), on stderr; the access log on stdout.
+    messages = logging.StreamHandler(sys.stderr)
+    messages.setLevel(logging.INFO)
+    messages.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(messages)
     log.setLevel(logging.INFO)
     log.propagate = False
     access = _AccessLogHandler(sys.stdout)
@@ -576,7 +587,7 @@ def worker_app(config: Config) -> Callable:
     connection must not cross a fork, so the serving process opens none."""
     _die_with_parent()
     store = database.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
-                               busy_timeout_s=config.busy_timeout)
+                               busy_timeout_s=config.busy_timeout, keep_days=config.keep_days)
     # GitHub's traffic numbers are synced in a thread of this process: the
     # event loop never waits on GitHub.
     github.Syncer(store, config).start()

@@ -499,8 +499,10 @@ class Store(Changes):
 
     def __init__(self, path: str, *, sync: str = "full", max_pages: int | None = None,
                  busy_timeout_s: float = 5.0, use_returning: bool | None = None,
-                 max_page_count: int | None = None, readonly: bool = False):
+                 max_page_count: int | None = None, readonly: bool = False,
+                 keep_days: int | None = None):
         self.path = source_path = path
+        self.keep_days = keep_days
         self._copy_folder: str | None = None
         self.sync = sync
         self.max_pages = max_pages
@@ -703,6 +705,14 @@ class Store(Changes):
         # WAL's copies go at the checkpoint after this transaction.
         self._checkpoint_due = True
         return forgotten
+
+    def _trim(self, conn: sqlite3.Connection, before: str, after: tuple | None,
+              rows: int) -> tuple[tuple | None, int]:
+        start = after or (-1, -1)
+        last = conn.execute(_TRIM_LAST, (*start, before, rows - 1)).fetchone()
+        if last is None:
+            return None, conn.execute(_TRIM_REST, (*start, before)).rowcount
+        return tuple(last), conn.execute(_TRIM_UPTO, (*start, *last, before)).rowcount
 
     @staticmethod
     def _refusal(conn: sqlite3.Connection, page_id: str) -> Exception:
@@ -1009,6 +1019,16 @@ _COUNTS = (
     "SELECT p.total, coalesce(d.views, 0), p.visitors, coalesce(d.visitors, 0) FROM pages p "
     f"LEFT JOIN daily d ON d.page = p.id AND d.day = {_DAY_PARAM} WHERE p.page_id = ?"
 )
+# TALLY_KEEP_DAYS (storage.GroupCommitStore._trim_step): the day rows before
+# the first kept day, TRIM_ROWS at a time in key order. A row value compared
+# with the primary key's columns is a range of it: each transaction reads on
+# from where the last one stopped, not from the table's start.
+_TRIM_LAST = (f"SELECT page, day FROM daily WHERE (page, day) > (?, ?) AND day < {_DAY_PARAM} "
+              "ORDER BY page, day LIMIT 1 OFFSET ?")
+_TRIM_UPTO = ("DELETE FROM daily WHERE (page, day) > (?, ?) AND (page, day) <= (?, ?) "
+              f"AND day < {_DAY_PARAM}")
+_TRIM_REST = f"DELETE FROM daily WHERE (page, day) > (?, ?) AND day < {_DAY_PARAM}"
+
 # Import: {source} is a SELECT of the staged rows ("WHERE true" is already
 # in it as a BETWEEN: SQLite's parser needs a WHERE before ON CONFLICT).
 _IMPORT_PAGE = {

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import datetime
 import hashlib
+import logging
 import queue
 import re
 import threading
@@ -21,6 +22,8 @@ import time
 import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+
+log = logging.getLogger("tally")
 
 # How many queued views one group commit may take at most.
 BATCH_LIMIT = 512
@@ -298,6 +301,15 @@ SALT_BYTES = 32
 VISITOR_GRACE = datetime.timedelta(seconds=60)
 # The writer looks for a day to forget when idle this long (seconds).
 HOUSEKEEPING_S = 30.0
+# TALLY_KEEP_DAYS: the day rows one transaction deletes at most; views
+# queued meanwhile wait for one such transaction, then are written before
+# the next (docs/settings.md).
+TRIM_ROWS = 2000
+
+
+def first_kept_day(keep_days: int, now: datetime.datetime) -> str:
+    """With TALLY_KEEP_DAYS=keep_days: the oldest day kept (today is the last of them)."""
+    return last_days(keep_days, now)[0]
 
 
 def last_days(days: int, now: datetime.datetime | None = None) -> list[str]:
@@ -657,6 +669,13 @@ class Store(KeptTraffic):
         """Delete the salts and hashes of every day that ended (VISITOR_GRACE
         ago); how many days were forgotten."""
 
+    # TALLY_KEEP_DAYS (None: every day is kept)
+    keep_days: int | None = None
+
+    def kept_from(self, now: datetime.datetime | None = None) -> str | None:
+        """The first day whose views per day are kept; None when all are."""
+        return first_kept_day(self.keep_days, now or utc_now()) if self.keep_days else None
+
     # Reading
     @abc.abstractmethod
     def counts(self, page_id: str, now: datetime.datetime | None = None) -> Counts:
@@ -750,11 +769,56 @@ class GroupCommitStore(Store):
         """In the writer's transaction: delete the salts and hashes of the
         days that ended VISITOR_GRACE before now; how many days."""
 
+    @abc.abstractmethod
+    def _trim(self, conn: object, before: str, after: tuple | None,
+              rows: int) -> tuple[tuple | None, int]:
+        """In the writer's transaction: delete the day rows before the day
+        `before`, at most `rows` of them, in (page, day) order from after the
+        key `after` (None: the first); return the last key deleted (None
+        when none was left) and how many rows."""
+
     def forget_visitors(self, now: datetime.datetime | None = None) -> int:
         return self._wait(Task(lambda conn: self._forget(conn, now or utc_now())))  # type: ignore
 
+    def trim_history(self, now: datetime.datetime | None = None) -> int:
+        """With keep_days: a new pass now, deleting every day row before the
+        first kept day, TRIM_ROWS at a time between the views as the writer
+        does by itself; how many rows the pass deleted."""
+        def restart(conn: object) -> None:
+            self._trim_pass = None  # a new pass, even if one ended today
+            self._trim_step(conn, now or utc_now())
+        self._wait(Task(restart))
+        while self._trim_left:
+            self._wait(Task(lambda conn: self._trim_step(conn, now or utc_now())))
+        return self._trim_deleted
+
+    def _trim_step(self, conn: object, now: datetime.datetime) -> int:
+        """One transaction of trimming: TRIM_ROWS day rows at most. A pass
+        walks the day rows once for each first kept day (so once a day)."""
+        if not self.keep_days:
+            self._trim_left = False
+            return 0
+        before = first_kept_day(self.keep_days, now)
+        if before != self._trim_pass:
+            self._trim_pass, self._trim_after, self._trim_left = before, None, True
+            self._trim_deleted, self._trim_began = 0, time.monotonic()
+        if not self._trim_left:
+            return 0
+        last, deleted = self._trim(conn, before, self._trim_after, TRIM_ROWS)
+        self._trim_after, self._trim_deleted = last, self._trim_deleted + deleted
+        self._trim_left = last is not None and deleted == TRIM_ROWS
+        if not self._trim_left and self._trim_deleted:
+            log.info("TALLY_KEEP_DAYS=%d: deleted %d day rows before %s in %.1f s",
+                     self.keep_days, self._trim_deleted, before,
+                     time.monotonic() - self._trim_began)
+        return deleted
+
     def _start_writer(self) -> None:
         self._housekept_at = 0.0
+        self._trim_pass: str | None = None
+        self._trim_after: tuple | None = None
+        self._trim_left = False
+        self._trim_deleted = 0
         self._queue: queue.SimpleQueue[View | Task | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="tally-writer", daemon=True)
         self._thread.start()
@@ -774,14 +838,20 @@ class GroupCommitStore(Store):
         while True:
             if time.monotonic() - self._housekept_at >= HOUSEKEEPING_S:
                 # At most every HOUSEKEEPING_S, busy or idle: the salt and
-                # hashes of a day that ended are deleted.
+                # hashes of a day that ended are deleted, and a new pass of
+                # TALLY_KEEP_DAYS begins when the first kept day moved.
                 self._housekept_at = time.monotonic()
                 self._run(Task(lambda conn: self._forget(conn, utc_now())))
+                self._trim_once()
+            elif self._trim_left:
+                # A pass goes on one transaction at a time, between the
+                # group commits of the views that queued meanwhile.
+                self._trim_once()
             if pending is not None:
                 job: View | Task | None = pending
             else:
                 try:
-                    job = self._queue.get(timeout=HOUSEKEEPING_S)
+                    job = self._queue.get(timeout=0 if self._trim_left else HOUSEKEEPING_S)
                 except queue.Empty:
                     continue
             pending = None
@@ -801,6 +871,13 @@ class GroupCommitStore(Store):
                     break
                 batch.append(nxt)
             self._commit(batch)
+
+    def _trim_once(self) -> None:
+        task = Task(lambda conn: self._trim_step(conn, utc_now()))
+        self._run(task)
+        if task.error is not None:
+            # The pass begins again at the next housekeeping.
+            self._trim_pass, self._trim_left = None, False
 
     def _commit(self, batch: list[View]) -> None:
         try:

@@ -115,7 +115,7 @@ def make_client(db_path: str):
 
     def build(**settings) -> tuple[Client, sqlite_store.Store]:
         cfg = config.Config(db=db_path, **settings)
-        s = sqlite_store.Store(db_path, max_pages=cfg.max_pages)
+        s = sqlite_store.Store(db_path, max_pages=cfg.max_pages, keep_days=cfg.keep_days)
         stores.append(s)
         clients.append(Client(server.create_app(cfg, s)))
         return clients[-1], s
@@ -175,8 +175,8 @@ class LiveServer:
 
 
 def start_server(db: str, tmp_path: Path, env: dict | None = None, args: list[str] = (),
-                 prefix: list[str] = ()) -> LiveServer:
-    port = free_port()
+                 prefix: list[str] = (), port: int | None = None) -> LiveServer:
+    port = port or free_port()
     log = tmp_path / f"server-{port}.log"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     environment.update(env or {})
@@ -217,8 +217,8 @@ def live_server(tmp_path: Path, db_path: str):
     servers = []
 
     def start(env: dict | None = None, args: list[str] = (), db: str | None = None,
-              prefix: list[str] = ()) -> LiveServer:
-        s = start_server(db or db_path, tmp_path, env, list(args), list(prefix))
+              prefix: list[str] = (), port: int | None = None) -> LiveServer:
+        s = start_server(db or db_path, tmp_path, env, list(args), list(prefix), port)
         servers.append(s)
         return s
     yield start

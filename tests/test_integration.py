@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import http.client
 import json
 import os
@@ -645,3 +646,85 @@ def test_the_real_server_counts_visitors_and_leaves_proxies_and_bots_out(live_se
     answer = json.loads(live.get("/api/count?page_id=blog")[2])
     assert (answer["total"], answer["visitors"]) == (21, 5)
     assert b">5</text>" in live.get("/badge?page_id=blog&show=visitors&query_only=true")[2]
+
+
+def test_keep_days_trims_history_while_the_real_server_counts(live_server, db_path):
+    # 20,000 pages with 60 days each; TALLY_KEEP_DAYS=10 leaves 10 of them:
+    # a million day rows deleted 2,000 at a time, between the views of 8
+    # clients that begin counting as soon as the server answers.
+    import sqlite_store
+    import storage
+    pages, today = 20_000, storage.utc_now().date()
+    days = [(today - datetime.timedelta(days=back)).isoformat() for back in range(60)]
+    sqlite_store.Store(db_path).close()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                 "INSERT INTO pages (page_id, total, created_at, last_seen) "
+                 "SELECT 'page-' || i, 180, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z' "
+                 "FROM n", (pages - 1,))
+    conn.execute("WITH RECURSIVE d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d WHERE j < 59) "
+                 "INSERT INTO daily (page, day, views) SELECT id, "
+                 "CAST(julianday(?) - 2440587.5 AS INTEGER) - j, 3 FROM pages, d", (days[0],))
+    conn.execute("COMMIT")
+    conn.close()
+    first = days[9]
+    answered: list[tuple[str, int]] = []
+    began: list[float] = []
+    stop = threading.Event()
+    port = free_port()
+
+    def count(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            page_id = f"page-{(worker * 389 + n * 7) % pages}" if n % 10 else f"new-{worker}-{n}"
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                connection.request("GET", f"/badge?page_id={page_id}",
+                                   headers={"User-Agent": BROWSER})
+                response = connection.getresponse()
+                body = response.read()
+                connection.close()
+            except OSError:
+                time.sleep(0.005)  # not listening yet
+                continue
+            assert response.status == 200
+            began.append(time.time())
+            answered.append((page_id, badge_total(body)))
+            n += 1
+    threads = [threading.Thread(target=count, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        live = live_server(env={"TALLY_KEEP_DAYS": "10"}, port=port)
+        wait_until(lambda: "day rows before" in live.log.read_text(), timeout=120)
+        time.sleep(0.5)  # and views after the pass
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    passes = re.findall(r"(\S+ \S+) INFO TALLY_KEEP_DAYS=10: deleted (\d+) day rows before (\S+)",
+                        live.log.read_text())
+    assert [(rows, day) for _, rows, day in passes] == [(str(pages * 50), first)]
+    ended = datetime.datetime.strptime(passes[0][0], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    assert min(began) < ended  # views were answered while the pass ran
+    views: dict[str, int] = {}
+    for page_id, _ in answered:
+        views[page_id] = views.get(page_id, 0) + 1
+    assert len(answered) > 500 and len(views) > 100
+    conn = sqlite3.connect(db_path)
+    totals = dict(conn.execute("SELECT page_id, total FROM pages"))
+    kept: dict[str, dict[str, int]] = {}
+    for page_id, day, n in conn.execute(
+            "SELECT p.page_id, date(d.day * 86400, 'unixepoch'), d.views FROM daily d "
+            "JOIN pages p ON p.id = d.page"):
+        kept.setdefault(page_id, {})[day] = n
+    conn.close()
+    for n in range(pages):  # totals untouched, every answered view in them
+        page_id = f"page-{n}"
+        assert totals[page_id] == 180 + views.get(page_id, 0)
+        assert kept[page_id] == {day: 3 + (views.get(page_id, 0) if day == days[0] else 0)
+                                 for day in days[:10]}
+    for page_id, n in views.items():
+        if page_id.startswith("new-"):
+            assert totals[page_id] == n and kept[page_id] == {days[0]: n}

@@ -3,6 +3,7 @@ process over a real database file."""
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import html
 import json
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import badge
 import flavours
 import sqlite_store
+import storage
 from conftest import SNIPPET_CASES, hostile_text
 
 NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
@@ -138,6 +140,7 @@ def test_history_endpoint_lists_days(make_client):
     client.get("/badge", "page_id=p")
     body = json.loads(client.get("/api/history", "page_id=p&days=7").body)
     assert len(body["days"]) == 7 and body["days"][-1]["views"] == 1 and body["total"] == 1
+    assert body["kept_from"] is None  # every day is kept
     assert client.get("/api/history", "page_id=p&days=366").status == 400
 
 
@@ -597,3 +600,20 @@ def test_dwyls_show_unique_shows_visitors(client):
     assert ">4</text>" in client.get("/alice/repo.svg", "show=unique", headers=from_client(1)).text
     answer = json.loads(client.get("/alice/repo.json", "show=unique", headers=from_client(1)).body)
     assert answer["message"] == "4"
+
+
+def test_stats_and_history_say_where_history_begins_with_keep_days(make_client):
+    client, store = make_client(keep_days=3)
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    old = (today - datetime.timedelta(days=5)).isoformat()
+    store.import_pages([storage.Page("blog", 7, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
+                                     {old: 6})], "set")
+    client.get("/badge", "page_id=blog")
+    assert store.trim_history() == 1
+    kept_from = (today - datetime.timedelta(days=2)).isoformat()
+    body = json.loads(client.get("/api/history", "page_id=blog&days=7").body)
+    assert body["kept_from"] == kept_from and body["total"] == 8
+    assert [d["views"] for d in body["days"]] == [None] * 4 + [0, 0, 1]
+    page = client.get("/stats", "page_id=blog&days=7").text
+    assert f"History begins on {kept_from}" in page and page.count("not kept") == 4
+    assert page.count('class="lost"') == 4  # the chart's marks without numbers

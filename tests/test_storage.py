@@ -766,3 +766,38 @@ def test_an_older_backup_restores_into_the_compact_layout(db_path, tmp_path):
         assert s.page("alice.my-repo").days["2026-12-05"] == 1024
         assert s.page("old-1970").days == {"1970-01-01": 1, "1999-12-31": 8999999999999999}
     assert not [name for name in os.listdir(tmp_path) if ".upgraded" in name]
+
+
+# TALLY_KEEP_DAYS ##############################################################
+
+
+def test_keep_days_deletes_exactly_the_days_before_the_first_kept_one(make_store, monkeypatch):
+    monkeypatch.setattr(storage, "TRIM_ROWS", 7)  # many small transactions
+    today = storage.utc_now().date()
+    store = make_store(keep_days=30)
+    pages = [storage.Page(f"page-{n}", 1000 + n, STAMP, STAMP,
+                          {(today - datetime.timedelta(days=back)).isoformat(): back + 1
+                           for back in range(n, 80, 3)}, visitors=n,
+                          visitor_days={(today - datetime.timedelta(days=n)).isoformat(): 1},
+                          bot_days={(today - datetime.timedelta(days=60)).isoformat(): 2})
+             for n in range(40)]
+    store.import_pages(pages, "set")
+    first = (today - datetime.timedelta(days=29)).isoformat()
+    assert store.kept_from() == first
+    expected_deleted = sum(1 for p in pages for day in set(p.days) | set(p.bot_days)
+                           if day < first)
+    assert store.trim_history() == expected_deleted > 7 * 10
+    for p in pages:
+        kept = store.page(p.page_id)
+        assert (kept.total, kept.visitors) == (p.total, p.visitors)  # never touched
+        assert kept.days == {day: views for day, views in p.days.items() if day >= first}
+        assert kept.visitor_days == {day: 1 for day in p.visitor_days if day >= first}
+        assert kept.bot_days == {}
+    assert store.trim_history() == 0  # nothing more to delete
+
+
+def test_without_keep_days_every_day_is_kept(any_store):
+    old = storage.Page("p", 5, STAMP, STAMP, {"2001-01-01": 5})
+    any_store.import_pages([old], "set")
+    assert any_store.kept_from() is None and any_store.trim_history() == 0
+    assert any_store.page("p").days == {"2001-01-01": 5}

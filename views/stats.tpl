@@ -27,6 +27,9 @@
   <div><dt>Bot views, last {{len(history)}} days (not counted)</dt><dd id="bots">{{f"{sum(d.bots for d in history):,}"}}</dd></div>
 </dl>
 <h2>Last {{len(history)}} days</h2>
+% if kept_from:
+<p id="kept-from">History begins on {{kept_from}}: this server keeps views per day for {{keep_days}} days (TALLY_KEEP_DAYS). The total and the visitors above still count every day.</p>
+% end
 <figure class="chart">
 {{!chart}}
 <figcaption>Views per UTC day, oldest on the left. The numbers as JSON: <a href="/api/history?page_id={{quote(page_id, safe='')}}&amp;days={{len(history)}}">/api/history</a>.</figcaption>
@@ -37,7 +40,11 @@
 <thead><tr><th scope="col">Day</th><th scope="col">Views</th><th scope="col">Visitors</th><th scope="col">Bot views</th></tr></thead>
 <tbody>
 % for d in reversed(history):
+% if kept_from and d.day < kept_from:
+<tr class="not-kept"><td>{{d.day}}</td><td colspan="3">not kept</td></tr>
+% else:
 <tr><td>{{d.day}}</td><td>{{d.views}}</td><td>{{d.visitors}}</td><td>{{d.bots}}</td></tr>
+% end
 % end
 </tbody>
 </table>
