@@ -27,7 +27,7 @@ import os
 import re
 import sys
 import typing
-from typing import Callable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 import database
 import flavours
@@ -259,27 +259,38 @@ def _csv_uncell(text: str) -> str:
     return text[1:] if text.startswith("'") else text
 
 
-def _write_export(pages: list[storage.Page], form: str, target: TextIO,
-                  kept: list[storage.KeptRepo] = ()) -> None:
+# A JSON export's first line: the pages follow one per line, so that
+# export and import hold one page at a time (ImportReader streams a file
+# that begins with it; any other JSON is read whole).
+JSON_HEAD = '{{"tally_export": 1, "exported_at": "{}", "pages": ['
+_JSON_HEAD = re.compile(r'\{"tally_export": 1, "exported_at": "[0-9TZ:-]*", "pages": \[$')
+
+
+def _write_export(pages: Iterable[storage.Page], form: str, target: TextIO,
+                  kept: Callable[[], list[storage.KeptRepo]] = list) -> int:
+    """Write pages, one at a time, and kept() after them; how many pages."""
+    written = 0
     if form == "json":
-        document = {"tally_export": 1,
-                    "exported_at": storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "pages": [{"page_id": p.page_id, "total": p.total,
-                               "created_at": p.created_at, "last_seen": p.last_seen,
-                               "days": p.days, "visitors": p.visitors,
-                               "visitor_days": p.visitor_days, "bot_days": p.bot_days}
-                              for p in pages]}
-        if kept:
-            # GitHub's numbers kept (never the token): they cannot be asked
-            # for again once GitHub's 14 days have passed.
-            document["github"] = [
-                {"repo": k.repo, "page_id": k.page_id, "added_at": k.added_at or None,
-                 "days": {day: dataclasses.asdict(numbers) for day, numbers in k.days.items()},
-                 "popular": {day: [dataclasses.asdict(item) for item in items]
-                             for day, items in k.popular.items()}} for k in kept]
-        json.dump(document, target, ensure_ascii=False, indent=1)
-        target.write("\n")
-        return
+        target.write(JSON_HEAD.format(storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")))
+        for p in pages:
+            target.write(",\n" if written else "\n")
+            json.dump({"page_id": p.page_id, "total": p.total, "created_at": p.created_at,
+                       "last_seen": p.last_seen, "days": p.days, "visitors": p.visitors,
+                       "visitor_days": p.visitor_days, "bot_days": p.bot_days},
+                      target, ensure_ascii=False)
+            written += 1
+        target.write("\n]")
+        # GitHub's numbers kept (never the token): they cannot be asked
+        # for again once GitHub's 14 days have passed.
+        github = [{"repo": k.repo, "page_id": k.page_id, "added_at": k.added_at or None,
+                   "days": {day: dataclasses.asdict(numbers) for day, numbers in k.days.items()},
+                   "popular": {day: [dataclasses.asdict(item) for item in items]
+                               for day, items in k.popular.items()}} for k in kept()]
+        if github:
+            target.write(', "github": ')
+            json.dump(github, target, ensure_ascii=False)
+        target.write("}\n")
+        return written
     writer = csv.writer(target)
     writer.writerow(EXPORT_FIELDS + VISITOR_FIELDS)
     for p in pages:
@@ -289,36 +300,43 @@ def _write_export(pages: list[storage.Page], form: str, target: TextIO,
             writer.writerow(base + ([day, p.days.get(day, 0)] if day else ["", ""])
                             + [p.visitors] + ([p.visitor_days.get(day, 0), p.bot_days.get(day, 0)]
                                               if day else ["", ""]))
+        written += 1
+    return written
 
 
 def cmd_export(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     if args.out:
         _output_path(args.out, config)
     with _open_readonly(config) as store:
-        pages = list(store.pages())
-        kept = store.github_kept()
-    if kept and args.format == "csv":
-        print(f"tally: the GitHub traffic of {len(kept)} repositories is not in a CSV export "
-              f"(its columns are Tally's own counts): --format json carries it", file=sys.stderr)
-    if not args.out:
-        _write_export(pages, args.format, out, kept)
-        return 0
-    # A temporary name beside the target, then a rename: a failed export
-    # never leaves half a file under the name asked for.
-    tmp = f"{args.out}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as target:
-            _write_export(pages, args.format, target, kept)
-            target.flush()
-            os.fsync(target.fileno())
-        os.replace(tmp, args.out)
-    except OSError as e:
-        raise CommandError(f"{args.out}: cannot write: {e.strerror or e}") from None
-    finally:
-        _remove(tmp)
-    github_part = (f" and the GitHub traffic of {len(kept)} repositories"
-                   if kept and args.format == "json" else "")
-    print(f"exported {len(pages)} pages{github_part} to {args.out}", file=out)
+        # Pages are read and written one at a time: memory stays flat
+        # however many there are.
+        kept: list[storage.KeptRepo] = []
+
+        def github() -> list[storage.KeptRepo]:
+            kept.extend(store.github_kept())
+            return kept
+        if args.format == "csv" and store.github_kept():
+            print(f"tally: the GitHub traffic of {len(store.github_kept())} repositories is not "
+                  f"in a CSV export (its columns are Tally's own counts): --format json carries "
+                  f"it", file=sys.stderr)
+        if not args.out:
+            _write_export(store.pages(), args.format, out, github)
+            return 0
+        # A temporary name beside the target, then a rename: a failed export
+        # never leaves half a file under the name asked for.
+        tmp = f"{args.out}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="") as target:
+                written = _write_export(store.pages(), args.format, target, github)
+                target.flush()
+                os.fsync(target.fileno())
+            os.replace(tmp, args.out)
+        except OSError as e:
+            raise CommandError(f"{args.out}: cannot write: {e.strerror or e}") from None
+        finally:
+            _remove(tmp)
+    github_part = (f" and the GitHub traffic of {len(kept)} repositories" if kept else "")
+    print(f"exported {written} pages{github_part} to {args.out}", file=out)
     return 0
 
 
@@ -361,8 +379,9 @@ class ImportReader:
 
     `where` names the line or item being read, for an error that surfaces
     later, inside the store (a byte that is not UTF-8). A UTF-8 byte-order
-    mark is skipped. CSV is read as a stream; JSON has no streaming reader in the
-    standard library and is read whole.
+    mark is skipped. CSV is read as a stream, and so is a JSON export of
+    this Tally (JSON_HEAD, then one page per line); other JSON is read whole
+    (the standard library has no streaming JSON reader).
     """
 
     def __init__(self, stream: TextIO):
@@ -376,6 +395,8 @@ class ImportReader:
         first = self.stream.readline()
         while first and not first.strip():
             first = self.stream.readline()
+        if _JSON_HEAD.match(first.strip()):
+            return self._json_lines()
         if first.lstrip().startswith(("{", "[")):
             return self._json(first + self.stream.read())
         rows = csv.reader(itertools.chain([first], self.stream))
@@ -399,19 +420,46 @@ class ImportReader:
         if not isinstance(document, dict) or not isinstance(document.get("pages"), list):
             raise CommandError("JSON import needs {\"pages\": [...]} as written by export")
         for number, item in enumerate(document["pages"], 1):
-            self.where = where = f"page {number}"
-            if not isinstance(item, dict):
-                raise CommandError(f"{where}: not an object")
-            page_id = _checked(params.validate_page_id, item.get("page_id"), where)
-            total = _json_count(item.get("total"), where, "total")
-            # An export made before visitors has none: zero visitors.
-            checked = {name: self._json_days(item.get(name, {}), where, name)
-                       for name in ("days", "visitor_days", "bot_days")}
-            visitors = _json_count(item.get("visitors", 0), where, "visitors")
-            yield _checked_visitors(storage.Page(
-                page_id, total, _stamp(item.get("created_at"), where, self.now),
-                _stamp(item.get("last_seen"), where, self.now), checked["days"], visitors,
-                checked["visitor_days"], checked["bot_days"]), where)
+            yield self._json_page(item, number)
+        self._json_github(document)
+
+    def _json_lines(self) -> Iterator[storage.Page]:
+        """A JSON export of this Tally, one page per line, read a line at a
+        time; the line after the pages ends the document."""
+        for line_number, line in enumerate(self.stream, 2):
+            text = line.strip()
+            if text.startswith("]"):  # '], "github": [...]}' or ']}'
+                try:
+                    rest = json.loads("{" + text[1:].lstrip(" ,"))
+                except json.JSONDecodeError:
+                    raise CommandError(f"not valid JSON (line {line_number})") from None
+                self._json_github(rest)
+                if self.stream.read().strip():
+                    raise CommandError(f"not valid JSON (after line {line_number})")
+                return
+            try:
+                item = json.loads(text.removesuffix(","))
+            except (json.JSONDecodeError, RecursionError):
+                raise CommandError(f"not valid JSON (line {line_number})") from None
+            yield self._json_page(item, line_number - 1)
+        raise CommandError("not valid JSON (the file ends inside its pages)")
+
+    def _json_page(self, item: object, number: int) -> storage.Page:
+        self.where = where = f"page {number}"
+        if not isinstance(item, dict):
+            raise CommandError(f"{where}: not an object")
+        page_id = _checked(params.validate_page_id, item.get("page_id"), where)
+        total = _json_count(item.get("total"), where, "total")
+        # An export made before visitors has none: zero visitors.
+        checked = {name: self._json_days(item.get(name, {}), where, name)
+                   for name in ("days", "visitor_days", "bot_days")}
+        visitors = _json_count(item.get("visitors", 0), where, "visitors")
+        return _checked_visitors(storage.Page(
+            page_id, total, _stamp(item.get("created_at"), where, self.now),
+            _stamp(item.get("last_seen"), where, self.now), checked["days"], visitors,
+            checked["visitor_days"], checked["bot_days"]), where)
+
+    def _json_github(self, document: dict) -> None:
         kept = document.get("github", [])
         if not isinstance(kept, list):
             raise CommandError("github must be a list")

@@ -313,17 +313,20 @@ class Changes(storage.GroupCommitStore):
         conn.execute("CREATE TEMP TABLE staged_days (number BIGINT NOT NULL, day TEXT NOT NULL, "
                      f"views {count.format('views')}, visitors {count.format('visitors')}, "
                      f"bots {count.format('bots')}, PRIMARY KEY (number, day))")
-        # COPY: one stream, not one round trip per line.
+        # COPY: one stream, not one round trip per line; the pages and
+        # their days in turns of IMPORT_CHUNK pages, so one turn is held in
+        # memory at a time however large the file.
+        numbered = enumerate(pages)
         with conn.cursor() as cursor:
-            with cursor.copy("COPY staged_pages FROM STDIN") as pages_copy:
-                days: list[tuple[int, str, int, int, int]] = []
-                for number, page in enumerate(pages):
-                    pages_copy.write_row((number, page.page_id, page.total, page.created_at,
-                                          page.last_seen, page.visitors))
-                    days.extend(storage.day_rows(number, page))
-            with cursor.copy("COPY staged_days FROM STDIN") as days_copy:
-                for row in days:
-                    days_copy.write_row(row)
+            while chunk := list(itertools.islice(numbered, storage.IMPORT_CHUNK)):
+                with cursor.copy("COPY staged_pages FROM STDIN") as pages_copy:
+                    for number, page in chunk:
+                        pages_copy.write_row((number, page.page_id, page.total, page.created_at,
+                                              page.last_seen, page.visitors))
+                with cursor.copy("COPY staged_days FROM STDIN") as days_copy:
+                    for number, page in chunk:
+                        for row in storage.day_rows(number, page):
+                            days_copy.write_row(row)
 
     @staticmethod
     def _staged_report(conn: psycopg.Connection, mode: str) -> dict[str, int]:

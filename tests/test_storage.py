@@ -630,7 +630,7 @@ def test_restore_replaces_the_kept_github_traffic_with_the_backups(db_path, tmp_
 
 # The compact layout (schema 5, issue 23) ######################################
 
-DATA = conftest.ROOT / "tests" / "data"
+FIXTURES = conftest.ROOT / "tests" / "fixtures"
 
 
 def version_4_file(path: str) -> sqlite3.Connection:
@@ -705,11 +705,11 @@ def test_a_migration_that_would_change_a_count_is_rolled_back(db_path, monkeypat
 
 
 def test_a_file_made_by_tally_at_schema_4_exports_what_it_exported_then(tmp_path):
-    # tests/data: a file made by Tally at 9227a7c (schema 4: import, views
+    # tests/fixtures: a file made by Tally at 9227a7c (schema 4: import, views
     # with visitors, a bot's view, GitHub's traffic) and its export then.
     db = str(tmp_path / "counts.db")
-    shutil.copy(DATA / "tally-v4.db", db)
-    then = json.loads((DATA / "tally-v4-export.json").read_text(encoding="utf-8"))
+    shutil.copy(FIXTURES / "tally-v4.db", db)
+    then = json.loads((FIXTURES / "tally-v4-export.json").read_text(encoding="utf-8"))
     before = open(db, "rb").read()
     # Read first (export reads a migrated copy: the file keeps its bytes),
     # then opened by a server, which migrates it.
@@ -759,7 +759,7 @@ def test_an_older_backup_restores_into_the_compact_layout(db_path, tmp_path):
     with sqlite_store.Store(db_path) as s:
         s.record_view("replaced")
     backup = str(tmp_path / "old-backup.db")
-    shutil.copy(DATA / "tally-v4.db", backup)
+    shutil.copy(FIXTURES / "tally-v4.db", backup)
     sqlite_store.replace_counts(db_path, backup, str(tmp_path / "kept.db"))
     with sqlite_store.Store(db_path) as s:
         assert s.counts("replaced").total == 0
