@@ -53,6 +53,10 @@ test: $(VENV)/.installed-dev ## run the whole test suite
 bench: $(VENV)/.installed-dev ## measure render time, throughput, latency and memory
 	$(BIN)/python bench.py
 
+.PHONY: bench-scale
+bench-scale: $(VENV)/.installed-dev ## measure costs at 1,000, 100,000 and 1,000,000 pages (TALLY_TEST_POSTGRES: PostgreSQL too)
+	$(BIN)/python bench_scale.py
+
 .PHONY: golden
 golden: $(VENV)/.installed-dev ## rewrite the golden SVG files on purpose
 	TALLY_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_golden.py

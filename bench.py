@@ -45,6 +45,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 CONNECTIONS = 32
+# Tally's tables in PostgreSQL, dropped to begin from an empty database.
+POSTGRES_TABLES = ("pages", "daily", "tally_schema", "imports", "visitor_salts",
+                   "visitor_hashes", "github_repos", "github_days", "github_popular")
 
 
 # The servers this process starts as itself (python bench.py --serve ...) ####
@@ -178,7 +181,11 @@ def load_wrk(url: str, seconds: float, distinct_suffix: bool = False,
     out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
     if script:
         os.unlink(script.name)
+    return parse_wrk(out)
 
+
+def parse_wrk(out: str) -> dict:
+    """wrk's report (with --latency): requests/s, p50 and p99 (ms), requests, errors."""
     def ms(label: str) -> float:
         match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         value, unit = float(match.group(1)), match.group(2)
@@ -302,9 +309,7 @@ def measure_flood(load, tmp: str, threads: int, args: argparse.Namespace) -> Non
         if name == "PostgreSQL":
             import psycopg  # bench only: an empty test database to fill
             with psycopg.connect(db, autocommit=True) as conn:
-                conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, imports, "
-                             "visitor_salts, visitor_hashes, github_repos, github_days, "
-                             "github_popular")
+                conn.execute("DROP TABLE IF EXISTS " + ", ".join(POSTGRES_TABLES))
         started = time.monotonic()
         fill(db, args.flood_pages)
         print(f"  {name}: filled in {time.monotonic() - started:.0f} s")
