@@ -189,6 +189,11 @@ _KEPT_NUMBERS = (
 def migrate(conn: psycopg.Connection, url: str) -> None:
     """Create or update Tally's tables, once for several servers starting at once."""
     with conn.transaction():
+        # No time limit here: a migration that rewrites a million pages'
+        # days takes minutes, and another server starting meanwhile waits
+        # for it rather than failing.
+        conn.execute("SET LOCAL statement_timeout = 0")
+        conn.execute("SET LOCAL lock_timeout = 0")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         version = schema_version(conn, url)
         for number, body in storage.migrations(SCHEMA_FILE):
@@ -427,9 +432,14 @@ class Store(Changes):
                 # A reading command never creates or migrates anything:
                 # pointed at another application's database it only reads.
                 with conn.transaction():
-                    if schema_version(conn, url) == 0:
+                    version = schema_version(conn, url)
+                    if version == 0:
                         raise UnusableDatabase(f"{storage.masked(url)}: no Tally tables in it "
                                                f"(`serve` creates them)")
+                    if version < SCHEMA_VERSION:
+                        raise UnusableDatabase(
+                            f"{storage.masked(url)}: schema version {version}, older than this "
+                            f"Tally's ({SCHEMA_VERSION}): start `serve` once to migrate it")
             else:
                 migrate(conn, url)
             self._server_version = conn.info.server_version

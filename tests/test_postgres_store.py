@@ -363,3 +363,75 @@ def test_the_page_cap_is_checked_exactly_only_near_it(pg):
         with pytest.raises(storage.PageLimitReached):
             small.record_view("c")
         assert small._pages_seen == 3  # read once, then its own new pages added
+
+
+# The compact layout (schema 5, issue 23) ######################################
+
+
+def version_4_database(url: str, pages: int) -> tuple[list, list]:
+    """A database of schema 4 (the layout before the compact one) with
+    `pages` pages of 1 to 4 days each; its rows, in order."""
+    import psycopg
+    import postgres_store
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            for _, body in storage.migrations(postgres_store.SCHEMA_FILE)[:4]:
+                for statement in storage.statements(body):
+                    conn.execute(statement)
+            conn.execute("UPDATE tally_schema SET version = 4")
+            conn.execute(
+                "INSERT INTO pages (page_id, total, created_at, last_seen, visitors) "
+                "SELECT format('user%%s.repo-%%s', i, to_hex(i * 7919)), i %% 1000 + 40, "
+                "'2026-01-01T00:00:00Z', '2026-12-01T00:00:00Z', i %% 17 "
+                "FROM generate_series(0, %s) i", (pages - 1,))
+            conn.execute(
+                "INSERT INTO daily (page_id, day, views, visitors, bots) "
+                "SELECT page_id, to_char(date '2026-11-01' + (j * 9 + total % 5)::int, 'YYYY-MM-DD'), "
+                "total % 10 + j, (total % 10 + j) / 2, j % 2 "
+                "FROM pages, generate_series(0, 3) j WHERE j <= total % 4")
+        return rows(conn)
+
+
+def rows(conn) -> tuple[list, list]:
+    return (conn.execute('SELECT page_id, total, created_at, last_seen, visitors FROM pages '
+                         'ORDER BY page_id COLLATE "C"').fetchall(),
+            conn.execute('SELECT page_id, day, views, visitors, bots FROM daily '
+                         'ORDER BY page_id COLLATE "C", day').fetchall())
+
+
+def test_the_compact_migration_keeps_every_number_of_200000_pages(pg):
+    pages, days = version_4_database(pg, 200_000)
+    assert len(pages) == 200_000 and len(days) > 400_000
+    with database.open_store(pg, busy_timeout_s=1.0) as store:  # the migration has no time limit
+        migrated = list(store.pages())
+        assert store.page_count() == 200_000
+    assert [(p.page_id, p.total, p.created_at, p.last_seen, p.visitors) for p in migrated] == pages
+    assert [(p.page_id, day, p.days[day], p.visitor_days.get(day, 0), p.bot_days.get(day, 0))
+            for p in migrated for day in sorted(p.days)] == days
+    import psycopg
+    with psycopg.connect(pg) as conn:
+        assert conn.execute("SELECT version FROM tally_schema").fetchone()[0] == 5
+        assert conn.execute("SELECT pg_typeof(page)::text, pg_typeof(day)::text FROM daily "
+                            "LIMIT 1").fetchone() == ("bigint", "date")
+
+
+def test_a_migration_that_would_change_a_count_is_rolled_back(pg, monkeypatch):
+    import psycopg
+    import postgres_store
+    before = version_4_database(pg, 50)
+    real = storage.migrations
+    monkeypatch.setattr(storage, "migrations", lambda path: [
+        (n, body.replace("ON p.page_id = d.page_id", "ON p.page_id = d.page_id AND d.views != 1"))
+        for n, body in real(path)])
+    with pytest.raises(storage.UnusableDatabase, match="migration 5 would change the counts"):
+        database.open_store(pg)
+    with psycopg.connect(pg) as conn:
+        assert conn.execute("SELECT version FROM tally_schema").fetchone()[0] == 4
+        assert rows(conn) == before
+    assert postgres_store.REWRITES == {5}
+
+
+def test_reading_commands_ask_for_serve_on_an_older_schema(pg):
+    version_4_database(pg, 3)
+    result = tally("top", db=pg)
+    assert result.returncode != 0 and "start `serve` once to migrate it" in result.stderr
