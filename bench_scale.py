@@ -8,10 +8,11 @@ each), it builds the database with generate() below, then measures:
 
 - the database's bytes per page and per page-day (SQLite: the file, and the
   table of days alone, from SQLite's dbstat; PostgreSQL: the relations);
-- `server.py serve` with default settings, loaded by wrk (else bench.py's
-  Python generator): /badge on one hot page, on random existing pages, on
-  new pages (with TALLY_MAX_PAGES set and without), /stats and /api/history
-  on random existing pages (requests per second, p50 and p99);
+- `server.py serve` with default settings, loaded by wrk (Lua picks the
+  random pages): /badge on one hot page, on random existing pages, on new
+  pages (with TALLY_MAX_PAGES set and without), /stats and /api/history on
+  random existing pages with 4 connections (requests per second, p50 and
+  p99), medians of 3 rounds, the server started again for each;
 - `top` and `show` as the store answers them in-process (the query, median
   of 3) and as the command runs (Python's start included);
 - `export` (JSON) and `import` of that file into an empty database: time and
@@ -197,7 +198,8 @@ def load_random(base: str, path: str, pages: int, seconds: float,
     return bench.parse_wrk(out)
 
 
-def measure(db: str, pages: int, load, seconds: float, tmp: str) -> dict[str, float]:
+def measure(db: str, pages: int, load, seconds: float, rounds: int,
+            tmp: str) -> dict[str, float]:
     """Every figure of one database of `pages` pages."""
     import database
     figures: dict[str, float] = {}
@@ -212,30 +214,41 @@ def measure(db: str, pages: int, load, seconds: float, tmp: str) -> dict[str, fl
     figures.update({f"{k} s": v for k, v in in_process(db, pages).items()})
     figures["top command s"] = run_measured(["top", "--db", db])[0]
     figures["show command s"] = run_measured(["show", PAGE_ID % (pages // 2), "--db", db])[0]
-    proc, base = bench.start_tally(db, None)
-    try:
-        hot = load(base + "/badge?page_id=" + PAGE_ID % 0, seconds)
-        existing = load_random(base, "/badge?page_id=", pages, seconds)
-        new = load(base + f"/badge?page_id=new-{pages}-", seconds, distinct_suffix=True)
-        # The pages' own time, not a queue's: one connection per serving
-        # thread (TALLY_THREADS' default, 4).
-        stats = load_random(base, "/stats?page_id=", pages, seconds, connections=4)
-        history = load_random(base, "/api/history?page_id=", pages, seconds, connections=4)
-    finally:
-        bench.stop(proc)
-    proc, base = bench.start_tally(db, None, env={"TALLY_MAX_PAGES": str(100 * pages)})
-    try:
-        capped = load(base + f"/badge?page_id=capped-{pages}-", seconds, distinct_suffix=True)
-    finally:
-        bench.stop(proc)
-    for name, result in [("hot page", hot), ("random pages", existing), ("new pages", new),
-                         ("new pages, TALLY_MAX_PAGES", capped)]:
-        figures[f"/badge {name} views/s"] = result["rps"]
-    figures["/badge random pages p99 ms"] = existing["p99"]
-    figures["/stats p50 ms (4 connections)"] = stats["p50"]
-    figures["/stats p99 ms (4 connections)"] = stats["p99"]
-    figures["/api/history p99 ms (4 connections)"] = history["p99"]
-    figures["errors"] = sum(r["errors"] for r in (hot, existing, new, stats, history, capped))
+    found: dict[str, list[dict]] = {}
+    for round_ in range(rounds):  # medians of the rounds
+        proc, base = bench.start_tally(db, None)
+        try:
+            runs = {
+                "hot": load(base + "/badge?page_id=" + PAGE_ID % 0, seconds),
+                "random": load_random(base, "/badge?page_id=", pages, seconds),
+                "new": load(base + f"/badge?page_id=new-{pages}-{round_}-", seconds,
+                            distinct_suffix=True),
+                # The pages' own time, not a queue's: one connection per
+                # serving thread (TALLY_THREADS' default, 4).
+                "stats": load_random(base, "/stats?page_id=", pages, seconds, connections=4),
+                "history": load_random(base, "/api/history?page_id=", pages, seconds,
+                                       connections=4)}
+        finally:
+            bench.stop(proc)
+        proc, base = bench.start_tally(db, None, env={"TALLY_MAX_PAGES": str(100 * pages)})
+        try:
+            runs["capped"] = load(base + f"/badge?page_id=capped-{pages}-{round_}-", seconds,
+                                  distinct_suffix=True)
+        finally:
+            bench.stop(proc)
+        for name, result in runs.items():
+            found.setdefault(name, []).append(result)
+
+    def middle(name: str, figure: str) -> float:
+        return median(result[figure] for result in found[name])
+    for name, label in [("hot", "hot page"), ("random", "random pages"), ("new", "new pages"),
+                        ("capped", "new pages, TALLY_MAX_PAGES")]:
+        figures[f"/badge {label} views/s"] = middle(name, "rps")
+    figures["/badge random pages p99 ms"] = middle("random", "p99")
+    figures["/stats p50 ms (4 connections)"] = middle("stats", "p50")
+    figures["/stats p99 ms (4 connections)"] = middle("stats", "p99")
+    figures["/api/history p99 ms (4 connections)"] = middle("history", "p99")
+    figures["errors"] = sum(r["errors"] for results in found.values() for r in results)
     out = os.path.join(tmp, f"export-{pages}.json")
     figures["export s"], figures["export MB"] = run_measured(["export", "--out", out, "--db", db])
     target = import_target(db, tmp, pages)
@@ -294,6 +307,8 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(str(n) for n in SIZES),
                         help="numbers of pages, comma-separated")
     parser.add_argument("--seconds", type=float, default=5.0, help="each load's length")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the loads (each a server started again); medians")
     parser.add_argument("--postgres", default=os.environ.get("TALLY_TEST_POSTGRES"),
                         help="an empty PostgreSQL database (its Tally tables are dropped)")
     args = parser.parse_args()
@@ -303,7 +318,8 @@ def main() -> None:
         raise SystemExit("make bench-scale needs wrk (apt-get install wrk)")
     load = bench.load_wrk
     print(f"Tally scale benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"load by wrk, {bench.CONNECTIONS} connections, {args.seconds:g} s per load")
+          f"load by wrk, {bench.CONNECTIONS} connections, {args.seconds:g} s per load, medians of "
+          f"{args.rounds} rounds")
     stores = {"SQLite": None}
     if args.postgres:
         stores["PostgreSQL"] = args.postgres
@@ -315,7 +331,7 @@ def main() -> None:
                     empty_postgres(url)
                 db = url or os.path.join(tmp, f"scale-{pages}.db")
                 started = time.monotonic()
-                results[pages] = measure(db, pages, load, args.seconds, tmp)
+                results[pages] = measure(db, pages, load, args.seconds, args.rounds, tmp)
                 print(f"  {name}, {pages:,} pages: measured in {time.monotonic() - started:.0f} s",
                       flush=True)
                 if not url:
