@@ -330,6 +330,23 @@ def tally(*args: str, db: str | None = None, stdin: str | None = None, env: dict
                           env=environment)
 
 
+# The last commit before the compact layout (schema 4): the migration's tests
+# run its own sources, from this repository's history.
+SCHEMA_4_COMMIT = "9227a7c"
+
+
+def older_tally(folder: Path) -> Path:
+    """Tally's sources at SCHEMA_4_COMMIT (without its tests) in folder."""
+    archive = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(ROOT), "archive",
+                              SCHEMA_4_COMMIT], capture_output=True)
+    if archive.returncode != 0:
+        missing("no git history here (a source archive?)", "CI runs on a clone with its history")
+    folder.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(folder), "--exclude=tests"], input=archive.stdout,
+                   check=True)
+    return folder
+
+
 def totals(db: str) -> dict[str, int]:
     conn = sqlite3.connect(db)
     try:

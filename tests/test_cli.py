@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+import conftest
 import params
 import sqlite_store
 import storage
@@ -1173,13 +1174,7 @@ def test_an_export_of_the_compact_layout_goes_through_the_older_tally_and_back(t
     # Tally at 9227a7c (schema 4, before the compact layout), from this
     # repository's history, reads the export and writes its own; this Tally
     # reads that back unchanged.
-    older = tmp_path / "older"
-    older.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "9227a7c"], capture_output=True)
-    if archive.returncode != 0:
-        missing("no git history here (a source archive?)", "CI runs on a clone with its history")
-    subprocess.run(["tar", "-x", "-C", str(older), "--exclude=tests"], input=archive.stdout,
-                   check=True)
+    older = conftest.older_tally(tmp_path / "older")
 
     def older_tally(*args: str, db: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(older / "server.py"), *args, "--db", db],

@@ -733,16 +733,7 @@ def test_a_file_made_by_tally_at_schema_4_exports_what_it_exported_then(tmp_path
 
 
 def test_an_older_tally_refuses_the_compact_file(db_path, tmp_path):
-    # The sources of Tally at schema 4 (9227a7c), from this repository's history.
-    older = tmp_path / "older"
-    older.mkdir()
-    archive = subprocess.run(["git", "-C", str(conftest.ROOT), "archive", "9227a7c",
-                              "storage.py", "sqlite_store.py", "schema.sql"],
-                             capture_output=True)
-    if archive.returncode != 0:
-        conftest.missing("no git history here (a source archive?)",
-                         "CI runs on a clone with its history")
-    subprocess.run(["tar", "-x", "-C", str(older)], input=archive.stdout, check=True)
+    older = conftest.older_tally(tmp_path / "older")
     with sqlite_store.Store(db_path) as s:
         s.record_view("p")
     before = open(db_path, "rb").read()
