@@ -311,6 +311,8 @@ def main() -> None:
                         help="rounds of the loads (each a server started again); medians")
     parser.add_argument("--postgres", default=os.environ.get("TALLY_TEST_POSTGRES"),
                         help="an empty PostgreSQL database (its Tally tables are dropped)")
+    parser.add_argument("--stores", default="sqlite,postgresql",
+                        help="which of sqlite,postgresql to measure")
     args = parser.parse_args()
     sizes_ = [int(n) for n in args.sizes.split(",")]
     if not shutil.which("wrk"):
@@ -320,8 +322,9 @@ def main() -> None:
     print(f"Tally scale benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"load by wrk, {bench.CONNECTIONS} connections, {args.seconds:g} s per load, medians of "
           f"{args.rounds} rounds")
-    stores = {"SQLite": None}
-    if args.postgres:
+    wanted = args.stores.lower().split(",")
+    stores = {"SQLite": None} if "sqlite" in wanted else {}
+    if args.postgres and "postgresql" in wanted:
         stores["PostgreSQL"] = args.postgres
     with tempfile.TemporaryDirectory(prefix="tally-scale-") as tmp:
         for name, url in stores.items():

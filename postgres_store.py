@@ -307,6 +307,11 @@ class Changes(storage.GroupCommitStore):
 
     @staticmethod
     def _stage(conn: psycopg.Connection, pages: Iterable[Page]) -> None:
+        # Staging and its report touch only this connection's temporary
+        # tables and read the counts (no lock a view waits for): a file of a
+        # million pages takes longer than TALLY_BUSY_TIMEOUT allows a
+        # statement. Each chunk's writes keep the limit (_merge_staged).
+        conn.execute("SET LOCAL statement_timeout = 0")
         conn.execute("DROP TABLE IF EXISTS pg_temp.staged_days, pg_temp.staged_pages")
         # The CHECKs repeat schema_postgres.sql's (and TOTAL_MAX), so that a
         # value the database would refuse stops the import here.
@@ -337,6 +342,10 @@ class Changes(storage.GroupCommitStore):
     def _staged_report(conn: psycopg.Connection, mode: str) -> dict[str, int]:
         """Created, changed and days of the staged import; refuses (before any
         write) a sum past TOTAL_MAX in add mode."""
+        conn.execute("SET LOCAL statement_timeout = 0")  # as _stage's
+        # Autovacuum never analyzes temporary tables: without statistics the
+        # planner scanned all staged days for every chunk's merge.
+        conn.execute("ANALYZE pg_temp.staged_pages, pg_temp.staged_days")
         add = mode == "add"
         changed, created, over = conn.execute(
             "SELECT count(p.page_id), count(*) - count(p.page_id), "
