@@ -289,7 +289,7 @@ def print_table(name: str, results: dict[int, dict[str, float]]) -> None:
     first = sizes_[0]
     print(f"\n== {name}: {DAYS} days of history per page; each figure, then its ratio to "
           f"{first:,} pages")
-    header = f"{'':38}" + "".join(f"{f'{n:,} pages':>16}" for n in sizes_) + "".join(
+    header = f"{'':44}" + "".join(f"{f'{n:,} pages':>16}" for n in sizes_) + "".join(
         f"{f'ratio {n:,}':>16}" for n in sizes_[1:])
     print(header)
     for key in results[first]:
@@ -299,7 +299,7 @@ def print_table(name: str, results: dict[int, dict[str, float]]) -> None:
         cells = "".join(f"{v:>16,.4g}" if v is not None else f"{'-':>16}" for v in values)
         ratios = "".join(f"{(v / values[0]):>16.2f}" if v and values[0] else f"{'-':>16}"
                          for v in values[1:])
-        print(f"{key:38}{cells}{ratios}")
+        print(f"{key:44}{cells}{ratios}")
 
 
 def main() -> None:
