@@ -340,7 +340,9 @@ def older_tally(folder: Path) -> Path:
     archive = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(ROOT), "archive",
                               SCHEMA_4_COMMIT], capture_output=True)
     if archive.returncode != 0:
-        missing("no git history here (a source archive?)", "CI runs on a clone with its history")
+        # Not a service the project installs: a shallow clone or a source
+        # archive has no history, and the fixtures' test still runs.
+        pytest.skip(f"commit {SCHEMA_4_COMMIT} is not in this checkout's history")
     folder.mkdir()
     subprocess.run(["tar", "-x", "-C", str(folder), "--exclude=tests"], input=archive.stdout,
                    check=True)
