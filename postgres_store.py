@@ -10,8 +10,9 @@ Counting is the same as with SQLite, nothing read first and written later:
 one statement per view, an INSERT ... ON CONFLICT DO UPDATE ... RETURNING on
 pages and on daily, and each process's writer puts the views that arrive
 together into one transaction, sent as one pipeline (psycopg's executemany
-with returning: one round trip for the batch instead of one per view) and
-answered only after COMMIT, with synchronous_commit left as the server has
+with returning: one round trip for the batch instead of one per view; one
+more before it when the batch has new visitors, whose hashes are written
+first) and answered only after COMMIT, with synchronous_commit left as the server has
 it (on).
 """
 
@@ -73,9 +74,8 @@ def _storage_error(error: Exception) -> StorageError:
 
 # allowed: whether this view counts (views 1, and neither refusal below);
 # the first refusal is a new page once max_pages exist (NULL: no cap), the
-# second a view past TOTAL_MAX. seen: the visitor's hash of the day, new or
-# not (ON CONFLICT: of two servers inserting it at once, one adds it);
-# written only for a view that counts. daily is written when pages was, or,
+# second a view past TOTAL_MAX. new_visitor: 1 when _ADD_VISITORS wrote the
+# view's hash in this transaction. daily is written when pages was, or,
 # for a bot's view that does not count, only its bot views, only on a page
 # that exists. The snapshot columns (cur_*) answer such a bot's view: the
 # statement's own changes are not visible to them. existed tells the two
@@ -88,14 +88,9 @@ WITH allowed AS (
         OR NOT EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
            AND (%(max_pages)s::bigint IS NULL
                 OR (SELECT count(*) FROM pages) < %(max_pages)s::bigint)) AS ok
-), seen AS (
-    INSERT INTO visitor_hashes (day, hash)
-    SELECT %(day)s, %(hash)s::bytea WHERE %(hash)s::bytea IS NOT NULL AND (SELECT ok FROM allowed)
-    ON CONFLICT DO NOTHING
-    RETURNING 1
 ), page AS (
     INSERT INTO pages (page_id, total, visitors, created_at, last_seen)
-    SELECT %(page_id)s, 1, (SELECT count(*) FROM seen), %(stamp)s, %(stamp)s
+    SELECT %(page_id)s, 1, %(new_visitor)s, %(stamp)s, %(stamp)s
     WHERE (SELECT ok FROM allowed)
     ON CONFLICT (page_id) DO UPDATE SET total = pages.total + 1,
         visitors = pages.visitors + excluded.visitors, last_seen = excluded.last_seen
@@ -104,7 +99,7 @@ WITH allowed AS (
 ), today AS (
     INSERT INTO daily (page, day, views, visitors, bots)
     SELECT coalesce((SELECT id FROM page), (SELECT id FROM pages WHERE page_id = %(page_id)s)),
-           %(day)s::date, %(views)s, (SELECT count(*) FROM seen), %(bots)s
+           %(day)s::date, %(views)s, %(new_visitor)s, %(bots)s
     WHERE EXISTS (SELECT 1 FROM page)
        OR %(views)s::int = 0 AND EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
     ON CONFLICT (page, day) DO UPDATE SET views = daily.views + excluded.views,
@@ -119,6 +114,26 @@ SELECT (SELECT total FROM page), (SELECT views FROM today),
        (SELECT visitors FROM page), (SELECT visitors FROM today),
        (SELECT total FROM current), (SELECT today FROM current),
        (SELECT visitors FROM current), (SELECT today_visitors FROM current)
+"""
+# A batch's new visitors, written before its views: every hash in one
+# statement, in hash order, before any page's row is locked. Each view's
+# statement used to write its own hash, then its page: a process with a page
+# locked (an earlier view of the batch) could then wait for a hash another
+# process held while that one waited for the page (a deadlock, and 503 for
+# both batches). Now every writer takes hashes, then pages in page_id order,
+# then their days: always in that order. Of two servers writing the same
+# hash at once, one adds it (ON CONFLICT). A view refused for the page cap or
+# TOTAL_MAX writes no hash (the same test as _COUNT's allowed).
+_ADD_VISITORS = """
+INSERT INTO visitor_hashes (day, hash)
+SELECT v.day, v.hash FROM unnest(%(days)s::text[], %(hashes)s::bytea[], %(page_ids)s::text[])
+    AS v(day, hash, page_id)
+WHERE EXISTS (SELECT 1 FROM pages WHERE page_id = v.page_id AND total < %(max_total)s)
+   OR NOT EXISTS (SELECT 1 FROM pages WHERE page_id = v.page_id)
+      AND (%(max_pages)s::bigint IS NULL OR (SELECT count(*) FROM pages) < %(max_pages)s::bigint)
+ORDER BY v.day, v.hash
+ON CONFLICT DO NOTHING
+RETURNING hash
 """
 _COUNTS = (
     "SELECT p.total, coalesce(d.views, 0), p.visitors, coalesce(d.visitors, 0) FROM pages p "
@@ -501,14 +516,14 @@ class Store(Changes):
             conn = self._connection()
             cap = self._page_cap(conn)
             values = [self._values(conn, view, cap) for view in batch]
-            # In page_id order, then the visitor's hash: two processes then
-            # lock rows in the same order and never deadlock each other.
-            # Python orders str by code point, which is UTF-8's byte order:
+            # The new visitors' hashes first (_ADD_VISITORS), then the views
+            # in page_id order: two processes then lock rows in the same order
+            # and never deadlock each other. Python orders str by code point, which is UTF-8's byte order:
             # COLLATE "C", as import and rename sort, whatever the database's
             # own collation ("B" < "a" in both).
-            ordered = sorted(zip(batch, values),
-                             key=lambda pair: (pair[0].page_id, pair[1]["hash"] or b""))
+            ordered = sorted(zip(batch, values), key=lambda pair: pair[0].page_id)
             with conn.transaction(), conn.cursor() as cursor:
+                self._add_visitors(cursor, values, cap)
                 cursor.executemany(_COUNT, [v for _, v in ordered], returning=True)
                 rows = []
                 while True:
@@ -537,6 +552,20 @@ class Store(Changes):
                     self._pages_seen += 1
             else:
                 view.error = (TotalLimitReached if existed else PageLimitReached)(view.page_id)
+
+    @staticmethod
+    def _add_visitors(cursor: psycopg.Cursor, values: list[dict], cap: int | None) -> None:
+        """Write the batch's visitor hashes (_ADD_VISITORS); each view's
+        new_visitor is 1 if its hash was new to the database."""
+        hashed = [v for v in values if v["hash"] is not None]
+        if hashed:
+            cursor.execute(_ADD_VISITORS, {
+                "days": [v["day"] for v in hashed], "hashes": [v["hash"] for v in hashed],
+                "page_ids": [v["page_id"] for v in hashed], "max_pages": cap,
+                "max_total": TOTAL_MAX})
+            added = {bytes(row[0]) for row in cursor.fetchall()}
+            for v in hashed:
+                v["new_visitor"] = int(v["hash"] in added)
 
     def _salt(self, conn: psycopg.Connection, day: str) -> bytes:
         """The day's salt, shared by every server on this database: made
@@ -600,7 +629,7 @@ class Store(Changes):
                 hashed = key[1]
         return {"page_id": view.page_id, "stamp": storage.stamp(view.now), "day": day,
                 "max_pages": cap, "max_total": TOTAL_MAX, "views": view.views,
-                "bots": view.bots, "hash": hashed}
+                "bots": view.bots, "hash": hashed, "new_visitor": 0}
 
     def _run_task(self, task: Task) -> object:
         try:

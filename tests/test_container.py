@@ -240,6 +240,9 @@ def test_two_containers_count_into_one_postgresql(podman, image):
             assert json.loads(get(base + "/api/count?page_id=shared"))["total"] == 400
     finally:
         for name in names:
+            # pytest shows this only when the test fails: the servers' own account.
+            logs = podman("logs", name, check=False)
+            print(name, (logs.stdout + logs.stderr)[-4000:])
             podman("rm", "-f", name, check=False)
 
 

@@ -348,6 +348,52 @@ def test_imports_beside_served_views_never_deadlock_under_an_icu_collation(other
     assert total == views["n"] + 3 * 4 * len(ids)
 
 
+def test_one_visitor_through_two_servers_at_once_never_deadlocks(pg):
+    # Each view's statement locked its visitor's hash, then its page. A batch
+    # with a visitor known already (no hash to write) ahead of a new one locked
+    # the page first, then the new hash; another server holding that hash
+    # waited for the page: a deadlock, and 503 for both batches' views. The
+    # order is forced here with two connections holding rows the writers need.
+    import psycopg
+    page, known, new = "shared", ("192.0.2.1", "Firefox"), ("192.0.2.2", "Firefox")
+    failures: list[Exception] = []
+
+    def view(store, page_id, visitor=None):
+        def run():
+            try:
+                store.record_view(page_id, visitor=visitor)
+            except storage.StorageError as e:
+                failures.append(e)
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def waiting(n: int) -> bool:
+        return gate.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock'").fetchone()[0] == n
+    with database.open_store(pg) as first, database.open_store(pg) as second, \
+            psycopg.connect(pg, autocommit=True) as gate, psycopg.connect(pg) as hold:
+        first.record_view("gate")
+        first.record_view(page, visitor=known)
+        gate.execute("BEGIN")
+        gate.execute("SELECT 1 FROM pages WHERE page_id = 'gate' FOR UPDATE")
+        hold.execute("SELECT 1 FROM pages WHERE page_id = %s FOR UPDATE", (page,))
+        threads = [view(first, "gate")]
+        wait_until(lambda: waiting(1))
+        # Both wait in first's queue while its writer is held: one batch.
+        threads += [view(first, page, known), view(first, page, new)]
+        wait_until(lambda: first._queue.qsize() == 2)
+        gate.execute("COMMIT")
+        wait_until(lambda: waiting(1))
+        threads.append(view(second, page, new))
+        wait_until(lambda: waiting(2))
+        hold.commit()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        assert (first.counts(page).total, first.counts(page).visitors) == (4, 2)
+
+
 def test_the_page_cap_is_checked_exactly_only_near_it(pg):
     # Far from the cap the statements skip it (no count of the table per
     # new page); within a tenth of it (at least a batch) they check it exactly.
