@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 from statistics import median
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -120,10 +121,12 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def memory_mb(pid: int) -> tuple[float, float]:
-    """(resident now, peak resident) in MB, from /proc."""
+def memory_mb(pid: int, names: tuple[str, ...] = ("VmRSS", "VmHWM")) -> tuple[float, ...]:
+    """Fields of /proc/PID/status in MB: by default (resident now, peak
+    resident); RssAnon is the process's own memory, RssFile the code and
+    files it maps (the interpreter's code: more on Python 3.13's build)."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+    return tuple(int(fields[name].split()[0]) / 1024 for name in names)
 
 
 def proportional_mb(pid: int) -> float:
@@ -499,6 +502,7 @@ def measure_memory(load, tmp: str, threads: int, args: argparse.Namespace) -> No
         rss1, peak1 = memory_mb(worker)
         second = load_until(load, target, args.memory_requests, True)
         rss2, peak2 = memory_mb(worker)
+        own, mapped = memory_mb(worker, ("RssAnon", "RssFile"))
         serving, _ = memory_mb(proc.pid)
         together = proportional_mb(proc.pid) + proportional_mb(worker)
         counted = urllib.request.urlopen(url + "/api/count?page_id=memory").read().decode()
@@ -507,6 +511,8 @@ def measure_memory(load, tmp: str, threads: int, args: argparse.Namespace) -> No
     print(f"  worker after {first['requests']:>7,} requests: resident {rss1:6.1f} MB, peak {peak1:6.1f} MB")
     print(f"  worker after {first['requests'] + second['requests']:>7,} requests: resident {rss2:6.1f} MB, "
           f"peak {peak2:6.1f} MB  (growth {rss2 - rss1:+.1f} MB; goal <= 60 MB, no growth)")
+    print(f"  of it the worker's own memory {own:.1f} MB, the code and files it maps {mapped:.1f} MB "
+          f"(Python {platform.python_version()})")
     print(f"  the serving process (lock, start-up checks, granian's supervisor): resident {serving:.1f} MB;"
           f" both processes together (PSS: pages they share counted once): {together:.1f} MB")
     print(f"  server's count afterwards: {counted}; non-200 answers: "

@@ -197,9 +197,11 @@ def start_server(db: str, tmp_path: Path, env: dict | None = None, args: list[st
     return live
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory in KB; RssAnon: its own (heap, caches,
+    stacks), without the code and files it maps."""
     with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
 
 
 def stop_server(live: LiveServer) -> None:

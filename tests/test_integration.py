@@ -383,7 +383,14 @@ def test_a_trusted_proxys_forwarded_address_is_logged_only_when_it_is_an_address
     assert logged_address(b"198.51.100.1, 203.0.113.9", "chain") == b"203.0.113.9"
 
 
-def test_distinct_logos_keep_the_server_under_60_mb(live_server):
+def test_distinct_logos_leave_the_worker_s_memory_bounded(live_server):
+    # The worker's own memory (RssAnon). Its resident total also counts the
+    # interpreter's code mapped from its files, 10 to 17 MB by Python build
+    # (3.13's the most) and more when the page cache is warm: that total
+    # passed 60 MB on 3.13 on a busy machine with the same own memory. Own
+    # memory here: 38.5 to 41.7 MB after 4096 logos on Pythons 3.10 to 3.13,
+    # 0.8 to 0.9 MB more than after 256 (the logo cache full); without its bound
+    # each logo kept its rendered template (it grew from 46 to 127 MB).
     live = live_server()
     filler = "x" * 4200
     for i in range(4096):
@@ -392,7 +399,11 @@ def test_distinct_logos_keep_the_server_under_60_mb(live_server):
         status, _, body = live.get("/badge?" + urllib.parse.urlencode(
             {"page_id": "logos", "query_only": "true", "logo": logo}))
         assert status == 200 and b"<image" in body
-    assert rss_kb(live.worker_pid()) < 60 * 1024
+        if i + 1 == 256:  # the logo cache (64) is full
+            full = rss_kb(live.worker_pid(), "RssAnon")
+    after = rss_kb(live.worker_pid(), "RssAnon")
+    assert after - full < 4 * 1024, (full, after)
+    assert after < 45 * 1024, after
 
 
 def test_old_counters_urls_count_through_the_real_server(live_server):
