@@ -77,10 +77,13 @@ def _storage_error(error: Exception) -> StorageError:
 # second a view past TOTAL_MAX. new_visitor: 1 when _ADD_VISITORS wrote the
 # view's hash in this transaction. daily is written when pages was, or,
 # for a bot's view that does not count, only its bot views, only on a page
-# that exists. The snapshot columns (cur_*) answer such a bot's view: the
-# statement's own changes are not visible to them. existed tells the two
-# refusals apart. Several processes may each add a new page at the same
-# moment: the page cap can then be passed by at most one page per process.
+# that exists, whose row it locks first (bot_page): every writer takes a
+# page's row before its days' rows (taking the day's row first deadlocked
+# with another server's view of the page, or an import). The snapshot
+# columns (cur_*) answer such a bot's view: the statement's own changes are
+# not visible to them. existed tells the two refusals apart. Several
+# processes may each add a new page at the same moment: the page cap can
+# then be passed by at most one page per process.
 _COUNT = """
 WITH allowed AS (
     SELECT %(views)s::int > 0 AND (
@@ -96,12 +99,13 @@ WITH allowed AS (
         visitors = pages.visitors + excluded.visitors, last_seen = excluded.last_seen
     WHERE pages.total < %(max_total)s
     RETURNING id, total, visitors
+), bot_page AS (
+    SELECT id FROM pages WHERE page_id = %(page_id)s AND %(views)s::int = 0 FOR NO KEY UPDATE
 ), today AS (
     INSERT INTO daily (page, day, views, visitors, bots)
-    SELECT coalesce((SELECT id FROM page), (SELECT id FROM pages WHERE page_id = %(page_id)s)),
+    SELECT coalesce((SELECT id FROM page), (SELECT id FROM bot_page)),
            %(day)s::date, %(views)s, %(new_visitor)s, %(bots)s
-    WHERE EXISTS (SELECT 1 FROM page)
-       OR %(views)s::int = 0 AND EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
+    WHERE EXISTS (SELECT 1 FROM page) OR EXISTS (SELECT 1 FROM bot_page)
     ON CONFLICT (page, day) DO UPDATE SET views = daily.views + excluded.views,
         visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots
     RETURNING views, visitors
@@ -518,9 +522,10 @@ class Store(Changes):
             values = [self._values(conn, view, cap) for view in batch]
             # The new visitors' hashes first (_ADD_VISITORS), then the views
             # in page_id order: two processes then lock rows in the same order
-            # and never deadlock each other. Python orders str by code point, which is UTF-8's byte order:
-            # COLLATE "C", as import and rename sort, whatever the database's
-            # own collation ("B" < "a" in both).
+            # and never deadlock each other. Python orders str by code
+            # point, which is UTF-8's byte order: COLLATE "C", as import and
+            # rename sort, whatever the database's own collation ("B" < "a"
+            # in both).
             ordered = sorted(zip(batch, values), key=lambda pair: pair[0].page_id)
             with conn.transaction(), conn.cursor() as cursor:
                 self._add_visitors(cursor, values, cap)

@@ -348,50 +348,89 @@ def test_imports_beside_served_views_never_deadlock_under_an_icu_collation(other
     assert total == views["n"] + 3 * 4 * len(ids)
 
 
+def hold_rows(url: str):
+    """A connection that holds rows (SELECT ... FOR UPDATE) until commit()."""
+    import psycopg
+    return psycopg.connect(url)
+
+
+def waiting_for_locks(url: str, n: int) -> None:
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        wait_until(lambda: conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'").fetchone()[0] == n)
+
+
+def in_thread(failures: list, store, page_id: str, **kwargs) -> threading.Thread:
+    def run():
+        try:
+            store.record_view(page_id, **kwargs)
+        except storage.StorageError as e:
+            failures.append(e)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_one_visitor_through_two_servers_at_once_never_deadlocks(pg):
     # Each view's statement locked its visitor's hash, then its page. A batch
     # with a visitor known already (no hash to write) ahead of a new one locked
     # the page first, then the new hash; another server holding that hash
     # waited for the page: a deadlock, and 503 for both batches' views. The
-    # order is forced here with two connections holding rows the writers need.
-    import psycopg
+    # order is forced with two connections holding rows the writers need.
     page, known, new = "shared", ("192.0.2.1", "Firefox"), ("192.0.2.2", "Firefox")
     failures: list[Exception] = []
-
-    def view(store, page_id, visitor=None):
-        def run():
-            try:
-                store.record_view(page_id, visitor=visitor)
-            except storage.StorageError as e:
-                failures.append(e)
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
-    def waiting(n: int) -> bool:
-        return gate.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND wait_event_type = 'Lock'").fetchone()[0] == n
     with database.open_store(pg) as first, database.open_store(pg) as second, \
-            psycopg.connect(pg, autocommit=True) as gate, psycopg.connect(pg) as hold:
+            hold_rows(pg) as gate, hold_rows(pg) as hold:
         first.record_view("gate")
         first.record_view(page, visitor=known)
-        gate.execute("BEGIN")
         gate.execute("SELECT 1 FROM pages WHERE page_id = 'gate' FOR UPDATE")
         hold.execute("SELECT 1 FROM pages WHERE page_id = %s FOR UPDATE", (page,))
-        threads = [view(first, "gate")]
-        wait_until(lambda: waiting(1))
+        threads = [in_thread(failures, first, "gate")]
+        waiting_for_locks(pg, 1)
         # Both wait in first's queue while its writer is held: one batch.
-        threads += [view(first, page, known), view(first, page, new)]
+        threads += [in_thread(failures, first, page, visitor=known),
+                    in_thread(failures, first, page, visitor=new)]
         wait_until(lambda: first._queue.qsize() == 2)
-        gate.execute("COMMIT")
-        wait_until(lambda: waiting(1))
-        threads.append(view(second, page, new))
-        wait_until(lambda: waiting(2))
+        gate.commit()
+        waiting_for_locks(pg, 1)
+        threads.append(in_thread(failures, second, page, visitor=new))
+        waiting_for_locks(pg, 2)
         hold.commit()
         for thread in threads:
             thread.join()
         assert failures == []
         assert (first.counts(page).total, first.counts(page).visitors) == (4, 2)
+
+
+def test_a_bot_s_view_beside_a_counted_one_never_deadlocks(pg):
+    # A bot's view that does not count writes only its page's day row; ahead
+    # of a counted view of the same page in one batch, it locked the day row
+    # before the page's row, which another server's view, holding the page's
+    # row, then waited for: a deadlock. A bot's view now locks the page's row first.
+    page, failures = "shared", []
+    with database.open_store(pg) as first, database.open_store(pg) as second, \
+            hold_rows(pg) as gate, hold_rows(pg) as hold:
+        first.record_view("gate")
+        first.record_view(page)
+        gate.execute("SELECT 1 FROM pages WHERE page_id = 'gate' FOR UPDATE")
+        hold.execute("SELECT 1 FROM pages WHERE page_id = %s FOR UPDATE", (page,))
+        threads = [in_thread(failures, second, page)]  # first in line for the page
+        waiting_for_locks(pg, 1)
+        threads.append(in_thread(failures, first, "gate"))
+        waiting_for_locks(pg, 2)
+        threads += [in_thread(failures, first, page, bot=True, counted=False),
+                    in_thread(failures, first, page)]
+        wait_until(lambda: first._queue.qsize() == 2)
+        gate.commit()
+        waiting_for_locks(pg, 2)  # second and first wait for the page
+        hold.commit()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        assert first.counts(page).total == 3
+        assert first.days(page, 1)[-1].bots == 1
 
 
 def test_the_page_cap_is_checked_exactly_only_near_it(pg):
