@@ -79,7 +79,7 @@ def _storage_error(error: Exception) -> StorageError:
 # for a bot's view that does not count, only its bot views, only on a page
 # that exists, whose row it locks first (bot_page): every writer takes a
 # page's row before its days' rows (taking the day's row first deadlocked
-# with another server's view of the page, or an import). The snapshot
+# with another server's counted view of the page). The snapshot
 # columns (cur_*) answer such a bot's view: the statement's own changes are
 # not visible to them. existed tells the two refusals apart. Several
 # processes may each add a new page at the same moment: the page cap can
