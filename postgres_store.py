@@ -10,9 +10,9 @@ Counting is the same as with SQLite, nothing read first and written later:
 one statement per view, an INSERT ... ON CONFLICT DO UPDATE ... RETURNING on
 pages and on daily, and each process's writer puts the views that arrive
 together into one transaction, sent as one pipeline (psycopg's executemany
-with returning: one round trip for the batch instead of one per view; one
-more before it when the batch has new visitors, whose hashes are written
-first) and answered only after COMMIT, with synchronous_commit left as the server has
+with returning: one round trip for the batch instead of one per view; the
+batch's new visitors' hashes are written first, in the same pipeline) and
+answered only after COMMIT, with synchronous_commit left as the server has
 it (on).
 """
 
@@ -74,8 +74,10 @@ def _storage_error(error: Exception) -> StorageError:
 
 # allowed: whether this view counts (views 1, and neither refusal below);
 # the first refusal is a new page once max_pages exist (NULL: no cap), the
-# second a view past TOTAL_MAX. new_visitor: 1 when _ADD_VISITORS wrote the
-# view's hash in this transaction. daily is written when pages was, or,
+# second a view past TOTAL_MAX. seen: 1 when _ADD_VISITORS wrote the view's
+# hash in this transaction (the row's xmin is this transaction's id; a hash
+# there before, or written by another server meanwhile, has another), else
+# 0. daily is written when pages was, or,
 # for a bot's view that does not count, only its bot views, only on a page
 # that exists, whose row it locks first (bot_page): every writer takes a
 # page's row before its days' rows (taking the day's row first deadlocked
@@ -91,9 +93,13 @@ WITH allowed AS (
         OR NOT EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
            AND (%(max_pages)s::bigint IS NULL
                 OR (SELECT count(*) FROM pages) < %(max_pages)s::bigint)) AS ok
+), seen AS (
+    SELECT count(*) AS new FROM visitor_hashes
+    WHERE %(hash)s::bytea IS NOT NULL AND day = %(day)s AND hash = %(hash)s::bytea
+      AND xmin = pg_current_xact_id()::xid
 ), page AS (
     INSERT INTO pages (page_id, total, visitors, created_at, last_seen)
-    SELECT %(page_id)s, 1, %(new_visitor)s, %(stamp)s, %(stamp)s
+    SELECT %(page_id)s, 1, (SELECT new FROM seen), %(stamp)s, %(stamp)s
     WHERE (SELECT ok FROM allowed)
     ON CONFLICT (page_id) DO UPDATE SET total = pages.total + 1,
         visitors = pages.visitors + excluded.visitors, last_seen = excluded.last_seen
@@ -104,7 +110,7 @@ WITH allowed AS (
 ), today AS (
     INSERT INTO daily (page, day, views, visitors, bots)
     SELECT coalesce((SELECT id FROM page), (SELECT id FROM bot_page)),
-           %(day)s::date, %(views)s, %(new_visitor)s, %(bots)s
+           %(day)s::date, %(views)s, (SELECT new FROM seen), %(bots)s
     WHERE EXISTS (SELECT 1 FROM page) OR EXISTS (SELECT 1 FROM bot_page)
     ON CONFLICT (page, day) DO UPDATE SET views = daily.views + excluded.views,
         visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots
@@ -137,7 +143,6 @@ WHERE EXISTS (SELECT 1 FROM pages WHERE page_id = v.page_id AND total < %(max_to
       AND (%(max_pages)s::bigint IS NULL OR (SELECT count(*) FROM pages) < %(max_pages)s::bigint)
 ORDER BY v.day, v.hash
 ON CONFLICT DO NOTHING
-RETURNING hash
 """
 _COUNTS = (
     "SELECT p.total, coalesce(d.views, 0), p.visitors, coalesce(d.visitors, 0) FROM pages p "
@@ -190,6 +195,19 @@ def check_encoding(conn: psycopg.Connection, url: str) -> None:
         raise UnusableDatabase(
             f"{storage.masked(url)}: the database's encoding is {encoding}; Tally needs "
             f"UTF8 (createdb --encoding=UTF8 --template=template0 ...)")
+
+# Counting finds a visitor's new hash by its row's xmin and the
+# transaction's id, pg_current_xact_id() (PostgreSQL 13).
+OLDEST_SERVER = 130000
+
+
+def check_server(version: int, url: str) -> None:
+    """Refuse, before anything is created, a server older than OLDEST_SERVER."""
+    if version < OLDEST_SERVER:
+        raise UnusableDatabase(
+            f"{storage.masked(url)}: PostgreSQL {version // 10000}.{version % 10000}; Tally "
+            f"needs {OLDEST_SERVER // 10000} or newer")
+
 
 # Migrations that rewrite tables into a new layout (schema_postgres.sql's
 # header): the numbers below, read before and after inside the migration's
@@ -455,6 +473,7 @@ class Store(Changes):
                 f"(check its quoting and percent-encoding)") from None
         try:
             conn = self._connection()
+            check_server(conn.info.server_version, url)
             check_encoding(conn, url)
             if readonly:
                 # A reading command never creates or migrates anything:
@@ -527,8 +546,13 @@ class Store(Changes):
             # rename sort, whatever the database's own collation ("B" < "a"
             # in both).
             ordered = sorted(zip(batch, values), key=lambda pair: pair[0].page_id)
-            with conn.transaction(), conn.cursor() as cursor:
-                self._add_visitors(cursor, values, cap)
+            with conn.transaction(), conn.pipeline(), conn.cursor() as cursor:
+                hashed = [v for v in values if v["hash"] is not None]
+                if hashed:  # in the same pipeline, before the views
+                    conn.execute(_ADD_VISITORS, {
+                        "days": [v["day"] for v in hashed], "hashes": [v["hash"] for v in hashed],
+                        "page_ids": [v["page_id"] for v in hashed], "max_pages": cap,
+                        "max_total": TOTAL_MAX})
                 cursor.executemany(_COUNT, [v for _, v in ordered], returning=True)
                 rows = []
                 while True:
@@ -557,20 +581,6 @@ class Store(Changes):
                     self._pages_seen += 1
             else:
                 view.error = (TotalLimitReached if existed else PageLimitReached)(view.page_id)
-
-    @staticmethod
-    def _add_visitors(cursor: psycopg.Cursor, values: list[dict], cap: int | None) -> None:
-        """Write the batch's visitor hashes (_ADD_VISITORS); each view's
-        new_visitor is 1 if its hash was new to the database."""
-        hashed = [v for v in values if v["hash"] is not None]
-        if hashed:
-            cursor.execute(_ADD_VISITORS, {
-                "days": [v["day"] for v in hashed], "hashes": [v["hash"] for v in hashed],
-                "page_ids": [v["page_id"] for v in hashed], "max_pages": cap,
-                "max_total": TOTAL_MAX})
-            added = {bytes(row[0]) for row in cursor.fetchall()}
-            for v in hashed:
-                v["new_visitor"] = int(v["hash"] in added)
 
     def _salt(self, conn: psycopg.Connection, day: str) -> bytes:
         """The day's salt, shared by every server on this database: made
@@ -634,7 +644,7 @@ class Store(Changes):
                 hashed = key[1]
         return {"page_id": view.page_id, "stamp": storage.stamp(view.now), "day": day,
                 "max_pages": cap, "max_total": TOTAL_MAX, "views": view.views,
-                "bots": view.bots, "hash": hashed, "new_visitor": 0}
+                "bots": view.bots, "hash": hashed}
 
     def _run_task(self, task: Task) -> object:
         try:

@@ -224,6 +224,16 @@ def test_a_newer_schema_or_foreign_tables_are_refused(pg):
     assert result.returncode == 2 and "not a Tally database" in result.stderr
 
 
+def test_a_server_older_than_13_is_refused_with_its_version():
+    # No such server here: the check itself, with the numbers psycopg gives.
+    import postgres_store
+    with pytest.raises(storage.UnusableDatabase,
+                       match=r"PostgreSQL 12\.22; Tally needs 13 or newer") as refused:
+        postgres_store.check_server(120022, "postgresql://u:secret@h/db")
+    assert "secret" not in str(refused.value)
+    postgres_store.check_server(130000, "postgresql://h/db")
+
+
 def test_without_psycopg_a_postgresql_url_is_one_line(tmp_path, pg):
     # A psycopg that cannot be imported, as on a SQLite-only install.
     (tmp_path / "psycopg.py").write_text("raise ImportError('no psycopg here')\n")
