@@ -77,13 +77,12 @@ def _storage_error(error: Exception) -> StorageError:
 # second a view past TOTAL_MAX. seen: 1 when _ADD_VISITORS wrote the view's
 # hash in this transaction (the row's xmin is this transaction's id; a hash
 # there before, or written by another server meanwhile, has another), else
-# 0. daily is written when pages was, or,
-# for a bot's view that does not count, only its bot views, only on a page
-# that exists, whose row it locks first (bot_page): every writer takes a
-# page's row before its days' rows (taking the day's row first deadlocked
-# with another server's counted view of the page). The snapshot
-# columns (cur_*) answer such a bot's view: the statement's own changes are
-# not visible to them. existed tells the two refusals apart. Several
+# 0. daily is written when pages was, or, for a bot's view that does not
+# count, only its bot views, only on a page that exists, whose row it locks
+# first (bot_page): every writer takes a page's row before its days' rows
+# (taking the day's row first deadlocked with another server's counted view
+# of the page). The snapshot columns (cur_*) answer such a bot's view: the
+# statement's own changes are not visible to them. existed tells the two refusals apart. Several
 # processes may each add a new page at the same moment: the page cap can
 # then be passed by at most one page per process.
 _COUNT = """
@@ -129,8 +128,8 @@ SELECT (SELECT total FROM page), (SELECT views FROM today),
 # statement, in hash order, before any page's row is locked. Each view's
 # statement used to write its own hash, then its page: a process with a page
 # locked (an earlier view of the batch) could then wait for a hash another
-# process held while that one waited for the page (a deadlock, and 503 for
-# both batches). Now every writer takes hashes, then pages in page_id order,
+# process held while that one waited for the page (a deadlock: PostgreSQL
+# aborted one of the batches, and each of its views answered 503). Now every writer takes hashes, then pages in page_id order,
 # then their days: always in that order. Of two servers writing the same
 # hash at once, one adds it (ON CONFLICT). A view refused for the page cap or
 # TOTAL_MAX writes no hash (the same test as _COUNT's allowed).

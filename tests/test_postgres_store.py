@@ -387,7 +387,7 @@ def test_one_visitor_through_two_servers_at_once_never_deadlocks(pg):
     # Each view's statement locked its visitor's hash, then its page. A batch
     # with a visitor known already (no hash to write) ahead of a new one locked
     # the page first, then the new hash; another server holding that hash
-    # waited for the page: a deadlock, and 503 for both batches' views. The
+    # waited for the page: a deadlock, and 503 for one batch's views. The
     # order is forced with two connections holding rows the writers need.
     page, known, new = "shared", ("192.0.2.1", "Firefox"), ("192.0.2.2", "Firefox")
     failures: list[Exception] = []
