@@ -373,6 +373,23 @@ def _json_count(value: object, where: str, name: str) -> int:
     return _checked(lambda v: params.check_count(v, name), value, where)  # type: ignore
 
 
+def _github_day(value: str, where: str) -> str:
+    """A day of GitHub's traffic: one GitHub can have had (github.py)."""
+    day = _day(value, where)
+    if not github.FIRST_DAY.isoformat() <= day <= github.LAST_DAY.isoformat():
+        raise CommandError(f"{where}: {day}: not a day of GitHub's traffic "
+                           f"({github.FIRST_DAY} to {github.LAST_DAY})")
+    return day
+
+
+def _github_count(value: object, where: str, name: str) -> int:
+    count = _json_count(value, where, name)
+    if count > github.COUNT_MAX:
+        raise CommandError(f"{where}: {name} {count} is more than GitHub's traffic can be "
+                           f"(at most {github.COUNT_MAX} a day)")
+    return count
+
+
 class ImportReader:
     """Reads a Tally JSON or CSV export, or a plain page_id,count CSV, one
     page at a time (pages()), checking each value with params.py as it goes.
@@ -490,13 +507,13 @@ class ImportReader:
         for day, numbers in days.items():
             if not isinstance(numbers, dict):
                 raise CommandError(f"{where}: {day}: not an object")
-            checked[_day(day, where)] = storage.TrafficDay(
-                *(_json_count(numbers.get(name), where, name) for name in fields))
+            checked[_github_day(day, where)] = storage.TrafficDay(
+                *(_github_count(numbers.get(name), where, name) for name in fields))
         entries: dict[str, list[storage.Popular]] = {}
         for day, items in popular.items():
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise CommandError(f"{where}: popular {day}: not a list of objects")
-            entries[_day(day, where)] = [self._popular(i, where) for i in items]
+            entries[_github_day(day, where)] = [self._popular(i, where) for i in items]
         return storage.KeptRepo(repo, page_id, added_at, checked, entries)
 
     @staticmethod
@@ -505,8 +522,9 @@ class ImportReader:
         if kind not in ("referrer", "path") or not all(
                 isinstance(t, str) and len(t) <= github.TEXT_MAX for t in (name, title)):
             raise CommandError(f"{where}: invalid popular entry")
-        return storage.Popular(kind, name, title, _json_count(item.get("views"), where, "views"),
-                               _json_count(item.get("visitors"), where, "visitors"))
+        return storage.Popular(kind, name, title,
+                               _github_count(item.get("views"), where, "views"),
+                               _github_count(item.get("visitors"), where, "visitors"))
 
     def _rows(self, rows: Iterator[list[str]], first_line: int) -> Iterator[tuple[str, list[str]]]:
         number = first_line
@@ -1008,7 +1026,7 @@ def cmd_github_add(args: argparse.Namespace, config: Config, out: TextIO) -> int
     now = storage.utc_now()
     problem = None
     try:
-        days, popular = client.traffic(repo, now)
+        answer = client.traffic(repo)
     except github.GitHubError as e:
         if e.status in _GITHUB_HINTS:
             raise CommandError(f"{repo}: {e.status}: {_GITHUB_HINTS[e.status]}; "
@@ -1028,7 +1046,9 @@ def cmd_github_add(args: argparse.Namespace, config: Config, out: TextIO) -> int
             print(f"keeping {repo}; its first sync failed ({problem.status}): the server "
                   f"tries again from {outcome.retry_at}", file=out)
             return 0
-        store.github_save(repo, days, popular, now, now + _interval(config))
+        store.github_save(repo, answer.listed, answer.unlisted, answer.popular,
+                          answer.today.isoformat(), now, now + _interval(config))
+    days = [*answer.listed, *answer.unlisted]
     print(f"keeping {repo}: {len(days)} days from {min(days)} synced; the server syncs it "
           f"every {config.github_sync_hours:g} hours. Badge: page_id=github:{repo}", file=out)
     return 0

@@ -766,14 +766,20 @@ Store.GITHUB_SQL = {
     "repos": f"SELECT {_REPO_COLUMNS}, count(d.day), min(d.day), max(d.day) "
              "FROM github_repos r LEFT JOIN github_days d ON d.repo = r.repo "
              'GROUP BY r.repo ORDER BY r.repo COLLATE "C"',
-    # One statement: of several servers asking at once, one gets the row.
+    # Taken when nobody holds it (or a holder's lease ran out), and (unless
+    # forced) it is still as the claimer read it: one statement, so of several
+    # servers asking at once one gets the row.
     "claim": "UPDATE github_repos SET claimed_until = %s WHERE repo = %s "
              "AND (claimed_until IS NULL OR claimed_until < %s) "
-             "AND (next_sync_at <= %s OR %s::boolean)",
+             "AND (%s::boolean OR next_sync_at = %s "
+             "AND synced_at IS NOT DISTINCT FROM %s::text)",
     "save_day": "INSERT INTO github_days (repo, day, views, visitors, clones, cloners) "
                 "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (repo, day) DO UPDATE SET "
                 "views = excluded.views, visitors = excluded.visitors, "
                 "clones = excluded.clones, cloners = excluded.cloners",
+    # A day GitHub left out of its window: 0, unless a number is kept.
+    "zero_day": "INSERT INTO github_days (repo, day, views, visitors, clones, cloners) "
+                "VALUES (%s, %s, 0, 0, 0, 0) ON CONFLICT (repo, day) DO NOTHING",
     "clear_popular": "DELETE FROM github_popular WHERE repo = %s AND day = %s",
     "save_popular": "INSERT INTO github_popular (repo, day, kind, name, title, views, visitors) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",

@@ -1065,13 +1065,19 @@ Store.GITHUB_SQL = {
     "repos": f"SELECT {_REPO_COLUMNS}, count(d.day), min(d.day), max(d.day) "
              "FROM github_repos r LEFT JOIN github_days d ON d.repo = r.repo "
              "GROUP BY r.repo ORDER BY r.repo",
-    # Taken when nobody holds it (or a holder's lease ran out) and it is due.
+    # Taken when nobody holds it (or a holder's lease ran out), and (unless
+    # forced) it is still as the claimer read it: one statement, so of several
+    # servers asking at once one gets the row.
     "claim": "UPDATE github_repos SET claimed_until = ? WHERE repo = ? "
-             "AND (claimed_until IS NULL OR claimed_until < ?) AND (next_sync_at <= ? OR ?)",
+             "AND (claimed_until IS NULL OR claimed_until < ?) "
+             "AND (? OR next_sync_at = ? AND synced_at IS ?)",
     "save_day": "INSERT INTO github_days (repo, day, views, visitors, clones, cloners) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repo, day) DO UPDATE SET "
                 "views = excluded.views, visitors = excluded.visitors, "
                 "clones = excluded.clones, cloners = excluded.cloners",
+    # A day GitHub left out of its window: 0, unless a number is kept.
+    "zero_day": "INSERT INTO github_days (repo, day, views, visitors, clones, cloners) "
+                "VALUES (?, ?, 0, 0, 0, 0) ON CONFLICT (repo, day) DO NOTHING",
     "clear_popular": "DELETE FROM github_popular WHERE repo = ? AND day = ?",
     "save_popular": "INSERT INTO github_popular (repo, day, kind, name, title, views, visitors) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",

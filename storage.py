@@ -501,31 +501,39 @@ class KeptTraffic(abc.ABC):
         return [Repo(*row) for row in self._read(self.GITHUB_SQL["repos"])]
 
     def github_claim(self, repo: str, now: datetime.datetime, lease: datetime.timedelta,
-                     due_only: bool = True) -> bool:
+                     seen: Repo | None = None) -> bool:
         """Take the repository's next sync for this process (for lease), if
-        no other process holds it and (due_only) it is due: several servers
-        on one database sync each repository once."""
+        no other process holds it and (seen) it is still as it was read:
+        of several servers on one database that found it due, the first
+        syncs it and the others find it changed."""
         def run(conn: object) -> bool:
             claimed = conn.execute(self.GITHUB_SQL["claim"], (  # type: ignore[attr-defined]
-                stamp(now + lease), repo, stamp(now), stamp(now), not due_only))
+                stamp(now + lease), repo, stamp(now), seen is None,
+                seen.next_sync_at if seen else "", seen.synced_at if seen else None))
             return claimed.rowcount == 1
         return bool(self._wait(Task(run)))
 
-    def github_save(self, repo: str, days: dict[str, TrafficDay], popular: list[Popular],
-                    now: datetime.datetime, next_at: datetime.datetime) -> None:
-        """One successful sync, in one transaction: each day's numbers
-        replaced by GitHub's (a day synced twice is never added twice), the
-        top referrers and paths of this sync's day, the status ok."""
-        sql, today, when = self.GITHUB_SQL, day(now), stamp(now)
+    def github_save(self, repo: str, listed: dict[str, TrafficDay], unlisted: list[str],
+                    popular: list[Popular], github_day: str, now: datetime.datetime,
+                    next_at: datetime.datetime) -> None:
+        """One successful sync, in one transaction: each day GitHub listed
+        replaces the kept one (a day synced twice is never added twice); a
+        day of GitHub's window it left out is kept as 0 only where nothing
+        is kept (an implied zero never replaces a number); the top
+        referrers and paths of GitHub's day; the status ok."""
+        sql, when = self.GITHUB_SQL, stamp(now)
 
         def run(conn: object) -> None:
-            for date, numbers in sorted(days.items()):
+            for date, numbers in sorted(listed.items()):
                 conn.execute(sql["save_day"], (  # type: ignore[attr-defined]
                     repo, date, numbers.views, numbers.visitors, numbers.clones, numbers.cloners))
-            conn.execute(sql["clear_popular"], (repo, today))  # type: ignore[attr-defined]
+            for date in unlisted:
+                conn.execute(sql["zero_day"], (repo, date))  # type: ignore[attr-defined]
+            conn.execute(sql["clear_popular"], (repo, github_day))  # type: ignore[attr-defined]
             for item in popular:
                 conn.execute(sql["save_popular"], (  # type: ignore[attr-defined]
-                    repo, today, item.kind, item.name, item.title, item.views, item.visitors))
+                    repo, github_day, item.kind, item.name, item.title, item.views,
+                    item.visitors))
             conn.execute(sql["synced"], (when, when, stamp(next_at), repo))  # type: ignore
         self._wait(Task(run))
 

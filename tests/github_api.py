@@ -9,12 +9,15 @@ GitHub Enterprise Server.
 A test sets, per repository, a history ({day: (views, visitors, clones,
 cloners)}), the fake's own "today" (GitHub's window ends there), and a
 failure to answer with instead ("401", "403", "404", "rate", "spent",
-"429", "500", "hang", "malformed").
+"429", "500", "hang", "malformed", "drip"). Every answer carries a Date
+header, as GitHub's do: noon of the fake's today, unless `date` says
+otherwise ("" leaves it out).
 """
 
 from __future__ import annotations
 
 import datetime
+import email.utils
 import http.server
 import json
 import threading
@@ -34,6 +37,10 @@ class FakeGitHub:
         self.retry_after = 120
         self.hang_s = 30.0
         self.hanging = 0  # requests held by a "hang" right now
+        self.date: str | None = None  # the Date header; None: noon of today
+        self.drip_s = 0.2  # "drip": one byte of the answer every drip_s
+        self.headers: dict[str, str] = {}  # more headers for every answer
+        self.extra: dict[str, list[dict]] = {}  # more items for a views answer
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -44,6 +51,11 @@ class FakeGitHub:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def send_response(self, code: int, message: str | None = None) -> None:
+                self.send_response_only(code, message)
+                if fake.date != "":
+                    self.send_header("Date", fake.date_header())
+
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -53,6 +65,13 @@ class FakeGitHub:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def date_header(self) -> str:
+        if self.date is not None:
+            return self.date
+        noon = datetime.datetime.combine(self.today, datetime.time(12),
+                                         tzinfo=datetime.timezone.utc)
+        return email.utils.format_datetime(noon, usegmt=True)
 
     def window(self) -> list[str]:
         return [(self.today - datetime.timedelta(days=back)).isoformat()
@@ -74,6 +93,16 @@ class FakeGitHub:
                 time.sleep(self.hang_s)
             finally:
                 self.hanging -= 1
+            return None
+        if failure == "drip":  # a valid answer, a byte at a time
+            data = json.dumps({"count": 0, "uniques": 0, "views": []}).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            for i in range(len(data)):
+                handler.wfile.write(data[i:i + 1])
+                handler.wfile.flush()
+                time.sleep(self.drip_s)
             return None
         if failure == "malformed":
             return self.send(handler, 200, b'{"count": 3, "views": [')
@@ -102,7 +131,8 @@ class FakeGitHub:
             return self.send(handler, 200, {
                 "count": sum(c for _, c, _ in listed), "uniques": sum(u for _, _, u in listed),
                 kind: [{"timestamp": f"{day}T00:00:00Z", "count": c, "uniques": u}
-                       for day, c, u in listed]})
+                       for day, c, u in listed] + (self.extra.get(repo, []) if kind == "views"
+                                                   else [])})
         if kind == "popular/referrers":
             return self.send(handler, 200, self.referrers.get(repo, [
                 {"referrer": "github.com", "count": 4, "uniques": 3},
@@ -112,14 +142,13 @@ class FakeGitHub:
                 {"path": f"/{repo}", "title": f"{repo}: a repository", "count": 5, "uniques": 3}])
         return self.send(handler, 404, {"message": "Not Found"})
 
-    @staticmethod
-    def send(handler: http.server.BaseHTTPRequestHandler, status: int, body: object,
+    def send(self, handler: http.server.BaseHTTPRequestHandler, status: int, body: object,
              headers: dict[str, str] | None = None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json; charset=utf-8")
         handler.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+        for name, value in {**self.headers, **(headers or {})}.items():
             handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import threading
 
 import pytest
@@ -245,12 +246,20 @@ def test_one_of_two_servers_on_one_database_claims_a_sync(make_store):
     first, second = make_store(), make_store()
     now = at(FIRST)
     first.github_add("alice/repo", None, now)
-    claims = [first.github_claim("alice/repo", now, github.LEASE),
-              second.github_claim("alice/repo", now, github.LEASE)]
+    seen = first.github_repos()[0]
+    claims = [first.github_claim("alice/repo", now, github.LEASE, seen=seen),
+              second.github_claim("alice/repo", now, github.LEASE, seen=seen)]
     assert sorted(claims) == [False, True]
     # A holder that died: its lease runs out and another takes it.
     later = now + github.LEASE + datetime.timedelta(seconds=1)
-    assert second.github_claim("alice/repo", later, github.LEASE, due_only=False)
+    assert second.github_claim("alice/repo", later, github.LEASE, seen=seen)
+
+
+def test_a_server_that_read_a_repository_before_another_synced_it_leaves_it(kept, fake_github):
+    day = FIRST + datetime.timedelta(days=13)
+    seen = kept.github_repos()[0]
+    sync_on(kept, fake_github, day)
+    assert not kept.github_claim("alice/repo", at(day), github.LEASE, seen=seen)
 
 
 def test_a_repository_removed_keeps_its_numbers_unless_deleted(kept, fake_github):
@@ -297,3 +306,157 @@ def test_a_redirect_to_another_host_is_not_followed(fake_github):
     assert error.value.status == "bad answer"
     thread.join()
     server.server_close()
+
+
+# Hardening, round four ######################################################
+
+
+def kept_days(store) -> dict[str, storage.TrafficDay]:
+    return store.github_days("alice/repo", "2000-01-01", "2100-01-01")
+
+
+@pytest.mark.parametrize("behind", [datetime.timedelta(minutes=1), datetime.timedelta(hours=1),
+                                    datetime.timedelta(days=3), datetime.timedelta(days=365)],
+                         ids=["a minute", "an hour", "three days", "a year"])
+def test_a_clock_behind_githubs_never_zeros_a_kept_day(kept, fake_github, behind):
+    for n in range(13, 21):
+        sync_on(kept, fake_github, FIRST + datetime.timedelta(days=n))
+    before = kept_days(kept)
+    assert len(before) == 21 and all(d.views for d in before.values())
+    # GitHub's day has just begun; this box's clock is behind it.
+    github_day = FIRST + datetime.timedelta(days=21)
+    fake_github.today = github_day
+    fake_github.date = f"{github_day:%a, %d %b %Y} 00:00:30 GMT"
+    github_now = datetime.datetime(github_day.year, github_day.month, github_day.day, 0, 0, 30,
+                                   tzinfo=datetime.timezone.utc)
+    outcomes = github.sync_pass(kept, settings(fake_github), github_now - behind, due_only=False)
+    assert [o.status for o in outcomes] == ["ok"]
+    after = kept_days(kept)
+    assert {day: after[day] for day in before} == before
+    served = fake_github.histories["alice/repo"]
+    assert kept.github_traffic("alice/repo").views == sum(
+        served[day][0] for day in sorted(served)[:22])
+
+
+def test_a_day_github_leaves_out_is_zero_only_where_nothing_was_kept(kept, fake_github):
+    day = FIRST + datetime.timedelta(days=13)
+    sync_on(kept, fake_github, day)
+    left_out = (day - datetime.timedelta(days=5)).isoformat()
+    never_seen = (FIRST + datetime.timedelta(days=14)).isoformat()
+    served = fake_github.histories["alice/repo"]
+    served[never_seen] = (0, 0, 0, 0)  # no views: GitHub leaves it out
+    del served[left_out]  # an answer that leaves out a day it has
+    sync_on(kept, fake_github, day + datetime.timedelta(days=1))
+    days = kept_days(kept)
+    assert days[left_out].views == 9  # the kept number, not an implied zero
+    assert days[never_seen] == storage.TrafficDay(0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("date", ["", "not a date", "Mon, 01 Jan 0001 00:00:00 GMT",
+                                  "Fri, 31 Dec 9999 23:59:59 GMT",
+                                  "Mon, 05 Jan 2026 12:00:00 +9999"])
+def test_an_answer_without_a_date_githubs_can_have_is_bad_and_writes_nothing(kept, fake_github,
+                                                                              date):
+    fake_github.date = date
+    outcomes = sync_on(kept, fake_github, FIRST + datetime.timedelta(days=13))
+    assert [o.status for o in outcomes] == ["bad answer"]
+    assert kept_days(kept) == {}
+
+
+@pytest.mark.parametrize("timestamp, count", [
+    ("0001-01-01T00:00:00Z", 1), ("9999-12-31T00:00:00Z", 1), ("2025-01-01T00:00:00Z", 1),
+    ("2026-02-01T00:00:00Z", 1), ("2026-01-10T00:00:00Z", 10**10 + 1),
+    ("2026-01-10T00:00:00Z", 9 * 10**15)],
+    ids=["year 1", "year 9999", "before the window", "after GitHub's day", "too many",
+         "the total cap"])
+def test_a_day_outside_githubs_window_or_past_its_counts_is_a_bad_answer(kept, fake_github,
+                                                                         timestamp, count):
+    fake_github.extra["alice/repo"] = [{"timestamp": timestamp, "count": count, "uniques": 1}]
+    outcomes = sync_on(kept, fake_github, FIRST + datetime.timedelta(days=13))
+    assert [o.status for o in outcomes] == ["bad answer"]
+    assert kept_days(kept) == {}
+    assert kept.github_traffic("alice/repo").views == 0
+
+
+def test_one_deadline_bounds_an_answer_that_drips(kept, fake_github):
+    fake_github.failures["alice/repo"] = "drip"
+    fake_github.drip_s = 0.5  # each read is quick; the whole answer is not
+    started = datetime.datetime.now()
+    outcome = github.sync_pass(kept, config.Config(github_api=fake_github.url, github_token=TOKEN,
+                                                   github_timeout=1),
+                               at(FIRST + datetime.timedelta(days=13)), due_only=False)[0]
+    took = (datetime.datetime.now() - started).total_seconds()
+    assert outcome.status == "timed out"
+    assert took < 5  # the answer takes 23 s; 1 s of timeout is the bound (and a margin)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"}, {"Retry-After": "99999999"},
+    {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "99999999999"}],
+    ids=["a date in 9999", "three years of seconds", "a reset in 5138"])
+def test_every_back_off_github_asks_for_is_capped_at_an_hour(kept, fake_github, headers):
+    fake_github.failures["alice/repo"] = "429"
+    fake_github.headers = headers
+    now = storage.utc_now()
+    github.sync_pass(kept, settings(fake_github), now, due_only=False)
+    state = kept.github_repos()[0]
+    assert state.status == "rate limited"
+    assert now < github._moment(state.next_sync_at) <= now + github.RETRY_CAP
+
+
+@pytest.mark.parametrize("headers", [
+    {"Retry-After": "²"}, {"Retry-After": "9" * 5000},
+    {"Retry-After": "Mon, 05 Jan 2026 12:00:00 +9999"},
+    {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "9" * 5000},
+    {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "¹²"}])
+def test_crafted_rate_limit_headers_back_off_and_leave_the_repository_free(kept, fake_github,
+                                                                         headers):
+    fake_github.failures["alice/repo"] = "rate"
+    fake_github.headers = headers
+    now = at(FIRST + datetime.timedelta(days=13))
+    outcomes = github.sync_pass(kept, settings(fake_github), now, due_only=False)
+    assert [o.status for o in outcomes] == ["rate limited"]
+    state = kept.github_repos()[0]
+    assert now < github._moment(state.next_sync_at) <= now + github.RETRY_CAP
+    # Not left claimed: no "another server is syncing" for ten minutes.
+    assert kept.github_claim("alice/repo", now, github.LEASE)
+
+
+def test_a_bug_during_a_sync_leaves_the_repository_free(kept, fake_github, monkeypatch, caplog):
+    def broken(self, repo):
+        raise KeyError("a bug")
+    monkeypatch.setattr(github.Client, "traffic", broken)
+    outcomes = sync_on(kept, fake_github, FIRST + datetime.timedelta(days=13))
+    assert [o.status for o in outcomes] == ["internal error"]
+    assert kept.github_claim("alice/repo", at(FIRST + datetime.timedelta(days=13)), github.LEASE)
+    assert "KeyError" in caplog.text
+
+
+def test_the_interval_in_force_decides_when_a_repository_is_due(kept, fake_github):
+    day = FIRST + datetime.timedelta(days=13)
+    sync_on(kept, fake_github, day)  # the default interval: next in 6 hours
+    fast = settings(fake_github, github_sync_hours=0.5)
+    asked = len(fake_github.requests)
+    assert github.sync_pass(kept, fast, at(day) + datetime.timedelta(minutes=20)) == []
+    outcomes = github.sync_pass(kept, fast, at(day) + datetime.timedelta(minutes=31))
+    assert [o.status for o in outcomes] == ["ok"]
+    assert len(fake_github.requests) == asked + 4
+
+
+@pytest.mark.parametrize("ahead", [datetime.timedelta(days=1), datetime.timedelta(days=365)])
+def test_a_schedule_set_by_a_clock_ahead_corrects_itself_with_the_clock(kept, fake_github,
+                                                                        ahead):
+    day = FIRST + datetime.timedelta(days=13)
+    fake_github.today = day
+    github.sync_pass(kept, settings(fake_github), at(day) + ahead, due_only=False)
+    assert github._moment(kept.github_repos()[0].next_sync_at) > at(day) + ahead
+    # The clock is right again: due at once, not a year later.
+    assert [o.status for o in github.sync_pass(kept, settings(fake_github), at(day))] == ["ok"]
+    assert kept.github_lost("alice/repo") == 0
+
+
+def test_a_token_file_that_is_a_fifo_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    with pytest.raises(config.ConfigError, match="not a regular file"):
+        github.read_token(config.Config(github_token_file=str(fifo)))

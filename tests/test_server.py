@@ -408,7 +408,8 @@ def keep_traffic(store, repo="alice/repo", linked=None):
     popular = [storage_module.Popular("referrer", "news.ycombinator.com", "news.ycombinator.com",
                                       7, 5),
                storage_module.Popular("path", "/alice/repo", "alice/repo: <b>x</b>", 9, 4)]
-    store.github_save(repo, days, popular, now, now + dt.timedelta(hours=6))
+    store.github_save(repo, days, [], popular, today.isoformat(), now,
+                      now + dt.timedelta(hours=6))
     return days  # days -2 and -1: GitHub's window moved past them unseen
 
 

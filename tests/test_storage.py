@@ -617,7 +617,8 @@ def test_restore_replaces_the_kept_github_traffic_with_the_backups(db_path, tmp_
     backup = str(tmp_path / "backup.db")
     with sqlite_store.Store(backup) as s:
         s.github_add("alice/old", None, now)
-        s.github_save("alice/old", {"2026-01-01": storage.TrafficDay(9, 3, 0, 0)}, [], now, now)
+        s.github_save("alice/old", {"2026-01-01": storage.TrafficDay(9, 3, 0, 0)}, [], [],
+                      "2026-01-01", now, now)
     with sqlite_store.Store(db_path) as s:
         s.github_add("alice/new", None, now)
     sqlite_store.replace_counts(db_path, backup, str(tmp_path / "kept.db"))
