@@ -159,3 +159,13 @@ END;
 CREATE TRIGGER page_removed AFTER DELETE ON pages BEGIN
     UPDATE page_count SET pages = pages - 1;
 END;
+
+-- migration 6
+-- The day's visitor salt and hashes leave this file (issue 28): every copy
+-- of it (backup, the copy kept before a restore, a Litestream replica)
+-- held a whole day's salt and every hash made with it, from which the
+-- addresses behind them could be recovered. They now live in a file of
+-- their own beside it, <database>-visitors (sqlite_store.py), which no
+-- copy includes. The server carries today's rows over before this runs.
+DROP TABLE visitor_salts;
+DROP TABLE visitor_hashes;

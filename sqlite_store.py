@@ -85,8 +85,10 @@ SCHEMA_VERSION = migrations()[-1][0]
 # the numbers below, read before and after inside the migration's
 # transaction, must be equal or it is rolled back and the server refuses to
 # start. The same statement reads both layouts; the sums weighted by the
-# id's length catch counts moved from one page to another.
-REWRITES = {5}
+# id's length catch counts moved from one page to another. Migration 6 drops
+# only the visitor tables (moved to their own file first): checked the same,
+# so no count can go with them.
+REWRITES = {5, 6}
 _KEPT_NUMBERS = (
     "SELECT (SELECT pages FROM page_count), count(*), coalesce(sum(total), 0), "
     "coalesce(sum(visitors), 0), coalesce(sum(total * length(page_id)), 0), "
@@ -215,8 +217,40 @@ def same_file(a: str, b: str) -> bool:
 
 
 def companions(path: str) -> list[str]:
-    """A database file and the files SQLite keeps beside it."""
-    return [path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+    """A database file and the files SQLite keeps beside it, the day's
+    visitor file among them."""
+    return [name + suffix for name in (path, visitor_file(path))
+            for suffix in ("", "-wal", "-shm", "-journal")]
+
+
+def visitor_file(path: str) -> str:
+    """Where the day's visitor salt and hashes are kept: a file of their
+    own beside the database, so that no copy of the database (backup,
+    restore's, Litestream's) ever holds them (docs/privacy.md)."""
+    return path + "-visitors"
+
+
+# The visitor file's tables (ATTACHed as "visitors" by the writer): a day's
+# random salt, and the keyed hash of each (page, address, User-Agent) seen
+# that day. Deleted when the day ends; nothing else is in the file.
+_VISITOR_TABLES = (
+    "CREATE TABLE IF NOT EXISTS visitors.visitor_salts ("
+    "day TEXT PRIMARY KEY NOT NULL, salt BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS visitors.visitor_hashes ("
+    "day TEXT NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (day, hash)) WITHOUT ROWID",
+)
+
+
+def _attach_visitors(conn: sqlite3.Connection, path: str) -> None:
+    """Attach the database's visitor file: WAL, and synchronous=NORMAL, as
+    losing its last writes to a power cut costs at most a visitor counted
+    twice; what is deleted in it is overwritten."""
+    conn.execute("ATTACH DATABASE ? AS visitors", (visitor_file(path),))
+    conn.execute("PRAGMA visitors.journal_mode=WAL")
+    conn.execute("PRAGMA visitors.synchronous=NORMAL")
+    conn.execute("PRAGMA visitors.secure_delete=ON")
+    for statement in _VISITOR_TABLES:
+        conn.execute(statement)
 
 
 def database_files(db_path: str) -> list[str]:
@@ -290,7 +324,18 @@ def open_writer(path: str, sync: str, timeout_s: float,
         if max_page_count is not None:
             # Tests simulate a full disk with this.
             conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
+        _attach_visitors(conn, path)
+        if 4 <= version < 6:
+            # Today's salt and hashes move to the visitor file before
+            # migration 6 drops them here: today's visitors stay known.
+            conn.execute("INSERT OR IGNORE INTO visitors.visitor_salts "
+                         "SELECT day, salt FROM main.visitor_salts")
+            conn.execute("INSERT OR IGNORE INTO visitors.visitor_hashes "
+                         "SELECT day, hash FROM main.visitor_hashes")
         _migrate(conn, version, path)
+        if version < 6:
+            # The dropped tables' bytes out of the WAL file too.
+            conn.execute("PRAGMA main.wal_checkpoint(TRUNCATE)")
         # A read-only file opens and even serves reads, then fails every
         # count: refuse it at start-up instead. The probe is rolled back.
         conn.execute("BEGIN IMMEDIATE")
@@ -666,17 +711,17 @@ class Store(Changes):
         if key in self._known:
             return 0
         self._known.written(key)
-        return conn.execute("INSERT INTO visitor_hashes (day, hash) VALUES (?, ?) "
+        return conn.execute("INSERT INTO visitors.visitor_hashes (day, hash) VALUES (?, ?) "
                             "ON CONFLICT DO NOTHING", key).rowcount
 
     def _salt(self, conn: sqlite3.Connection, day: str) -> bytes:
         """The day's salt: made (random) by its first visitor, kept in the
-        file so a restart within the day knows today's visitors."""
+        visitor file so a restart within the day knows today's visitors."""
         salt = self._salts.get(day)
         if salt is None:
-            conn.execute("INSERT INTO visitor_salts (day, salt) VALUES (?, ?) "
+            conn.execute("INSERT INTO visitors.visitor_salts (day, salt) VALUES (?, ?) "
                          "ON CONFLICT DO NOTHING", (day, os.urandom(storage.SALT_BYTES)))
-            salt = conn.execute("SELECT salt FROM visitor_salts WHERE day = ?",
+            salt = conn.execute("SELECT salt FROM visitors.visitor_salts WHERE day = ?",
                                 (day,)).fetchone()[0]
             self._salts[day] = salt
         return salt
@@ -692,12 +737,13 @@ class Store(Changes):
 
     def _forget(self, conn: sqlite3.Connection, now: datetime.datetime) -> int:
         before = _day(now - storage.VISITOR_GRACE)
-        if not conn.execute("SELECT 1 FROM visitor_salts WHERE day < ? UNION ALL "
-                            "SELECT 1 FROM visitor_hashes WHERE day < ? LIMIT 1",
+        if not conn.execute("SELECT 1 FROM visitors.visitor_salts WHERE day < ? UNION ALL "
+                            "SELECT 1 FROM visitors.visitor_hashes WHERE day < ? LIMIT 1",
                             (before, before)).fetchone():
             return 0
-        forgotten = conn.execute("DELETE FROM visitor_salts WHERE day < ?", (before,)).rowcount
-        conn.execute("DELETE FROM visitor_hashes WHERE day < ?", (before,))
+        forgotten = conn.execute("DELETE FROM visitors.visitor_salts WHERE day < ?",
+                                 (before,)).rowcount
+        conn.execute("DELETE FROM visitors.visitor_hashes WHERE day < ?", (before,))
         for day in [day for day in self._salts if day < before]:
             del self._salts[day]
         self._known.forget_days_before(before)
@@ -738,7 +784,7 @@ class Store(Changes):
             try:
                 # Waiting at most a moment for readers: views queue meanwhile.
                 conn.execute("PRAGMA busy_timeout = 200")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("PRAGMA visitors.wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 pass
             finally:
@@ -933,6 +979,7 @@ def _replace_counts(db_path: str, source_path: str, keep_path: str, timeout_s: f
     try:
         _migrate(conn, conn.execute("PRAGMA user_version").fetchone()[0], db_path)
         conn.execute("ATTACH DATABASE ? AS restored", (source_uri,))
+        _attach_visitors(conn, db_path)
         conn.execute("BEGIN IMMEDIATE")
         # Nobody else can commit now: the reader's snapshot is the final
         # state of the counts being replaced.
@@ -942,6 +989,11 @@ def _replace_counts(db_path: str, source_path: str, keep_path: str, timeout_s: f
             os.fsync(f.fileno())
         conn.execute("DELETE FROM main.daily")
         conn.execute("DELETE FROM main.pages")
+        # The restored counts' visitors start afresh today: who was seen
+        # belongs to the counts replaced (and an older backup's salt, if it
+        # has one, is never read: only the tables below are).
+        conn.execute("DELETE FROM visitors.visitor_salts")
+        conn.execute("DELETE FROM visitors.visitor_hashes")
         # source_path has this Tally's schema (restore migrates a copy of an
         # older backup first): the same columns.
         for table in ("pages", "daily"):

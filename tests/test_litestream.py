@@ -333,3 +333,38 @@ def test_without_a_replica_the_container_start_script_runs_tally_alone(tmp_path)
         capture_output=True, text=True, timeout=60)
     # Tally itself answered (its one-line refusal of the port), not Litestream.
     assert result.returncode == 2 and "TALLY_PORT must be 0..65535" in result.stderr
+
+
+def test_a_replica_and_litestreams_own_files_never_hold_a_visitor_salt_or_hash(
+        live_server, tmp_path, folder):
+    """The day's salt and hashes live in <db>-visitors, which Litestream is
+    not given: neither the replica nor Litestream's files beside the
+    database hold their bytes, and a restore starts the day's visitors
+    afresh."""
+    import sqlite3
+    box = tmp_path / "box"
+    box.mkdir()
+    db = str(box / "counts.db")
+    live = live_server(db=db)
+    litestream = Litestream(db, folder, tmp_path / "litestream.log").start()
+    for n in range(30):  # 30 visitors (browsers of one address, told apart by version)
+        assert live.get("/badge?page_id=p", headers={"User-Agent": f"{BROWSER} Tally/{n}"}
+                        )[0] == 200
+    time.sleep(SYNC_S * 3)
+    litestream.stop()
+    stop_server(live)
+    with sqlite3.connect(db + "-visitors") as conn:
+        salt = bytes(conn.execute("SELECT salt FROM visitor_salts").fetchone()[0])
+        hashes = [bytes(h) for (h,) in conn.execute("SELECT hash FROM visitor_hashes")]
+    assert hashes
+    copies = [path for root in (tmp_path / "folder-replica", box)
+              for path in Path(root).rglob("*") if path.is_file()
+              and not path.name.startswith("counts.db-visitors")]
+    assert any("folder-replica" in str(p) for p in copies)
+    held = b"".join(path.read_bytes() for path in copies)
+    assert salt not in held
+    assert not any(h in held for h in hashes)
+    into = str(tmp_path / "from-replica.db")
+    litestream.restore(into)
+    assert totals(into)["p"] == 30
+    assert not os.path.exists(into + "-visitors")

@@ -504,8 +504,10 @@ def test_the_compact_migration_keeps_every_number_of_200000_pages(pg):
     assert [(p.page_id, day, p.days[day], p.visitor_days.get(day, 0), p.bot_days.get(day, 0))
             for p in migrated for day in sorted(p.days)] == days
     import psycopg
+    import postgres_store
     with psycopg.connect(pg) as conn:
-        assert conn.execute("SELECT version FROM tally_schema").fetchone()[0] == 5
+        assert conn.execute("SELECT version FROM tally_schema").fetchone()[0] == \
+            postgres_store.SCHEMA_VERSION
         assert conn.execute("SELECT pg_typeof(page)::text, pg_typeof(day)::text FROM daily "
                             "LIMIT 1").fetchone() == ("bigint", "date")
 
@@ -530,3 +532,14 @@ def test_reading_commands_ask_for_serve_on_an_older_schema(pg):
     version_4_database(pg, 3)
     result = tally("top", db=pg)
     assert result.returncode != 0 and "start `serve` once to migrate it" in result.stderr
+
+
+def test_the_days_salt_and_hashes_are_unlogged_so_no_replica_or_wal_archive_holds_them(pg):
+    with database.open_store(pg) as store:
+        store.record_view("blog", visitor=("198.51.100.1", conftest.BROWSER))
+    import psycopg
+    with psycopg.connect(pg) as conn:
+        kinds = dict(conn.execute("SELECT relname, relpersistence FROM pg_class WHERE relname "
+                                  "IN ('visitor_salts', 'visitor_hashes')").fetchall())
+        assert kinds == {"visitor_salts": "u", "visitor_hashes": "u"}
+        assert conn.execute("SELECT count(*) FROM visitor_hashes").fetchone()[0] == 1

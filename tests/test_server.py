@@ -567,7 +567,7 @@ def test_visitors_off_writes_no_hash(make_client, db_path):
     client.get("/badge", "page_id=blog", headers=from_client(1))
     assert (api_count(client, "blog")["total"], api_count(client, "blog")["visitors"]) == (1, 0)
     import sqlite3
-    conn = sqlite3.connect(db_path)
+    conn = sqlite3.connect(db_path + "-visitors")
     assert conn.execute("SELECT count(*) FROM visitor_salts").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM visitor_hashes").fetchone()[0] == 0
     conn.close()

@@ -180,7 +180,7 @@ def test_migrations_are_numbered_in_order_and_only_verified_rewrites_drop():
     numbers = [n for n, _ in sqlite_store.migrations()]
     assert numbers == list(range(1, len(numbers) + 1))
     dropping = {n for n, body in sqlite_store.migrations() if "drop " in body.lower()}
-    assert dropping == sqlite_store.REWRITES == {5}
+    assert dropping == sqlite_store.REWRITES == {5, 6}
 
 
 def test_page_limit_refuses_new_pages_but_keeps_counting_old_ones(counting):
@@ -726,8 +726,8 @@ def test_a_file_made_by_tally_at_schema_4_exports_what_it_exported_then(tmp_path
         if not opened_by_a_server:
             assert open(db, "rb").read() == before
         conn = sqlite3.connect(db)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == (5 if opened_by_a_server
-                                                                    else 4)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == (
+            sqlite_store.SCHEMA_VERSION if opened_by_a_server else 4)
         conn.close()
     assert not [name for name in os.listdir(tempfile.gettempdir())
                 if name.startswith("tally-upgraded-")]
@@ -743,7 +743,8 @@ def test_an_older_tally_refuses_the_compact_file(db_path, tmp_path):
          "try:\n    sqlite_store.Store(sys.argv[1])\n"
          "except Exception as e:\n    print(e)", db_path],
         cwd=older, capture_output=True, text=True, timeout=60)
-    assert "schema version 5 is newer than this Tally (4); upgrade Tally" in result.stdout, result
+    assert (f"schema version {sqlite_store.SCHEMA_VERSION} is newer than this Tally (4); "
+            f"upgrade Tally") in result.stdout, result
     assert open(db_path, "rb").read() == before
 
 

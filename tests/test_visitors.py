@@ -170,8 +170,10 @@ def test_no_address_or_user_agent_is_in_the_file_and_no_salt_after_the_day(tmp_p
     with sqlite_store.Store(db) as store:
         for address, agent in zip(addresses, agents):
             store.record_view("blog", DAY, visitor=(address, agent))
-        salt = bytes(sqlite3.connect(db).execute("SELECT salt FROM visitor_salts").fetchone()[0])
-        hashes = [bytes(h) for (h,) in sqlite3.connect(db).execute(
+        day_file = sqlite_store.visitor_file(db)
+        salt = bytes(sqlite3.connect(day_file).execute("SELECT salt FROM visitor_salts")
+                     .fetchone()[0])
+        hashes = [bytes(h) for (h,) in sqlite3.connect(day_file).execute(
             "SELECT hash FROM visitor_hashes")]
         assert len(hashes) == 39
         store.record_view("blog", NEXT_DAY, visitor=("203.0.113.9", FIREFOX))
@@ -210,3 +212,98 @@ def test_two_servers_on_one_database_see_one_client_as_one_visitor(make_store):
     counts = second.record_view("blog", DAY, visitor=("198.51.100.1", FIREFOX))
     assert (counts.total, counts.visitors) == (2, 1)
     assert second.record_view("blog", DAY, visitor=("198.51.100.2", FIREFOX)).visitors == 2
+
+
+# No copy holds a salt or a hash (issue 28) ##################################
+
+def day_secrets(db: str) -> tuple[bytes, list[bytes]]:
+    """Today's salt and hashes, from the visitor file beside db."""
+    with sqlite3.connect(sqlite_store.visitor_file(db)) as conn:
+        salt = bytes(conn.execute("SELECT salt FROM visitor_salts").fetchone()[0])
+        return salt, [bytes(h) for (h,) in conn.execute("SELECT hash FROM visitor_hashes")]
+
+
+def bytes_of(path: str) -> bytes:
+    return b"".join(open(name, "rb").read() for name in sqlite_store.companions(path)[:4]
+                    if os.path.exists(name))
+
+
+def counted_visitors(db: str, n: int = 25) -> None:
+    with sqlite_store.Store(db) as store:
+        for i in range(n):
+            store.record_view("blog", visitor=(f"198.51.100.{i}", FIREFOX))
+
+
+def test_the_database_file_never_holds_the_days_salt_or_hashes(tmp_path):
+    db = str(tmp_path / "counts.db")
+    counted_visitors(db)
+    salt, hashes = day_secrets(db)
+    assert len(hashes) == 25
+    held = bytes_of(db)
+    assert salt not in held and not any(h in held for h in hashes)
+
+
+def test_a_backup_holds_no_salt_or_hash(tmp_path):
+    import database
+    db, backup = str(tmp_path / "counts.db"), str(tmp_path / "backup.db")
+    counted_visitors(db)
+    salt, hashes = day_secrets(db)
+    database.checked_copy(db, backup)
+    held = open(backup, "rb").read()
+    assert salt not in held and not any(h in held for h in hashes)
+    assert not os.path.exists(sqlite_store.visitor_file(backup))
+
+
+def test_the_copy_kept_before_a_restore_holds_no_salt_and_restore_starts_visitors_afresh(
+        tmp_path):
+    import database
+    db, backup, kept = (str(tmp_path / name) for name in ("counts.db", "b.db", "kept.db"))
+    counted_visitors(db, 5)
+    database.checked_copy(db, backup)
+    counted_visitors(db, 25)  # 20 more visitors today, then restored to the backup's 5
+    salt, hashes = day_secrets(db)
+    database.replace_counts(db, backup, kept, timeout_s=5)
+    held = open(kept, "rb").read()
+    assert salt not in held and not any(h in held for h in hashes)
+    with sqlite_store.Store(db) as store:
+        assert store.counts("blog").visitors == 5
+        # The visitors of the counts replaced are not known any more.
+        assert store.record_view("blog", visitor=("198.51.100.1", FIREFOX)).visitors == 6
+
+
+def test_an_older_file_with_a_salt_moves_it_out_and_its_copies_lose_it(tmp_path):
+    """A file of schema 5 kept the salt and hashes inside: the server moves
+    today's into the visitor file (today's visitors stay known) and the
+    database's own bytes lose them; restoring a backup made then brings
+    none back."""
+    import database
+    db = str(tmp_path / "counts.db")
+    counted_visitors(db, 10)
+    salt, hashes = day_secrets(db)
+    old = str(tmp_path / "schema5.db")
+    database.checked_copy(db, old)
+    # As schema 5 had it: the tables inside the database file.
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE visitor_salts (day TEXT PRIMARY KEY NOT NULL, "
+                     "salt BLOB NOT NULL) WITHOUT ROWID")
+        conn.execute("CREATE TABLE visitor_hashes (day TEXT NOT NULL, hash BLOB NOT NULL, "
+                     "PRIMARY KEY (day, hash)) WITHOUT ROWID")
+        conn.execute("INSERT INTO visitor_salts VALUES (?, ?)", (storage.day(storage.utc_now()),
+                                                                 salt))
+        conn.executemany("INSERT INTO visitor_hashes VALUES (?, ?)",
+                         [(storage.day(storage.utc_now()), h) for h in hashes])
+        conn.execute("PRAGMA user_version = 5")
+    conn.close()
+    backup = str(tmp_path / "old-backup.db")
+    database.checked_copy(old, backup)
+    assert salt in open(backup, "rb").read()
+    with sqlite_store.Store(old) as store:
+        assert store.record_view("blog", visitor=("198.51.100.1", FIREFOX)).visitors == 10
+    held = bytes_of(old)
+    assert salt not in held and not any(h in held for h in hashes)
+    # Restoring the older backup (which has them) brings none back.
+    database.replace_counts(db, backup, str(tmp_path / "kept.db"), timeout_s=5)
+    held = bytes_of(db)
+    assert salt not in held and not any(h in held for h in hashes)
+    with sqlite3.connect(sqlite_store.visitor_file(db)) as conn:
+        assert conn.execute("SELECT count(*) FROM visitor_salts").fetchone()[0] == 0
