@@ -66,6 +66,37 @@ def test_crawlers_link_checkers_and_preview_fetchers_are_bots(agent):
     assert visitors.classify(agent) == visitors.BOT
 
 
+@pytest.mark.parametrize("shape", [("Spider", "a", "spider.com"), ("Current", " ", "RSS Reader"),
+                                   ("ContextualBot", "x", "outcomes.net"), (FIREFOX, " ", "")])
+def test_a_user_agent_past_the_limit_is_a_bot_without_reading_the_list(shape, monkeypatch):
+    """The list's patterns grow with the square of the length on these
+    shapes (64 KB: 1.7 s); past USER_AGENT_MAX nothing is matched at all."""
+    head, filler, tail = shape
+    long_one = head + filler * (64 * 1024) + tail
+    just_within = (head + filler * visitors.USER_AGENT_MAX)[:visitors.USER_AGENT_MAX - len(tail)] \
+        + tail
+    assert len(just_within) == visitors.USER_AGENT_MAX
+    within = visitors.classify(just_within)
+    monkeypatch.setattr(crawleruseragents, "is_crawler", lambda ua: pytest.fail("matched"))
+    assert visitors.classify(long_one) == visitors.BOT
+    assert visitors.classify(just_within) == within  # cached, not matched again
+
+
+def test_the_user_agent_cache_is_bounded_in_bytes_not_only_in_entries():
+    import tracemalloc
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(5000):  # distinct User-Agents of 7.9 KB each
+        visitors.classify(f"Mozilla/5.0 ({n}) " + "x" * 7900)
+    for n in range(5000):  # distinct ones within the limit
+        visitors.classify(f"Mozilla/5.0 ({n}) " + "x" * (visitors.USER_AGENT_MAX - 20))
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert visitors._classify.cache_info().currsize <= visitors.CACHED
+    # 4,096 entries of at most 512 characters: about 3 MB (7.9 KB entries were 32 MB).
+    assert grown < 4 * 1024 * 1024
+
+
 # Counting visitors in the stores ###########################################
 
 def test_five_clients_viewing_four_times_are_twenty_views_and_five_visitors(any_store):
