@@ -59,6 +59,15 @@ class Answer(typing.NamedTuple):
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    # Whether the view counted, and if not why (COUNTED_HEADER): "yes",
+    # "yes; bot", "no; bot", "no; HEAD", ...; None where nothing could count.
+    counted: str | None = None
+
+
+# The header that says whether a view counted (docs/parameters.md): a
+# newcomer's curl is a bot and counts nothing, and should be told so.
+COUNTED_HEADER = "X-Tally-Counted"
+COUNTED, NOT_COUNTED = "yes", "no"
 
 
 class _Expires:
@@ -282,10 +291,12 @@ class Badges:
                       traceback.format_exc())
             status, problem, kind = 500, "internal error", "internal"
         self.metrics.errors.labels(kind).inc()
+        counted = f"{NOT_COUNTED}; " + "".join(c if " " <= c <= "~" else "?" for c in problem)
         if drawn is None:
-            return json_answer({"error": problem}, status)
+            return json_answer({"error": problem}, status)._replace(counted=counted)
         label, style = drawn
-        return Answer(status, svg_headers(problem), badge.render_error(label, problem, style).encode())
+        return Answer(status, svg_headers(problem), badge.render_error(label, problem, style).encode(),
+                      counted)
 
     def counted(self, route: str, status: int) -> None:
         """The request counter of /metrics for the requests answered here."""
@@ -352,18 +363,21 @@ class Badges:
         return await self._drawn(request, label, method, viewer)
 
     async def _drawn(self, request: params.BadgeQuery, label: str, method: str,
-                     viewer: tuple[str, str]) -> Answer:
+                     viewer: tuple[str, str], read_only: str = "query_only") -> Answer:
         """A valid badge request (native or an old service's), counted or
-        read; a github: page's numbers read."""
+        read; a github: page's numbers read. read_only: why a request
+        that does not count does not (query_only; an old URL's own word)."""
         try:
             if request.page_id.startswith(params.GITHUB_PREFIX):
                 look, number, today = await self._read(  # type: ignore[misc]
                     self.github_shown, request.page_id, request.look)
-                return svg_answer(badge.render(look, number, today))
-            counts = await self._fetch(request.page_id, self._counting(request, method, viewer))
+                return svg_answer(badge.render(look, number, today))._replace(
+                    counted=f"{NOT_COUNTED}; github page")
+            counting, counted = self._counting(request, method, viewer, read_only)
+            counts = await self._fetch(request.page_id, counting)
         except Exception as e:
             raise _BadgeError(e, label, request.look.style) from None
-        return svg_answer(badge.render(*shown(request.look, counts)))
+        return svg_answer(badge.render(*shown(request.look, counts)))._replace(counted=counted)
 
     def _parse_count(self, query: str) -> tuple[str, str]:
         """(page id, "") or ("", the problem)."""
@@ -384,23 +398,32 @@ class Badges:
         if problem:
             raise ParamError(problem)
         if page_id.startswith(params.GITHUB_PREFIX):
-            return json_answer(await self._read(self.github_count, page_id))
+            return json_answer(await self._read(self.github_count, page_id))._replace(
+                counted=f"{NOT_COUNTED}; read only")
         counts = await self._fetch(page_id, None)
         return json_answer({"page_id": page_id, "total": counts.total, "today": counts.today,
-                            "visitors": counts.visitors, "visitors_today": counts.visitors_today})
+                            "visitors": counts.visitors, "visitors_today": counts.visitors_today}
+                           )._replace(counted=f"{NOT_COUNTED}; read only")
 
-    def _counting(self, request: params.BadgeQuery, method: str,
-                  viewer: tuple[str, str]) -> tuple[str, str, str] | None:
-        """Whether this request counts: None, or (what the viewer is, its
-        address, its User-Agent). HEAD must not count. With TALLY_CAMO_ONLY (or a
-        flavour that counted only GitHub's proxy) only GitHub's image proxy
-        counts."""
+    def _counting(self, request: params.BadgeQuery, method: str, viewer: tuple[str, str],
+                  read_only: str = "query_only") -> tuple[tuple[str, str, str] | None, str]:
+        """Whether this request counts: (None, why not), or ((what the
+        viewer is, its address, its User-Agent), what it counts as). HEAD
+        must not count. With TALLY_CAMO_ONLY (or a flavour that counted
+        only GitHub's proxy) only GitHub's image proxy counts. A bot's
+        view is told apart here too, so the answer can say so."""
         user_agent, client = viewer
-        if not request.count or method != "GET":
-            return None
+        if not request.count:
+            return None, f"{NOT_COUNTED}; {read_only}"
+        if method != "GET":
+            return None, f"{NOT_COUNTED}; HEAD"
         if (self.config.camo_only or request.camo_only) and not CAMO_AGENT.match(user_agent):
-            return None
-        return visitors.classify(user_agent), client, user_agent
+            return None, f"{NOT_COUNTED}; camo-only"
+        kind = visitors.classify(user_agent)
+        if kind == visitors.BOT:
+            return (kind, client, user_agent), (f"{COUNTED}; bot" if self.config.count_bots
+                                                 else f"{NOT_COUNTED}; bot")
+        return (kind, client, user_agent), COUNTED
 
     async def _fetch(self, page_id: str,
                      counting: tuple[str, str, str] | None) -> storage.Counts:
@@ -452,21 +475,24 @@ class Badges:
                 raise _BadgeError(e, label) from None
             raise
         if route.answer == "badge":
-            return await self._drawn(request, label, method, viewer)
+            return await self._drawn(request, label, method, viewer, "read only")
         if route.answer == "chart":  # Hits' 60-day chart
             history = await self._read(self.metrics.timed, "history",
                                        lambda: self.store.history(request.page_id, 60))
-            return svg_answer(badge.history_chart(history))  # type: ignore[arg-type]
+            return svg_answer(badge.history_chart(history))._replace(  # type: ignore[arg-type]
+                counted=f"{NOT_COUNTED}; read only")
         if route.answer == "urn-json":  # hits.sh: 404 for a counter never seen
             page = await self._read(self.metrics.timed, "page",
                                     lambda: self.store.page(request.page_id))
             if page is None:
                 return json_answer({"error": "not found"}, 404)
             return json_answer(flavours.urn_json(page.total, page.days,  # type: ignore[union-attr]
-                                                 storage.day(storage.utc_now())))
-        counts = await self._fetch(request.page_id, self._counting(request, method, viewer))
+                                                 storage.day(storage.utc_now()))
+                               )._replace(counted=f"{NOT_COUNTED}; read only")
+        counting, counted = self._counting(request, method, viewer, "read only")
+        counts = await self._fetch(request.page_id, counting)
         if route.answer == "shields-json":  # dwyl's .json counts too (show=unique: visitors)
             _, number, _ = shown(request.look, counts)
-            return json_answer(flavours.shields_json(query, str(number)))
+            return json_answer(flavours.shields_json(query, str(number)))._replace(counted=counted)
         return json_answer({"path": request.page_id.split(":", 1)[1], "total": counts.total,
-                            "today": counts.today})
+                            "today": counts.today})._replace(counted=counted)

@@ -354,7 +354,7 @@ class App:
                 length = value
             elif name == b"user-agent":
                 agent = value
-        refused = refusal(scope, length)
+        refused, counted = refusal(scope, length), None
         if refused is not None:
             status = await send_answer(send, refused, method)
         else:
@@ -367,9 +367,9 @@ class App:
             if answer is None:
                 status = await self._routes(scope, receive, send)
             else:
-                status = await send_answer(send, answer, method)
+                status, counted = await send_answer(send, answer, method), answer.counted
         if self.logging:
-            log_request(scope, status, started, self.log_addresses)
+            log_request(scope, status, started, self.log_addresses, counted)
 
     async def _routes(self, scope: dict, receive: Callable, send: Callable) -> int:
         seen = {"status": 500}
@@ -384,9 +384,14 @@ class App:
 
 async def send_answer(send: Callable, answer: Answer, method: str) -> int:
     headers = [*_encoded(tuple(answer.headers)), (b"content-length", b"%d" % len(answer.body))]
+    if answer.counted is not None:
+        headers.append((_COUNTED, answer.counted.encode("latin-1")))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else answer.body})
     return answer.status
+
+
+_COUNTED = answers.COUNTED_HEADER.lower().encode()
 
 
 @functools.lru_cache(maxsize=64)
@@ -476,16 +481,21 @@ def _utf8_path(scope: dict) -> bool:
     return True
 
 
-def log_request(scope: dict, status: int, started: float, addresses: bool = True) -> None:
+def log_request(scope: dict, status: int, started: float, addresses: bool = True,
+                counted: str | None = None) -> None:
     """The access log's line: the client (as the trusted proxy named it;
     "-" with TALLY_LOG_ADDRESSES=0), method, path and query escaped to
-    printable ASCII, status and time. No User-Agent, no cookie."""
+    printable ASCII, status and time, then for a view whether it counted
+    ("counted=yes", "counted=no;bot", "counted=no;reserved_page_id"). No
+    User-Agent, no cookie."""
     client = (scope.get("client") or ("-",))[0] if addresses else "-"
     query = scope["query_string"].decode("latin-1")
-    access_log.info("%s %s %s%s %s %.1fms", loggable(client), scope["method"],
+    access_log.info("%s %s %s%s %s %.1fms%s", loggable(client), scope["method"],
                     loggable(scope["path"]),
                     "?" + loggable(urllib.parse.unquote(query)) if query else "",
-                    status, (time.perf_counter() - started) * 1000)
+                    status, (time.perf_counter() - started) * 1000,
+                    "" if counted is None else
+                    " counted=" + counted.replace("; ", ";").replace(" ", "_"))
 
 
 def create_app(config: Config, store: storage.Store) -> App:

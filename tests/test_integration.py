@@ -209,7 +209,7 @@ def test_access_log_has_one_escaped_line_per_request(live_server):
     line = wait_until(lambda: next((l for l in live.log.read_text().splitlines()
                                     if "GET /badge" in l), None))
     assert "<script>" not in line and "\u202e" not in line and line.isascii()
-    assert "%3Cscript%3E%0Afake" in line and line.rstrip().endswith("ms")
+    assert "%3Cscript%3E%0Afake" in line and line.rstrip().endswith("ms counted=no;invalid_page_id")
     assert not any(l.startswith("fake") for l in live.log.read_text().splitlines())
 
 
@@ -645,6 +645,18 @@ def test_the_access_log_can_leave_addresses_out(live_server):
     line = next(l for l in open(live.log, "rb").read().splitlines() if b"/badge?page_id=p" in l)
     assert b" - GET /badge?page_id=p 200 " in line and b"198.51.100" not in line
     assert b"127.0.0.1" not in line
+
+
+def test_the_access_log_says_whether_a_view_counted_and_why_not(live_server):
+    live = live_server(env={"TALLY_QUIET": "0"})
+    live.get("/badge?page_id=p")  # as a person's browser speaks
+    live.get("/badge?page_id=p", headers={"User-Agent": "curl/8.5.0"})
+    live.get("/badge?page_id=p", method="HEAD")
+    lines = wait_until(lambda: [l for l in live.log.read_text().splitlines()
+                                if "/badge?page_id=p " in l][:3] or None
+                       if live.log.read_text().count("/badge?page_id=p ") >= 3 else None)
+    assert [l.rsplit(" ", 1)[-1] for l in lines] == ["counted=yes", "counted=no;bot",
+                                                      "counted=no;HEAD"]
 
 
 def test_the_real_server_counts_visitors_and_leaves_proxies_and_bots_out(live_server):

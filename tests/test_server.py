@@ -618,3 +618,33 @@ def test_stats_and_history_say_where_history_begins_with_keep_days(make_client):
     page = client.get("/stats", "page_id=blog&days=7").text
     assert f"History begins on {kept_from}" in page and page.count("not kept") == 4
     assert page.count('class="lost"') == 4  # the chart's marks without numbers
+
+
+# Why a view did not count (issue 28) #######################################
+
+def counted(response) -> str | None:
+    return response.headers.get("x-tally-counted")
+
+
+@pytest.mark.parametrize("settings, method, path, query, agent, expected", [
+    ({}, "GET", "/badge", "page_id=p", None, "yes"),  # as a person's browser speaks
+    ({}, "GET", "/badge", "page_id=p", "curl/8.5.0", "no; bot"),
+    ({"count_bots": True}, "GET", "/badge", "page_id=p", "curl/8.5.0", "yes; bot"),
+    ({}, "HEAD", "/badge", "page_id=p", None, "no; HEAD"),
+    ({}, "GET", "/badge", "page_id=p&query_only=true", None, "no; query_only"),
+    ({"camo_only": True}, "GET", "/badge", "page_id=p", None, "no; camo-only"),
+    ({"camo_only": True}, "GET", "/badge", "page_id=p", "github-camo (c006e452)", "yes"),
+    ({}, "GET", "/badge", "page_id=ghpvc:alice", None, "no; reserved page_id"),
+    ({}, "GET", "/badge", "page_id=p&style=nope", None, "no; invalid style"),
+    ({}, "GET", "/api/count", "page_id=p", None, "no; read only"),
+    ({}, "GET", "/api/count/keep/badge.svg", "url=https://example.com/x", None, "no; read only"),
+    ({}, "GET", "/api/count/incr/badge.svg", "url=https://example.com/x", None, "yes"),
+])
+def test_every_view_answer_says_whether_it_counted_and_why_not(make_client, settings, method,
+                                                               path, query, agent, expected):
+    client, store = make_client(**settings)
+    headers = {"User-Agent": agent} if agent else None
+    answer = client.request(method, path, query, headers=headers)
+    assert counted(answer).startswith(expected)
+    total = store.counts("p").total + store.counts("hits:example.com/x").total
+    assert total == (1 if expected.startswith("yes") else 0)
