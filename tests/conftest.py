@@ -267,7 +267,18 @@ POSTGRES_URL = os.environ.get("TALLY_TEST_POSTGRES")
 POSTGRES_DIR = os.environ.get("TALLY_TEST_POSTGRES_DIR")
 
 
+def needs_psycopg() -> None:
+    """psycopg importable, or the test skips saying why (32-bit ARM has no
+    binary wheel, and without Debian's libpq psycopg has no pq wrapper)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as e:
+        missing(f"psycopg cannot be imported here ({e})",
+                "psycopg must import in CI (requirements-postgres.txt)")
+
+
 def postgres_url() -> str:
+    needs_psycopg()
     if not POSTGRES_URL:
         missing("no PostgreSQL: `make postgres` starts one and prints TALLY_TEST_POSTGRES",
                 "TALLY_TEST_POSTGRES must be set in CI (.ci/run starts PostgreSQL)")

@@ -65,3 +65,16 @@ def test_every_make_target_is_documented_in_help():
     phony = set(re.findall(r"^\.PHONY: (\S+)", makefile, re.MULTILINE))
     documented = set(re.findall(r"^([a-z-]+):.*## ", makefile, re.MULTILINE))
     assert phony == documented and {"run", "test", "bench", "golden", "backup"} <= phony
+
+
+@pytest.mark.parametrize("api, refused", [
+    ("http://github.example.com/api/v3", True), ("http://192.0.2.10", True),
+    ("http://[2001:db8::1]/api", True), ("http://localhost.example.com", True),
+    ("http://127.0.0.1:8000", False), ("http://localhost:9", False), ("http://[::1]:80", False),
+    ("https://github.example.com/api/v3", False)])
+def test_a_plain_http_github_api_is_refused_unless_it_is_loopback(api, refused):
+    if refused:
+        with pytest.raises(config.ConfigError, match="in clear"):
+            config.Config(github_api=api)
+    else:
+        assert config.Config(github_api=api).github_api == api

@@ -210,3 +210,23 @@ def test_clients_that_never_read_are_closed_by_nginx_and_others_get_badges(nginx
     finally:
         for s in stalled:
             s.close()
+
+
+@pytest.mark.parametrize("timestamp", ["x; touch {mark}", "$(touch {mark})", "`touch {mark}`",
+                                       "2026-12-06T08:00:00Z; touch {mark}"])
+def test_restore_replicas_timestamp_is_never_run_as_a_command(tmp_path, timestamp):
+    mark = tmp_path / "ran"
+    value = timestamp.format(mark=mark)
+    env = {**os.environ, "LITESTREAM_REPLICA_URL": f"file://{tmp_path}/none",
+           "TALLY_DB": str(tmp_path / "counts.db"), "LITESTREAM": "/bin/true"}
+    # The recipe passes the variable's name, not its text, to the script ...
+    shown = subprocess.run(["make", "-n", "--no-print-directory", "restore-replica",
+                            f"TIMESTAMP={value}", f"VENV={sys.prefix}"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    recipe = [line for line in shown.stdout.splitlines() if "restore-replica.sh" in line]
+    assert recipe and all(line.endswith('restore-replica.sh "$TIMESTAMP"') for line in recipe)
+    # ... and the script, given it as its argument, refuses what is not a timestamp.
+    result = subprocess.run(["sh", str(ROOT / "scripts" / "restore-replica.sh"), value],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2 and "TIMESTAMP must look like" in result.stderr
+    assert not mark.exists()
