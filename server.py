@@ -641,6 +641,10 @@ def _connection_cap(wanted: int) -> int:
 FILES_BESIDE_CONNECTIONS = 64
 
 
+# How long a stopping worker may take to answer what it has in hand.
+WORKER_KILL_S = 5
+
+
 def http_server(config: Config, port: int, wsgi: bool = False) -> granian.server.MPServer:
     """granian with Tally's settings: one worker process, ASGI (without
     lifespan events: Tally needs none). bench.py serves its trivial apps
@@ -658,6 +662,11 @@ def http_server(config: Config, port: int, wsgi: bool = False) -> granian.server
             # cannot extend it, and idle connections close at it.
             header_read_timeout=config.channel_timeout * 1000,
             keep_alive=True, max_buffer_size=config.max_header_bytes),
+        # A SIGTERM that reaches the worker before it has set its own
+        # handlers (while granian and Tally start it) is swallowed, and
+        # granian would wait for it forever: past this it is killed. A
+        # worker killed loses no answered count (each is committed first).
+        workers_kill_timeout=WORKER_KILL_S,
         log_level=granian.log.LogLevels.warning)
 
 

@@ -751,3 +751,24 @@ def test_keep_days_trims_history_while_the_real_server_counts(live_server, db_pa
     for page_id, n in views.items():
         if page_id.startswith("new-"):
             assert totals[page_id] == n and kept[page_id] == {days[0]: n}
+
+
+def test_a_sigterm_while_the_worker_starts_ends_serve_within_seconds(tmp_path):
+    """SIGTERM the moment granian's worker process exists, before it has set
+    its own handlers (it inherits the serving process's, which swallow it):
+    serve ends anyway, in seconds, with the counts it had."""
+    for attempt in range(3):
+        db = str(tmp_path / f"counts-{attempt}.db")
+        proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "serve", "--db", db,
+                                 "--port", "0", "--quiet"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+        wait_until(lambda: proc.poll() is not None or open(children).read().strip(),
+                   interval=0.001)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)  # WORKER_KILL_S, and a margin for a busy machine
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("serve did not end after SIGTERM during the worker's start")
