@@ -30,6 +30,7 @@ import html
 import re
 import unicodedata
 from pathlib import Path
+from typing import Collection
 
 import badgepy
 import webcolors
@@ -569,13 +570,15 @@ def plain_badge(label: str, value: str) -> str:
 
 
 def history_chart(history: list[tuple[str, int | None]], width: int = 720,
-                  height: int = 200) -> str:
+                  height: int = 200, not_kept: Collection[str] = ()) -> str:
     """A bar chart of views per day, as inline SVG for the stats page.
 
     Bars use currentColor and the page's CSS, so both themes read well;
     each bar has a <title> and data attributes with its day and count. A
-    day without a number (None: GitHub's traffic lost it) is a hatched
-    mark titled "no data", never a bar of zero.
+    day without a number is never a bar of zero: one GitHub's traffic lost
+    (None) is a filled mark titled "no data (lost)"; one in not_kept
+    (before TALLY_KEEP_DAYS or before keeping began) a fainter outline
+    titled "not kept".
     """
     if not history:
         return ""
@@ -585,11 +588,17 @@ def history_chart(history: list[tuple[str, int | None]], width: int = 720,
     bar = max(step * 0.8, 1)
     bars = []
     for i, (day, views) in enumerate(history):
+        if day in not_kept:
+            bars.append(f'<rect class="not-kept" x="{i * step + (step - bar) / 2:.2f}" y="10" '
+                        f'width="{bar:.2f}" height="{plot}" fill="none" stroke="currentColor" '
+                        f'stroke-opacity="0.25" stroke-dasharray="2 2" data-day="{day}" '
+                        f'data-views="not kept"><title>{day}: not kept</title></rect>')
+            continue
         if views is None:
             bars.append(f'<rect class="lost" x="{i * step + (step - bar) / 2:.2f}" y="10" '
                         f'width="{bar:.2f}" height="{plot}" fill="currentColor" '
                         f'fill-opacity="0.12" data-day="{day}" data-views="none">'
-                        f'<title>{day}: no data</title></rect>')
+                        f'<title>{day}: no data (lost)</title></rect>')
             continue
         h = plot * views / top
         bars.append(f'<rect class="bar" x="{i * step + (step - bar) / 2:.2f}" y="{plot - h + 10:.2f}" '

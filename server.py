@@ -266,8 +266,10 @@ class Pages:
         history = self.timed("history", lambda: self.store.days(page_id, days))
         best = self.timed("best_day", lambda: self.store.best_day(page_id))
         kept_from = self.store.kept_from()
-        chart = badge.history_chart([(d.day, d.views if kept_from is None or d.day >= kept_from
-                                      else None) for d in history])  # type: ignore[union-attr]
+        chart = badge.history_chart(
+            [(d.day, d.views) for d in history],  # type: ignore[union-attr]
+            not_kept={d.day for d in history if kept_from is not None  # type: ignore[union-attr]
+                      and d.day < kept_from})
         return _html(self.stats_view.render(error=None, page_id=page_id, counts=counts,
                                             history=history, best=best, quote=urllib.parse.quote,
                                             chart=chart, kept_from=kept_from,
@@ -290,7 +292,9 @@ class Pages:
         camo = dict(self.store.history(linked, days)) if linked else {}
         popular_day, popular = self.store.github_popular(repo)
         chart = badge.history_chart([(day, numbers.views if numbers else None)
-                                     for day, _, numbers in history])
+                                     for day, _, numbers in history],
+                                    not_kept={day for day, kind, _ in history
+                                              if kind == "not kept"})
         return _html(self.github_view.render(
             page_id=page_id, repo=repo, traffic=answer, state=state, history=history,
             lost=self.store.github_lost(repo), linked=linked, camo=camo, chart=chart,

@@ -487,7 +487,9 @@ def test_stats_of_a_github_page_show_lost_days_referrers_and_the_linked_page(mak
     assert "Tally's views of alice.repo" in r.text
     assert "<td>2</td>\n</tr>" in r.text  # today's Camo-counted views, beside GitHub's
     assert r.text.count('<tr class="lost">') == 2
-    assert r.text.count('data-views="none"') == 4  # lost and not kept: no bar of zero
+    # No bar of zero: two lost days marked as lost, two before keeping began as not kept.
+    assert r.text.count('data-views="none"') == 2
+    assert r.text.count('data-views="not kept"') == 2
 
 
 def test_stats_of_a_repository_not_kept_says_so(client):
@@ -616,8 +618,10 @@ def test_stats_and_history_say_where_history_begins_with_keep_days(make_client):
     assert body["kept_from"] == kept_from and body["total"] == 8
     assert [d["views"] for d in body["days"]] == [None] * 4 + [0, 0, 1]
     page = client.get("/stats", "page_id=blog&days=7").text
-    assert f"History begins on {kept_from}" in page and page.count("not kept") == 4
-    assert page.count('class="lost"') == 4  # the chart's marks without numbers
+    assert f"History begins on {kept_from}" in page
+    # The chart's marks without numbers say "not kept", not the lost days' "no data".
+    assert page.count('<rect class="not-kept"') == 4 and 'class="lost"' not in page
+    assert page.count('<rect class="bar"') == 3
 
 
 # Why a view did not count (issue 28) #######################################
