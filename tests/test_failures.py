@@ -133,7 +133,7 @@ def test_real_full_file_system_answers_503_and_resumes_when_space_returns(tmp_pa
     port = free_port()
     flag = tmp_path / "free-space"
     script = f"""
-dd if=/dev/zero of=$MNT/filler bs=1k count=200 2>/dev/null
+dd if=/dev/zero of=$MNT/filler bs=1k count=120 2>/dev/null
 $PY $SRV serve --db $MNT/counts.db --port {port} --quiet &
 pid=$!
 while [ ! -e {flag} ]; do sleep 0.05; done
