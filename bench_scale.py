@@ -71,7 +71,7 @@ end
 
 # Per page p and day j (0 = the oldest): views 1..99, a third of them
 # visitors, a bot view on every third day. Each page was created on its
-# first day.
+# first day; each day is a view day (view_days), as the writer records it.
 VIEWS = "1 + (p.id * 7 + d.j * 13) % 99"
 DAY_ROW = f"{VIEWS}, ({VIEWS}) / 3, CASE WHEN (p.id + d.j) % 3 = 0 THEN 1 ELSE 0 END"
 
@@ -99,6 +99,8 @@ def generate(db: str, pages: int, days: int = DAYS) -> None:
                              "SELECT p.id, date '1970-01-01' + %(first_day)s + d.j, "
                              f"{DAY_ROW.replace('%', '%%')} FROM pages p, "
                              "generate_series(0, %(days)s - 1) d(j) ORDER BY 1, 2", n)
+                conn.execute("INSERT INTO view_days (day) SELECT date '1970-01-01' + "
+                             "%(first_day)s + j FROM generate_series(0, %(days)s - 1) j", n)
                 conn.execute("UPDATE pages SET total = s.views, visitors = s.visitors FROM "
                              "(SELECT page, sum(views) AS views, sum(visitors) AS visitors "
                              "FROM daily GROUP BY page) s WHERE s.page = pages.id")
@@ -116,6 +118,9 @@ def generate(db: str, pages: int, days: int = DAYS) -> None:
         conn.execute("WITH RECURSIVE d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d "
                      "WHERE j < :days - 1) INSERT INTO daily (page, day, views, visitors, bots) "
                      f"SELECT p.id, :first_day + d.j, {DAY_ROW} FROM pages p, d ORDER BY 1, 2", n)
+        conn.execute("WITH RECURSIVE d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d "
+                     "WHERE j < :days - 1) INSERT INTO view_days (day) SELECT :first_day + j FROM d",
+                     n)
         conn.execute("UPDATE pages SET (total, visitors) = (SELECT sum(views), sum(visitors) "
                      "FROM daily WHERE page = pages.id)")
         conn.execute("COMMIT")

@@ -413,6 +413,8 @@ class Changes(storage.GroupCommitStore):
                    "JOIN pages k ON k.page_id = p.page_id "
                    'WHERE s.number BETWEEN %s AND %s ORDER BY p.page_id COLLATE "C", s.day'),
             numbers)
+        conn.execute("INSERT INTO view_days (day) SELECT DISTINCT day::date FROM staged_days "
+                     "WHERE number BETWEEN %s AND %s ORDER BY 1 ON CONFLICT DO NOTHING", numbers)
 
     @staticmethod
     def _import_progress(conn: psycopg.Connection, key: str, mode: str
@@ -545,7 +547,10 @@ class Store(Changes):
             # rename sort, whatever the database's own collation ("B" < "a"
             # in both).
             ordered = sorted(zip(batch, values), key=lambda pair: pair[0].page_id)
+            new_days = self._days_to_mark(batch)
             with conn.transaction(), conn.pipeline(), conn.cursor() as cursor:
+                for new_day in new_days:  # first: a server waiting here holds no row yet
+                    conn.execute(Store.VIEW_DAYS_SQL["mark"], (new_day,))
                 hashed = [v for v in values if v["hash"] is not None]
                 if hashed:  # in the same pipeline, before the views
                     conn.execute(_ADD_VISITORS, {
@@ -567,6 +572,7 @@ class Store(Changes):
             self._known.forget_pending()
             raise
         self._known.committed()
+        self._days_marked(new_days)
         for (view, _), (total, today, existed, visitors, today_visitors, *current) in zip(
                 ordered, rows):
             if not view.views:  # a bot's view that does not count: the counts as they were
@@ -757,6 +763,12 @@ class Store(Changes):
 # sums bigints as numeric, which psycopg would read as Decimal).
 _REPO_COLUMNS = ("r.repo, r.page_id, r.added_at, r.synced_at, r.status, r.status_since, "
                  "r.failures, r.next_sync_at")
+# TALLY_KEEP_DAYS (storage.first_kept_day): as sqlite_store's.
+Store.VIEW_DAYS_SQL = {
+    "newest_from": "SELECT to_char(min(day), 'YYYY-MM-DD') FROM "
+                   "(SELECT day FROM view_days ORDER BY day DESC LIMIT %s) AS newest",
+    "mark": "INSERT INTO view_days (day) VALUES (%s::date) ON CONFLICT DO NOTHING",
+}
 Store.GITHUB_SQL = {
     "add": "INSERT INTO github_repos (repo, page_id, added_at, status, status_since, failures, "
            "next_sync_at) VALUES (%s, %s, %s, 'new', %s, 0, %s) ON CONFLICT (repo) DO NOTHING",

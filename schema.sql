@@ -169,3 +169,15 @@ END;
 -- copy includes. The server carries today's rows over before this runs.
 DROP TABLE visitor_salts;
 DROP TABLE visitor_hashes;
+
+-- migration 7
+-- The UTC days on which views were written, one row each (issue 28), as
+-- day numbers like daily's. TALLY_KEEP_DAYS keeps the day rows of the
+-- newest N of them whatever the clock says (storage.first_kept_day): a
+-- clock that jumps forward years deletes no history. The writer adds its
+-- day in the first batch of the day, an import the days it writes. A row a
+-- day, never deleted.
+CREATE TABLE view_days (
+    day INTEGER PRIMARY KEY
+);
+INSERT INTO view_days (day) SELECT DISTINCT day FROM daily ORDER BY day;

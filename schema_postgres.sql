@@ -131,3 +131,11 @@ ALTER INDEX daily_compact_pkey RENAME TO daily_pkey;
 -- pg_dump still dumps them: docs/privacy.md says how to leave them out.
 ALTER TABLE visitor_hashes SET UNLOGGED;
 ALTER TABLE visitor_salts SET UNLOGGED;
+
+-- migration 7
+-- The UTC days on which views were written, one row each: as schema.sql's
+-- migration 7 (which says why). Every server adds its day once a day.
+CREATE TABLE view_days (
+    day DATE PRIMARY KEY
+);
+INSERT INTO view_days (day) SELECT DISTINCT day FROM daily ORDER BY day;

@@ -507,6 +507,9 @@ class Changes(storage.GroupCommitStore):
                    "FROM temp.staged_days s JOIN temp.staged_pages p ON p.number = s.number "
                    "JOIN pages k ON k.page_id = p.page_id WHERE s.number BETWEEN ? AND ?"),
             numbers)
+        conn.execute(f"INSERT INTO view_days (day) SELECT DISTINCT {_DAY_NUMBER.format('day')} "
+                     "FROM temp.staged_days WHERE number BETWEEN ? AND ? "
+                     "ON CONFLICT DO NOTHING", numbers)
 
     @staticmethod
     def _import_progress(conn: sqlite3.Connection, key: str, mode: str
@@ -630,8 +633,11 @@ class Store(Changes):
     def _write_views(self, batch: list[View]) -> None:
         conn = self._writer
         self.check_file()
+        new_days = self._days_to_mark(batch)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            for new_day in new_days:
+                conn.execute(Store.VIEW_DAYS_SQL["mark"], (new_day,))
             for views in by_page_and_day(batch):
                 self._count_views(conn, views)
             conn.execute("COMMIT")
@@ -641,6 +647,7 @@ class Store(Changes):
             self._known.forget_pending()
             raise
         self._known.committed()
+        self._days_marked(new_days)
 
     def _count_views(self, conn: sqlite3.Connection, views: list[View]) -> None:
         """Count views of one page on one day with one UPSERT per table
@@ -1108,6 +1115,13 @@ _IMPORT_DAY = {
 _GITHUB_TABLES = ("github_repos", "github_days", "github_popular")
 _REPO_COLUMNS = ("r.repo, r.page_id, r.added_at, r.synced_at, r.status, r.status_since, "
                  "r.failures, r.next_sync_at")
+# TALLY_KEEP_DAYS (storage.first_kept_day): the days on which views were
+# written, one row each (schema.sql, migration 7).
+Store.VIEW_DAYS_SQL = {
+    "newest_from": f"SELECT {_DAY_TEXT.format('min(day)')} FROM "
+                   "(SELECT day FROM view_days ORDER BY day DESC LIMIT ?)",
+    "mark": f"INSERT INTO view_days (day) VALUES ({_DAY_PARAM}) ON CONFLICT DO NOTHING",
+}
 Store.GITHUB_SQL = {
     "add": "INSERT INTO github_repos (repo, page_id, added_at, status, status_since, failures, "
            "next_sync_at) VALUES (?, ?, ?, 'new', ?, 0, ?) ON CONFLICT (repo) DO NOTHING",

@@ -307,9 +307,16 @@ HOUSEKEEPING_S = 30.0
 TRIM_ROWS = 2000
 
 
-def first_kept_day(keep_days: int, now: datetime.datetime) -> str:
-    """With TALLY_KEEP_DAYS=keep_days: the oldest day kept (today is the last of them)."""
-    return last_days(keep_days, now)[0]
+def first_kept_day(keep_days: int, now: datetime.datetime,
+                   newest_from: str | None = None) -> str:
+    """With TALLY_KEEP_DAYS=keep_days: the oldest day kept. By the clock
+    that is keep_days ago (today is the last of them); by the data it is
+    newest_from, the first of the keep_days newest days on which views
+    were written (view_days). The earlier of the two wins, so a clock that
+    jumps forward (a Raspberry Pi before NTP, a restored VM) deletes
+    nothing the newest counted days still need."""
+    by_clock = last_days(keep_days, now)[0]
+    return min(by_clock, newest_from) if newest_from else by_clock
 
 
 def last_days(days: int, now: datetime.datetime | None = None) -> list[str]:
@@ -679,10 +686,17 @@ class Store(KeptTraffic):
 
     # TALLY_KEEP_DAYS (None: every day is kept)
     keep_days: int | None = None
+    # The first of the n newest view days (the rows of view_days; n the
+    # one parameter; NULL when there are none), and the statement that adds
+    # a day to them.
+    VIEW_DAYS_SQL: dict[str, str]
 
     def kept_from(self, now: datetime.datetime | None = None) -> str | None:
         """The first day whose views per day are kept; None when all are."""
-        return first_kept_day(self.keep_days, now or utc_now()) if self.keep_days else None
+        if not self.keep_days:
+            return None
+        newest_from = self._read(self.VIEW_DAYS_SQL["newest_from"], (self.keep_days,))[0][0]
+        return first_kept_day(self.keep_days, now or utc_now(), newest_from)
 
     # Reading
     @abc.abstractmethod
@@ -806,7 +820,9 @@ class GroupCommitStore(Store):
         if not self.keep_days:
             self._trim_left = False
             return 0
-        before = first_kept_day(self.keep_days, now)
+        newest_from = conn.execute(  # type: ignore[attr-defined]
+            self.VIEW_DAYS_SQL["newest_from"], (self.keep_days,)).fetchone()[0]
+        before = first_kept_day(self.keep_days, now, newest_from)
         if before != self._trim_pass:
             self._trim_pass, self._trim_after, self._trim_left = before, None, True
             self._trim_deleted, self._trim_began = 0, time.monotonic()
@@ -827,6 +843,7 @@ class GroupCommitStore(Store):
         self._trim_after: tuple | None = None
         self._trim_left = False
         self._trim_deleted = 0
+        self._marked_days: set[str] = set()
         self._queue: queue.SimpleQueue[View | Task | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="tally-writer", daemon=True)
         self._thread.start()
@@ -879,6 +896,17 @@ class GroupCommitStore(Store):
                     break
                 batch.append(nxt)
             self._commit(batch)
+
+    def _days_to_mark(self, batch: list[View]) -> list[str]:
+        """The days of a batch's views that this writer has not yet added
+        to view_days: the batch's transaction adds them (so once a day)."""
+        return sorted({day(view.now) for view in batch} - self._marked_days)
+
+    def _days_marked(self, days: list[str]) -> None:
+        """After the commit that added them (a rollback adds none)."""
+        self._marked_days.update(days)
+        if len(self._marked_days) > 4:
+            self._marked_days = set(sorted(self._marked_days)[-2:])
 
     def _trim_once(self) -> None:
         task = Task(lambda conn: self._trim_step(conn, utc_now()))

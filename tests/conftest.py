@@ -290,9 +290,11 @@ def fresh_postgres() -> str:
     url = postgres_url()
     import psycopg
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS pages, daily, tally_schema, imports, notes, "
-                     "visitor_salts, visitor_hashes, "
-                     "github_repos, github_days, github_popular")
+        # Every table of the test database's schema, whatever a migration added.
+        tables = [name for (name,) in conn.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()")]
+        if tables:
+            conn.execute(f"DROP TABLE {', '.join(tables)}")
     return url
 
 

@@ -22,6 +22,9 @@ def test_generated_pages_are_what_tally_would_have_counted(backend_db, make_stor
         assert all(0 < p.visitor_days[d] <= p.days[d] for d in p.visitor_days)
         assert p.created_at == days[0] + "T00:00:00Z"
     assert any(p.bot_days for p in pages)
+    # Each day is a view day, as the writer records them (TALLY_KEEP_DAYS reads them).
+    assert make_store(keep_days=2).kept_from(storage.utc_now() + datetime.timedelta(days=99)) \
+        == days[-2]
     # Counting goes on from there: an existing page, and a new one with a key of its own.
     first = pages[0]
     assert store.record_view(first.page_id).total == first.total + 1

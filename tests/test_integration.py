@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import BROWSER, ROOT, free_port, missing, rss_kb, wait_until
+from conftest import BROWSER, ROOT, free_port, missing, rss_kb, stop_server, wait_until
 
 TOTAL_RE = re.compile(rb">(\d+)</text></g>")
 
@@ -295,7 +295,8 @@ def test_not_a_database_stops_start_up_with_one_line(tmp_path):
 def test_newer_schema_stops_start_up(tmp_path):
     db = tmp_path / "counts.db"
     conn = sqlite3.connect(db)
-    conn.execute("PRAGMA user_version = 7")
+    import sqlite_store
+    conn.execute(f"PRAGMA user_version = {sqlite_store.SCHEMA_VERSION + 1}")
     conn.close()
     before = db.read_bytes()
     result = run_serve(str(db))
@@ -669,6 +670,38 @@ def test_the_real_server_counts_visitors_and_leaves_proxies_and_bots_out(live_se
     answer = json.loads(live.get("/api/count?page_id=blog")[2])
     assert (answer["total"], answer["visitors"]) == (21, 5)
     assert b">5</text>" in live.get("/badge?page_id=blog&show=visitors&query_only=true")[2]
+
+
+def test_a_server_whose_clock_jumped_three_years_keeps_the_newest_days(live_server, db_path):
+    # Issue 28, 8: the real server under libfaketime, its clock three years
+    # ahead, with TALLY_KEEP_DAYS=30 over 60 days of history. Before
+    # view_days, its first pass deleted all 300 day rows.
+    import sqlite_store
+    import storage
+    # The library itself, not the `faketime` wrapper: the wrapper does not
+    # pass SIGTERM on to the server it started.
+    libraries = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+    if not libraries:
+        missing("faketime is not installed", "faketime is required in CI (.ci/run installs it)")
+    today = storage.utc_now().date()
+    back = [(today - datetime.timedelta(days=n)).isoformat() for n in range(60)]
+    with sqlite_store.Store(db_path) as store:
+        store.import_pages([storage.Page(f"page-{n}", 60, "2026-01-01T00:00:00Z",
+                                         "2026-01-01T00:00:00Z", {day: 1 for day in back})
+                            for n in range(5)], "set")
+    live = live_server(env={"TALLY_KEEP_DAYS": "30", "LD_PRELOAD": str(libraries[0]),
+                            "FAKETIME": "+3y"})
+    # The writer's first pass ran before it wrote this view (at start-up).
+    assert live.get("/badge?page_id=page-0")[0] == 200
+    history = json.loads(live.get("/api/history?page_id=page-1&days=365")[2])
+    jumped = history["days"][-1]["day"]
+    assert jumped > back[0] and history["kept_from"] == back[28]
+    stop_server(live)
+    assert live.proc.returncode == 0
+    with sqlite_store.Store(db_path, readonly=True) as store:
+        for n in range(5):
+            assert store.page(f"page-{n}").days == {
+                **{day: 1 for day in back[:30]}, **({jumped: 1} if n == 0 else {})}
 
 
 def test_keep_days_trims_history_while_the_real_server_counts(live_server, db_path):

@@ -608,15 +608,15 @@ def test_dwyls_show_unique_shows_visitors(client):
 def test_stats_and_history_say_where_history_begins_with_keep_days(make_client):
     client, store = make_client(keep_days=3)
     today = datetime.datetime.now(datetime.timezone.utc).date()
-    old = (today - datetime.timedelta(days=5)).isoformat()
+    days = {(today - datetime.timedelta(days=back)).isoformat(): 1 for back in range(6)}
     store.import_pages([storage.Page("blog", 7, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
-                                     {old: 6})], "set")
+                                     days)], "set")
     client.get("/badge", "page_id=blog")
-    assert store.trim_history() == 1
+    assert store.trim_history() == 3
     kept_from = (today - datetime.timedelta(days=2)).isoformat()
     body = json.loads(client.get("/api/history", "page_id=blog&days=7").body)
     assert body["kept_from"] == kept_from and body["total"] == 8
-    assert [d["views"] for d in body["days"]] == [None] * 4 + [0, 0, 1]
+    assert [d["views"] for d in body["days"]] == [None] * 4 + [1, 1, 2]
     page = client.get("/stats", "page_id=blog&days=7").text
     assert f"History begins on {kept_from}" in page
     # The chart's marks without numbers say "not kept", not the lost days' "no data".

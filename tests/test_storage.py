@@ -789,6 +789,66 @@ def test_keep_days_deletes_exactly_the_days_before_the_first_kept_one(make_store
     assert store.trim_history() == 0  # nothing more to delete
 
 
+@pytest.mark.parametrize("ahead", [datetime.timedelta(days=40), datetime.timedelta(days=365),
+                                   datetime.timedelta(days=3 * 365 + 1)])
+def test_a_clock_that_jumps_forward_deletes_no_day_the_newest_counted_days_need(
+        make_store, ahead):
+    # Issue 28, 8: the first kept day is judged from the data as well as the
+    # clock: the keep_days newest days on which views were written stay.
+    today = storage.utc_now().replace(hour=12)
+    store = make_store(keep_days=30)
+    back = {n: (today - datetime.timedelta(days=n)).date().isoformat() for n in range(60)}
+    pages = [storage.Page(f"page-{n}", 60, STAMP, STAMP, {day: 1 for day in back.values()})
+             for n in range(5)]
+    store.import_pages(pages, "set")
+    store.record_view("page-0", now=today)
+    jumped = today + ahead
+    assert store.kept_from(jumped) == back[29] == store.kept_from(today)
+    assert store.trim_history(jumped) == 5 * 30  # the days before back[29], as by the clock
+    # The wrong clock's first views: each of its days is one of the newest.
+    store.record_view("page-0", now=jumped)
+    assert store.kept_from(jumped) == back[28]
+    assert store.trim_history(jumped) == 5
+    assert store.page("page-0").days == {
+        **{back[n]: 1 for n in range(1, 29)}, back[0]: 2, storage.day(jumped): 1}
+    for n in range(1, 5):
+        assert len(store.page(f"page-{n}").days) == 29
+    # When the clock is right again, its own first kept day is the earlier one.
+    assert store.kept_from(today) == back[29]
+
+
+def test_view_days_holds_each_day_a_view_was_written_once(make_store):
+    store = make_store(keep_days=2)
+    first = storage.utc_now().replace(hour=1)
+    for hour in range(3):  # three batches on one day, a bot's view on the next
+        store.record_view("p", now=first + datetime.timedelta(hours=hour))
+    store.record_view("p", now=first + datetime.timedelta(days=1), bot=True, counted=False)
+    assert store._read("SELECT count(*) FROM view_days") == [(2,)]
+    days = [storage.day(first + datetime.timedelta(days=n)) for n in range(2)]
+    assert store.kept_from(first + datetime.timedelta(days=1)) == days[0]
+    # Fewer days with views than keep_days: none is deleted, however far the clock.
+    assert store.kept_from(first + datetime.timedelta(days=900)) == days[0]
+    assert store.trim_history(first + datetime.timedelta(days=900)) == 0
+    assert (store.page("p").days, store.page("p").bot_days) == ({days[0]: 3, days[1]: 0}, {days[1]: 1})
+
+
+def test_migration_7_seeds_view_days_from_the_kept_days(tmp_path):
+    # A schema-4 file (its days written before view_days existed): opened
+    # with TALLY_KEEP_DAYS and a clock years ahead, the newest days stay.
+    db_path = str(tmp_path / "v4.db")
+    shutil.copy(FIXTURES / "tally-v4.db", db_path)
+    with sqlite_store.Store(db_path) as s:
+        before = {p.page_id: p.days for p in s.pages()}
+    newest = sorted({day for days in before.values() for day in days})
+    assert len(newest) > 3
+    with sqlite_store.Store(db_path, keep_days=3) as s:
+        assert s.kept_from(datetime.datetime(2099, 1, 1, tzinfo=datetime.timezone.utc)) == newest[-3]
+        s.trim_history(datetime.datetime(2099, 1, 1, tzinfo=datetime.timezone.utc))
+        after = {p.page_id: p.days for p in s.pages()}
+    assert after == {page: {d: v for d, v in days.items() if d >= newest[-3]}
+                     for page, days in before.items()}
+
+
 def test_without_keep_days_every_day_is_kept(any_store):
     old = storage.Page("p", 5, STAMP, STAMP, {"2001-01-01": 5})
     any_store.import_pages([old], "set")
