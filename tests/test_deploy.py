@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import BROWSER, ROOT, free_port, missing, wait_until
+from conftest import BROWSER, ROOT, PortTaken, missing, on_a_free_port, wait_until
 
 DEPLOY = ROOT / "deploy"
 NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
@@ -79,7 +79,6 @@ def nginx_in_front(tmp_path, live_server, request):
     nginx = require("nginx")
     settings = getattr(request, "param", {})
     live = live_server(env={"TALLY_QUIET": "0", **settings.get("env", {})})
-    port = free_port()
     site = (DEPLOY / "nginx.conf").read_text()
     # A short deadline, so the test of it is short (the shipped one is checked above).
     site = re.sub(r"send_timeout \d+s;", f"send_timeout {settings.get('send_timeout', 30)}s;", site)
@@ -87,12 +86,15 @@ def nginx_in_front(tmp_path, live_server, request):
     # sndbuf: a socket buffer of a few answers, not the megabytes loopback
     # grows to, so that a client that never reads stalls nginx soon.
     sndbuf = f" sndbuf={settings['sndbuf']}" if "sndbuf" in settings else ""
-    site = re.sub(r"listen 80;", f"listen 127.0.0.1:{port}{sndbuf};", site)
     site = re.sub(r"\s*listen \[::\]:80;", "", site)
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     conf = prefix / "nginx.conf"
-    conf.write_text(f"""
+    import urllib.request
+
+    def start(port: int) -> subprocess.Popen:
+        listen = re.sub(r"listen 80;", f"listen 127.0.0.1:{port}{sndbuf};", site)
+        conf.write_text(f"""
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log;
@@ -104,22 +106,24 @@ http {{
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
-{site}
+{listen}
 }}
 """)
-    proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    import urllib.request
+        proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode())
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
-            return True
-        except OSError:
-            return False
-    wait_until(up)
+        def up() -> bool:
+            if proc.poll() is not None:
+                error = proc.stderr.read().decode()
+                raise (PortTaken if "Address already in use" in error else AssertionError)(error)
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
+                return True
+            except OSError:
+                return False
+        wait_until(up)
+        return proc
+    port, proc = on_a_free_port(start)
     yield port, live
     proc.terminate()
     proc.wait(timeout=10)

@@ -17,7 +17,7 @@ import pytest
 
 import sqlite_store
 import storage
-from conftest import BROWSER, ROOT, free_port, snapshot, tally, totals, wait_until
+from conftest import BROWSER, ROOT, START_LINE, snapshot, tally, totals, wait_until
 
 
 def integrity(db: str) -> str:
@@ -130,12 +130,12 @@ def run_in_small_fs(script: str, mnt, size: str = "400k") -> subprocess.Complete
 
 
 def test_real_full_file_system_answers_503_and_resumes_when_space_returns(tmp_path):
-    port = free_port()
-    flag = tmp_path / "free-space"
+    flag, out, pid_file = tmp_path / "free-space", tmp_path / "serve.out", tmp_path / "serve.pid"
     script = f"""
 dd if=/dev/zero of=$MNT/filler bs=1k count=120 2>/dev/null
-$PY $SRV serve --db $MNT/counts.db --port {port} --quiet &
+$PY $SRV serve --db $MNT/counts.db --port 0 --quiet > {out} 2>&1 &
 pid=$!
+echo $pid > {pid_file}
 while [ ! -e {flag} ]; do sleep 0.05; done
 rm $MNT/filler
 touch {flag}.done
@@ -146,6 +146,13 @@ wait $pid
     runner.start()
     import urllib.error
     import urllib.request
+
+    def started() -> int | None:
+        if not runner.is_alive():
+            raise AssertionError(f"serve ended: {getattr(runner, 'result', None)}")
+        found = out.exists() and START_LINE.search(out.read_bytes())
+        return int(found.group(1)) if found else None
+    port = wait_until(started, timeout=60)
 
     def get(path: str):
         try:
@@ -176,7 +183,11 @@ wait $pid
         assert json.loads(get("/api/count?page_id=kept")[2])["total"] == 2 + (answered == 200)
     finally:
         flag.touch()
-        subprocess.run(["pkill", "-f", f"port {port} --quiet"])
+        if pid_file.exists():  # the server this test started, and no other
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         runner.join()
     if getattr(runner, "result", None) is not None and runner.result.returncode != 0:
         assert "Traceback" not in runner.result.stderr

