@@ -51,11 +51,11 @@ test: $(VENV)/.installed-dev ## run the whole test suite
 
 .PHONY: bench
 bench: $(VENV)/.installed-dev ## measure render time, throughput, latency and memory
-	$(BIN)/python bench.py
+	$(BIN)/python bench/speed.py
 
 .PHONY: bench-scale
 bench-scale: $(VENV)/.installed-dev ## measure costs at 1,000, 100,000 and 1,000,000 pages (TALLY_TEST_POSTGRES: PostgreSQL too)
-	$(BIN)/python bench_scale.py
+	$(BIN)/python bench/scale.py
 
 .PHONY: golden
 golden: $(VENV)/.installed-dev ## rewrite the golden SVG files on purpose

@@ -651,7 +651,7 @@ WORKER_KILL_S = 5
 
 def http_server(config: Config, port: int, wsgi: bool = False) -> granian.server.MPServer:
     """granian with Tally's settings: one worker process, ASGI (without
-    lifespan events: Tally needs none). bench.py serves its trivial apps
+    lifespan events: Tally needs none). bench/speed.py serves its trivial apps
     with the same, and with wsgi=True a WSGI one (config.threads threads)."""
     return granian.server.MPServer(
         "tally", address=config.host, port=port,

@@ -1,20 +1,20 @@
-"""bench_scale.py's generator writes what Tally's own counting would."""
+"""bench/scale.py's generator writes what Tally's own counting would."""
 
 from __future__ import annotations
 
 import datetime
 
-import bench_scale
+from bench import scale
 import storage
 
 
 def test_generated_pages_are_what_tally_would_have_counted(backend_db, make_store):
-    bench_scale.generate(backend_db, 40, days=5)
+    scale.generate(backend_db, 40, days=5)
     store = make_store()
     today = storage.utc_now().date()
     days = [(today - datetime.timedelta(days=back)).isoformat() for back in range(4, -1, -1)]
     pages = list(store.pages())
-    assert [p.page_id for p in pages] == [bench_scale.PAGE_ID % i for i in range(40)]
+    assert [p.page_id for p in pages] == [scale.PAGE_ID % i for i in range(40)]
     assert store.page_count() == 40
     for p in pages:
         assert len(p.page_id) == 22 and sorted(p.days) == days

@@ -43,15 +43,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: bench/ is inside it
 sys.path.insert(0, str(ROOT))
 CONNECTIONS = 32
-# Tally's tables in PostgreSQL, dropped to begin from an empty database.
-POSTGRES_TABLES = ("pages", "daily", "tally_schema", "imports", "visitor_salts",
-                   "visitor_hashes", "github_repos", "github_days", "github_popular")
+# Tally's tables in PostgreSQL, every one its schema creates (a migration's
+# passing names too), dropped to begin from an empty database.
+POSTGRES_TABLES = tuple(re.findall(r"^CREATE TABLE (\w+)",
+                                   (ROOT / "schema_postgres.sql").read_text(), re.MULTILINE))
 
 
-# The servers this process starts as itself (python bench.py --serve ...) ####
+# The servers this process starts as itself (python bench/speed.py --serve ...) ####
 
 
 def trivial_app(environ, start_response):

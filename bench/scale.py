@@ -40,10 +40,10 @@ import time
 from pathlib import Path
 from statistics import median
 
-import bench
-
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: bench/ is inside it
 sys.path.insert(0, str(ROOT))
+
+from bench import speed  # noqa: E402
 
 SIZES = (1_000, 100_000, 1_000_000)
 DAYS = 30
@@ -86,7 +86,7 @@ def generate(db: str, pages: int, days: int = DAYS) -> None:
     n = {"last": pages - 1, "days": days, "first_day": first_day,
          "stamp": f"{epoch + datetime.timedelta(days=first_day)}T00:00:00Z"}
     if database.is_postgres(db):
-        import psycopg  # the benchmark's own generator, as bench.py's drop
+        import psycopg  # the benchmark's own generator, as speed.py's drop
         with psycopg.connect(db, autocommit=True) as conn:
             with conn.transaction():
                 conn.execute("INSERT INTO pages (id, page_id, total, created_at, last_seen) "
@@ -189,7 +189,7 @@ def in_process(db: str, pages: int) -> dict[str, float]:
 
 
 def load_random(base: str, path: str, pages: int, seconds: float,
-                connections: int = bench.CONNECTIONS) -> dict:
+                connections: int = speed.CONNECTIONS) -> dict:
     """wrk asking path + a random existing page's id."""
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write(WRK_RANDOM % (path + "u%07d.my-repository", pages - 1))
@@ -200,7 +200,7 @@ def load_random(base: str, path: str, pages: int, seconds: float,
                              capture_output=True, text=True, check=True).stdout
     finally:
         os.unlink(script.name)
-    return bench.parse_wrk(out)
+    return speed.parse_wrk(out)
 
 
 def measure(db: str, pages: int, load, seconds: float, rounds: int,
@@ -221,7 +221,7 @@ def measure(db: str, pages: int, load, seconds: float, rounds: int,
     figures["show command s"] = run_measured(["show", PAGE_ID % (pages // 2), "--db", db])[0]
     found: dict[str, list[dict]] = {}
     for round_ in range(rounds):  # medians of the rounds
-        proc, base = bench.start_tally(db, None)
+        proc, base = speed.start_tally(db, None)
         try:
             runs = {
                 "hot": load(base + "/badge?page_id=" + PAGE_ID % 0, seconds),
@@ -234,13 +234,13 @@ def measure(db: str, pages: int, load, seconds: float, rounds: int,
                 "history": load_random(base, "/api/history?page_id=", pages, seconds,
                                        connections=4)}
         finally:
-            bench.stop(proc)
-        proc, base = bench.start_tally(db, None, env={"TALLY_MAX_PAGES": str(100 * pages)})
+            speed.stop(proc)
+        proc, base = speed.start_tally(db, None, env={"TALLY_MAX_PAGES": str(100 * pages)})
         try:
             runs["capped"] = load(base + f"/badge?page_id=capped-{pages}-{round_}-", seconds,
                                   distinct_suffix=True)
         finally:
-            bench.stop(proc)
+            speed.stop(proc)
         for name, result in runs.items():
             found.setdefault(name, []).append(result)
 
@@ -284,7 +284,7 @@ def import_target(db: str, tmp: str, pages: int) -> str:
 def empty_postgres(url: str) -> None:
     import psycopg
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS " + ", ".join(bench.POSTGRES_TABLES))
+        conn.execute("DROP TABLE IF EXISTS " + ", ".join(speed.POSTGRES_TABLES))
 
 
 # Printing ###################################################################
@@ -323,9 +323,9 @@ def main() -> None:
     if not shutil.which("wrk"):
         # Random existing pages need wrk's Lua.
         raise SystemExit("make bench-scale needs wrk (apt-get install wrk)")
-    load = bench.load_wrk
+    load = speed.load_wrk
     print(f"Tally scale benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"load by wrk, {bench.CONNECTIONS} connections, {args.seconds:g} s per load, medians of "
+          f"load by wrk, {speed.CONNECTIONS} connections, {args.seconds:g} s per load, medians of "
           f"{args.rounds} rounds")
     wanted = args.stores.lower().split(",")
     stores = {"SQLite": None} if "sqlite" in wanted else {}
