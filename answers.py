@@ -52,8 +52,6 @@ NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-re
 # (a data: logo is embedded, not loaded; the badges use no <style>).
 SVG_CSP = "default-src 'none'; img-src data:; sandbox"
 
-CAMO_AGENT = re.compile(r"^github-camo\b", re.IGNORECASE)
-
 
 class Answer(typing.NamedTuple):
     status: int
@@ -417,7 +415,7 @@ class Badges:
             return None, f"{NOT_COUNTED}; {read_only}"
         if method != "GET":
             return None, f"{NOT_COUNTED}; HEAD"
-        if (self.config.camo_only or request.camo_only) and not CAMO_AGENT.match(user_agent):
+        if (self.config.camo_only or request.camo_only) and not visitors.CAMO.match(user_agent):
             return None, f"{NOT_COUNTED}; camo-only"
         kind = visitors.classify(user_agent)
         if kind == visitors.BOT:

@@ -154,13 +154,23 @@ def _loopback(url: str) -> bool:
         return False
 
 
+# The words for yes and no, in settings and in URLs alike (params.py and
+# flavours.py read them through flag_word).
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+              "0": False, "false": False, "no": False, "off": False}
+
+
+def flag_word(value: str) -> bool | None:
+    """True or False for a word of FLAG_WORDS (any case), None for another."""
+    return FLAG_WORDS.get(value.lower())
+
+
 def _flag(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name} must be 1 or 0")
+    """A setting's flag: blank is no."""
+    flag = flag_word(value.strip()) if value.strip() else False
+    if flag is None:
+        raise ConfigError(f"{name} must be 1 or 0")
+    return flag
 
 
 def from_env(environ: Mapping[str, str]) -> Config:

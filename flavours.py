@@ -23,6 +23,7 @@ import urllib.parse
 from typing import Callable
 
 import params
+from config import flag_word
 from params import BadgeQuery, ParamError
 
 
@@ -60,7 +61,8 @@ def _same(value: str) -> str:
 
 
 def _flag(value: str) -> bool:
-    return value.strip().lower() in ("true", "1", "yes", "on")
+    """The old services' flags: anything but a yes is a no."""
+    return flag_word(value.strip()) is True
 
 
 def _data_logo(value: str) -> str | None:
@@ -170,13 +172,15 @@ HITS = Flavour(
              "edge_flat": ("style", lambda v: "flat-square" if _flag(v) else "flat")},
     key_names=("url",), ignored=("icon", "icon_color"))
 
+# komarev's styles: each of Tally's but social, which komarev never drew.
+KOMAREV_STYLES = tuple(style for style in params.STYLES if style != "social")
+
 KOMAREV = Flavour(
     name="ghpvc", title="GitHub Profile Views Counter (komarev.com/ghpvc)",
     defaults={"label": "Profile views", "label_color": "#555", "color": "blue", "format": "comma"},
     options={"label": ("label", _same), "color": ("color", _same),
              # komarev drew an unknown style as flat instead of refusing it.
-             "style": ("style", lambda v: v if v in (
-                 "flat", "flat-square", "plastic", "for-the-badge", "pixel") else "flat"),
+             "style": ("style", lambda v: v if v in KOMAREV_STYLES else "flat"),
              "base": ("base", _same),
              "abbreviated": ("format", lambda v: "abbreviated" if v not in ("", "0") else None)},
     key_names=("username",), camo_only=True)

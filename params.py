@@ -19,6 +19,7 @@ import unicodedata
 import urllib.parse
 
 import badge
+from config import flag_word
 from storage import TOTAL_MAX  # a value of the stores; checked here at the edge
 
 PAGE_ID_MAX = 256
@@ -33,14 +34,12 @@ LOGO_MAX_BYTES = 8192
 HISTORY_DAYS_MAX = 365
 MAX_FIELDS = 200
 
-STYLES = ("flat", "flat-square", "plastic", "for-the-badge", "social", "pixel")
+STYLES = badge.STYLES  # the styles badge.py draws, in its order
 FORMATS = ("plain", "comma", "short", "abbreviated")
 SHOWS = ("total", "today", "both", "visitors", "visitors_today", "clones")
 # What only a github: page has (GitHub's own numbers).
 GITHUB_SHOWS = ("clones",)
 
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
 
 # Unicode categories refused in ids and labels: controls, lone surrogates
 # (what invalid UTF-8 decodes to here), line/paragraph separators, and
@@ -209,12 +208,10 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 def _flag(name: str, value: str) -> bool:
-    lowered = value.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ParamError(f"invalid {name}")
+    flag = flag_word(value)
+    if flag is None:
+        raise ParamError(f"invalid {name}")
+    return flag
 
 
 def _color(name: str, value: str) -> str:

@@ -28,6 +28,8 @@ IMAGE_PROXIES = {
     "a self-hosted Camo": r"^Camo Asset Proxy\b",
 }
 _IMAGE_PROXY = re.compile("|".join(f"(?:{p})" for p in IMAGE_PROXIES.values()))
+# TALLY_CAMO_ONLY's test: GitHub's proxy alone, in any case.
+CAMO = re.compile(IMAGE_PROXIES["GitHub (Camo)"], re.IGNORECASE)
 
 PROXY, BOT, CLIENT = "image proxy", "bot", "client"
 
