@@ -32,10 +32,10 @@ from typing import Callable
 import prometheus_client
 
 import badge
+import counting
 import flavours
 import params
 import storage
-import visitors
 from config import Config
 from params import ParamError
 
@@ -57,15 +57,13 @@ class Answer(typing.NamedTuple):
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-    # Whether the view counted, and if not why (COUNTED_HEADER): "yes",
+    # Whether the view counted, and if not why (counting.HEADER): "yes",
     # "yes; bot", "no; bot", "no; HEAD", ...; None where nothing could count.
     counted: str | None = None
 
 
-# The header that says whether a view counted (docs/parameters.md): a
-# newcomer's curl is a bot and counts nothing, and should be told so.
-COUNTED_HEADER = "X-Tally-Counted"
-COUNTED, NOT_COUNTED = "yes", "no"
+# What an answer that only reads says (counting.HEADER).
+READ_ONLY = counting.not_counted("read only").header
 
 
 class _Expires:
@@ -289,7 +287,8 @@ class Badges:
                       traceback.format_exc())
             status, problem, kind = 500, "internal error", "internal"
         self.metrics.errors.labels(kind).inc()
-        counted = f"{NOT_COUNTED}; " + "".join(c if " " <= c <= "~" else "?" for c in problem)
+        counted = counting.not_counted(
+            "".join(c if " " <= c <= "~" else "?" for c in problem)).header
         if drawn is None:
             return json_answer({"error": problem}, status)._replace(counted=counted)
         label, style = drawn
@@ -370,12 +369,13 @@ class Badges:
                 look, number, today = await self._read(  # type: ignore[misc]
                     self.github_shown, request.page_id, request.look)
                 return svg_answer(badge.render(look, number, today))._replace(
-                    counted=f"{NOT_COUNTED}; github page")
-            counting, counted = self._counting(request, method, viewer, read_only)
-            counts = await self._fetch(request.page_id, counting)
+                    counted=counting.not_counted("github page").header)
+            decision = self._decide(request, method, viewer, read_only)
+            counts = await self._fetch(request.page_id, decision)
         except Exception as e:
             raise _BadgeError(e, label, request.look.style) from None
-        return svg_answer(badge.render(*shown(request.look, counts)))._replace(counted=counted)
+        return svg_answer(badge.render(*shown(request.look, counts)))._replace(
+            counted=decision.header)
 
     def _parse_count(self, query: str) -> tuple[str, str]:
         """(page id, "") or ("", the problem)."""
@@ -397,52 +397,31 @@ class Badges:
             raise ParamError(problem)
         if page_id.startswith(params.GITHUB_PREFIX):
             return json_answer(await self._read(self.github_count, page_id))._replace(
-                counted=f"{NOT_COUNTED}; read only")
+                counted=READ_ONLY)
         counts = await self._fetch(page_id, None)
         return json_answer({"page_id": page_id, "total": counts.total, "today": counts.today,
                             "visitors": counts.visitors, "visitors_today": counts.visitors_today}
-                           )._replace(counted=f"{NOT_COUNTED}; read only")
+                           )._replace(counted=READ_ONLY)
 
-    def _counting(self, request: params.BadgeQuery, method: str, viewer: tuple[str, str],
-                  read_only: str = "query_only") -> tuple[tuple[str, str, str] | None, str]:
-        """Whether this request counts: (None, why not), or ((what the
-        viewer is, its address, its User-Agent), what it counts as). HEAD
-        must not count. With TALLY_CAMO_ONLY (or a flavour that counted
-        only GitHub's proxy) only GitHub's image proxy counts. A bot's
-        view is told apart here too, so the answer can say so."""
+    def _decide(self, request: params.BadgeQuery, method: str, viewer: tuple[str, str],
+                read_only: str) -> counting.Decision:
         user_agent, client = viewer
-        if not request.count:
-            return None, f"{NOT_COUNTED}; {read_only}"
-        if method != "GET":
-            return None, f"{NOT_COUNTED}; HEAD"
-        if (self.config.camo_only or request.camo_only) and not visitors.CAMO.match(user_agent):
-            return None, f"{NOT_COUNTED}; camo-only"
-        kind = visitors.classify(user_agent)
-        if kind == visitors.BOT:
-            return (kind, client, user_agent), (f"{COUNTED}; bot" if self.config.count_bots
-                                                 else f"{NOT_COUNTED}; bot")
-        return (kind, client, user_agent), COUNTED
+        return counting.decide(self.config, counts=request.count, method=method,
+                               user_agent=user_agent, client=client,
+                               camo_only=request.camo_only, read_only=read_only)
 
-    async def _fetch(self, page_id: str,
-                     counting: tuple[str, str, str] | None) -> storage.Counts:
-        """Count the view (awaiting its group commit without holding a
-        thread), or only read (counting None). A client Tally can see may
-        be the page's visitor today; an image proxy's view is a view only;
-        a bot's counts among the day's bot views (and as a view only with
-        TALLY_COUNT_BOTS). Raises PageLimitReached, TotalLimitReached,
-        StorageError."""
+    async def _fetch(self, page_id: str, decision: counting.Decision | None) -> storage.Counts:
+        """Record the view as decided (awaiting its group commit without
+        holding a thread), or only read (None, or a view that does not
+        count). Raises PageLimitReached, TotalLimitReached, StorageError."""
         started = time.perf_counter()
-        if counting is not None:
-            kind, client, user_agent = counting
-            bot = kind == visitors.BOT
-            visitor = ((client, user_agent) if kind == visitors.CLIENT and self.config.visitors
-                       else None)
+        if decision is not None and decision.recorded:
             result = await self.store.record_view_async(
-                page_id, visitor=visitor, bot=bot, counted=not bot or self.config.count_bots)
+                page_id, visitor=decision.visitor, bot=decision.bot, counted=decision.view)
             self._record_seconds.observe(time.perf_counter() - started)
-            if bot:
+            if decision.bot:
                 self.metrics.bot_views.inc()
-            if not bot or self.config.count_bots:
+            if decision.view:
                 self.metrics.views.inc()
             return result
         if self.store.inline_reads:  # the common case, without a coroutine more
@@ -478,7 +457,7 @@ class Badges:
             history = await self._read(self.metrics.timed, "history",
                                        lambda: self.store.history(request.page_id, 60))
             return svg_answer(badge.history_chart(history))._replace(  # type: ignore[arg-type]
-                counted=f"{NOT_COUNTED}; read only")
+                counted=READ_ONLY)
         if route.answer == "urn-json":  # hits.sh: 404 for a counter never seen
             page = await self._read(self.metrics.timed, "page",
                                     lambda: self.store.page(request.page_id))
@@ -486,11 +465,12 @@ class Badges:
                 return json_answer({"error": "not found"}, 404)
             return json_answer(flavours.urn_json(page.total, page.days,  # type: ignore[union-attr]
                                                  storage.day(storage.utc_now()))
-                               )._replace(counted=f"{NOT_COUNTED}; read only")
-        counting, counted = self._counting(request, method, viewer, "read only")
-        counts = await self._fetch(request.page_id, counting)
+                               )._replace(counted=READ_ONLY)
+        decision = self._decide(request, method, viewer, "read only")
+        counts = await self._fetch(request.page_id, decision)
         if route.answer == "shields-json":  # dwyl's .json counts too (show=unique: visitors)
             _, number, _ = shown(request.look, counts)
-            return json_answer(flavours.shields_json(query, str(number)))._replace(counted=counted)
+            return json_answer(flavours.shields_json(query, str(number)))._replace(
+                counted=decision.header)
         return json_answer({"path": request.page_id.split(":", 1)[1], "total": counts.total,
-                            "today": counts.today})._replace(counted=counted)
+                            "today": counts.today})._replace(counted=decision.header)

@@ -42,6 +42,7 @@ import prometheus_client
 import answers
 import badge
 import commands as commands_module
+import counting
 import config as config_module
 import database
 import flavours
@@ -395,7 +396,7 @@ async def send_answer(send: Callable, answer: Answer, method: str) -> int:
     return answer.status
 
 
-_COUNTED = answers.COUNTED_HEADER.lower().encode()
+_COUNTED = counting.HEADER.lower().encode()
 
 
 @functools.lru_cache(maxsize=64)
