@@ -97,3 +97,11 @@ def test_only_github_py_speaks_http_to_the_outside():
     users = sorted(p.name for p in MODULES
                    if ("urllib.request" in p.read_text() or "http.client" in p.read_text()))
     assert users == ["github.py"]
+
+
+def test_every_module_s_doctests_run():
+    # pytest.ini collects *.py with --doctest-modules, leaving out only
+    # postgres_store.py (psycopg may not import): it must hold none.
+    assert ">>>" not in (ROOT / "postgres_store.py").read_text()
+    ini = (ROOT / "pytest.ini").read_text()
+    assert "testpaths = tests *.py" in ini
