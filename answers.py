@@ -34,6 +34,7 @@ import prometheus_client
 import badge
 import counting
 import flavours
+import pages
 import params
 import storage
 from config import Config
@@ -228,40 +229,33 @@ class Badges:
         self._record_seconds = self.metrics.db_seconds.labels("record_view")
         self._read_seconds = self.metrics.db_seconds.labels("counts")
 
-    def check_allowed(self, page_id: str) -> None:
-        if self.allow is not None and not self.allow.fullmatch(page_id):
-            raise ParamError("page_id not allowed")
-
-    def github_request(self, request: params.BadgeQuery) -> params.BadgeQuery:
-        """A github: page is read, never counted (its numbers are GitHub's),
-        under its repository's lowercased name; TALLY_ALLOW does not apply
-        (nobody can create one from outside). What only GitHub's numbers
-        have (show=clones) is refused on any other page."""
-        repo = params.github_page(request.page_id)
-        if repo is not None:
-            return dataclasses.replace(request, page_id=params.GITHUB_PREFIX + repo, count=False)
-        self.check_allowed(request.page_id)
+    def resolve(self, request: params.BadgeQuery) -> tuple[params.BadgeQuery, pages.Named]:
+        """The request with its page resolved (pages.name, under
+        TALLY_ALLOW): a github: page is read, never counted, under its
+        repository's lowercased name. What only GitHub's numbers have
+        (show=clones) is refused on any other page."""
+        page = pages.name(request.page_id, self.allow)
+        if not page.countable:
+            return dataclasses.replace(request, page_id=page.page_id, count=False), page
         if request.look.show in params.GITHUB_SHOWS:
             raise ParamError(f"show={request.look.show} needs a github: page")
-        return request
+        return request, page
 
-    def github_shown(self, page_id: str, look: badge.Look) -> tuple[badge.Look, int, int]:
-        """What a github: page's badge shows: (the look to draw, the
-        number, today's number). ParamError when the repository is not kept."""
-        traffic = self.store.github_traffic(page_id[len(params.GITHUB_PREFIX):])
-        if traffic is None:
-            raise ParamError("repository not kept")
+    def shown_numbers(self, page: pages.Named, look: badge.Look
+                      ) -> tuple[badge.Look, int, int]:
+        """What a page's badge shows without counting: (the look to draw,
+        the number, today's number). ParamError for a github: page that is
+        not kept."""
+        found = pages.numbers(self.store, page)
         if look.show == "clones":
-            return dataclasses.replace(look, show="total"), traffic.clones, traffic.clones_today
-        return shown(look, storage.Counts(traffic.views, traffic.views_today, traffic.visitors,
-                                          traffic.visitors_today))
+            return dataclasses.replace(look, show="total"), found.clones, found.clones_today  # type: ignore[return-value]
+        return shown(look, found.counts)
 
-    def github_count(self, page_id: str) -> dict[str, object]:
+    def github_count(self, page: pages.Named) -> dict[str, object]:
         """/api/count's answer for a github: page."""
-        traffic = self.store.github_traffic(page_id[len(params.GITHUB_PREFIX):])
-        if traffic is None:
-            raise ParamError("repository not kept")
-        return {"page_id": page_id, "total": traffic.views, "today": traffic.views_today,
+        traffic = pages.numbers(self.store, page).traffic
+        assert traffic is not None
+        return {"page_id": page.page_id, "total": traffic.views, "today": traffic.views_today,
                 "visitors": traffic.visitors, "visitors_today": traffic.visitors_today,
                 "clones": traffic.clones, "first_day": traffic.first_day,
                 "synced_at": traffic.synced_at}
@@ -338,36 +332,40 @@ class Badges:
 
     # /badge and /api/count ---------------------------------------------------
 
-    def _parse_badge(self, query: str) -> tuple[params.BadgeQuery | None, str, str, str]:
-        """(the request or None, its error badge's label, style, problem)."""
+    def _parse_badge(self, query: str
+                     ) -> tuple[params.BadgeQuery | None, pages.Named | None, str, str, str]:
+        """(the request or None, its page, its error badge's label, style, problem)."""
         values: dict[str, str] = {}
         try:
             values = params.parse_query_string(query)
-            request = self.github_request(params.parse_badge_query(values))
-            if request.count and params.is_service_id(request.page_id):
+            request, page = self.resolve(params.parse_badge_query(values))
+            if request.count and page.kind == pages.SERVICE:
                 # "ghpvc:alice" is counted by komarev's URL alone (with its
                 # camo-only rule); shown with query_only it may be.
                 raise ParamError("reserved page_id")
-            return request, params.label_for_error(values), request.look.style, ""
+            return request, page, params.label_for_error(values), request.look.style, ""
         except ParamError as e:
-            return None, params.label_for_error(values), params.style_for_error(values), str(e)
+            return (None, None, params.label_for_error(values), params.style_for_error(values),
+                    str(e))
 
     async def _badge(self, query: str, method: str, viewer: tuple[str, str]) -> Answer:
-        request, label, style, problem = (self._parse_badge(query) if len(query) > QUERY_CACHE_TEXT
-                                          else self._cached_query(query))
-        if request is None:
+        request, page, label, style, problem = (
+            self._parse_badge(query) if len(query) > QUERY_CACHE_TEXT
+            else self._cached_query(query))
+        if request is None or page is None:
             raise _BadgeError(ParamError(problem), label, style)
-        return await self._drawn(request, label, method, viewer)
+        return await self._drawn(request, page, label, method, viewer)
 
-    async def _drawn(self, request: params.BadgeQuery, label: str, method: str,
-                     viewer: tuple[str, str], read_only: str = "query_only") -> Answer:
+    async def _drawn(self, request: params.BadgeQuery, page: pages.Named, label: str,
+                     method: str, viewer: tuple[str, str],
+                     read_only: str = "query_only") -> Answer:
         """A valid badge request (native or an old service's), counted or
         read; a github: page's numbers read. read_only: why a request
         that does not count does not (query_only; an old URL's own word)."""
         try:
-            if request.page_id.startswith(params.GITHUB_PREFIX):
+            if not page.countable:
                 look, number, today = await self._read(  # type: ignore[misc]
-                    self.github_shown, request.page_id, request.look)
+                    self.shown_numbers, page, request.look)
                 return svg_answer(badge.render(look, number, today))._replace(
                     counted=counting.not_counted("github page").header)
             decision = self._decide(request, method, viewer, read_only)
@@ -377,31 +375,25 @@ class Badges:
         return svg_answer(badge.render(*shown(request.look, counts)))._replace(
             counted=decision.header)
 
-    def _parse_count(self, query: str) -> tuple[str, str]:
-        """(page id, "") or ("", the problem)."""
+    def _parse_count(self, query: str) -> tuple[pages.Named | None, str]:
+        """(the page, "") or (None, the problem)."""
         try:
-            page_id = params.validate_page_id(params.parse_query_string(query).get("page_id"))
-            repo = params.github_page(page_id)
-            if repo is None:
-                self.check_allowed(page_id)
-            else:
-                page_id = params.GITHUB_PREFIX + repo
+            return pages.name(params.parse_query_string(query).get("page_id"), self.allow), ""
         except ParamError as e:
-            return "", str(e)
-        return page_id, ""
+            return None, str(e)
 
     async def _count(self, query: str) -> Answer:
-        page_id, problem = (self._parse_count(query) if len(query) > QUERY_CACHE_TEXT
-                            else self._cached_count(query))
-        if problem:
+        page, problem = (self._parse_count(query) if len(query) > QUERY_CACHE_TEXT
+                         else self._cached_count(query))
+        if page is None:
             raise ParamError(problem)
-        if page_id.startswith(params.GITHUB_PREFIX):
-            return json_answer(await self._read(self.github_count, page_id))._replace(
+        if not page.countable:
+            return json_answer(await self._read(self.github_count, page))._replace(
                 counted=READ_ONLY)
-        counts = await self._fetch(page_id, None)
-        return json_answer({"page_id": page_id, "total": counts.total, "today": counts.today,
-                            "visitors": counts.visitors, "visitors_today": counts.visitors_today}
-                           )._replace(counted=READ_ONLY)
+        counts = await self._fetch(page.page_id, None)
+        return json_answer({"page_id": page.page_id, "total": counts.total,
+                            "today": counts.today, "visitors": counts.visitors,
+                            "visitors_today": counts.visitors_today})._replace(counted=READ_ONLY)
 
     def _decide(self, request: params.BadgeQuery, method: str, viewer: tuple[str, str],
                 read_only: str) -> counting.Decision:
@@ -446,13 +438,13 @@ class Badges:
         drawn = route.answer in ("badge", "chart")
         try:
             request = flavours.badge_query(route, query)
-            self.check_allowed(request.page_id)
+            page = pages.name(request.page_id, self.allow)
         except ParamError as e:
             if drawn:
                 raise _BadgeError(e, label) from None
             raise
         if route.answer == "badge":
-            return await self._drawn(request, label, method, viewer, "read only")
+            return await self._drawn(request, page, label, method, viewer, "read only")
         if route.answer == "chart":  # Hits' 60-day chart
             history = await self._read(self.metrics.timed, "history",
                                        lambda: self.store.history(request.page_id, 60))

@@ -33,6 +33,7 @@ import database
 import flavours
 import github
 import markup
+import pages
 import params
 import storage
 from config import Config
@@ -671,15 +672,18 @@ def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return 0
 
 
-def _not_github(*page_ids: str) -> None:
-    if any(page_id.startswith(params.GITHUB_PREFIX) for page_id in page_ids):
+def _counted(text: str, field: str = "page_id") -> str:
+    """The id of a page whose counts an owner's command may change: not a
+    github: page, whose numbers are GitHub's own."""
+    page = pages.name(text, field=field)
+    if not page.countable:
         raise CommandError("a github: page holds GitHub's own numbers, named by its "
                            "repository: nothing changed (github remove stops keeping one)")
+    return page.page_id
 
 
 def cmd_set(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    page_id = params.validate_page_id(args.page_id)
-    _not_github(page_id)
+    page_id = _counted(args.page_id)
     total = params.parse_count(args.total, "total")
     with _open(config) as store:
         store.set_total(page_id, total)
@@ -688,9 +692,7 @@ def cmd_set(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 
 def cmd_rename(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    old = params.validate_page_id(args.old, "OLD")
-    new = params.validate_page_id(args.new, "NEW")
-    _not_github(old, new)
+    old, new = _counted(args.old, "OLD"), _counted(args.new, "NEW")
     if old == new:
         raise CommandError("OLD and NEW are the same")
     with _open(config) as store:
@@ -709,11 +711,11 @@ def cmd_rename(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    page_id = params.validate_page_id(args.page_id)
-    repo = params.github_page(page_id)
-    if repo is not None:  # the same as github remove --delete
+    named = pages.name(args.page_id)
+    page_id = named.page_id
+    if named.repo is not None:  # the same as github remove --delete
         with _open(config) as store:
-            return _remove_github(store, repo, True, args.yes, out)
+            return _remove_github(store, named.repo, True, args.yes, out)
     with _open(config) as store:
         page = store.page(page_id)
         if page is None:
@@ -735,7 +737,7 @@ def cmd_top(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         raise CommandError("--limit must be 1..100000")
     with _open_readonly(config) as store:
         # The pages Tally counts and the github: pages (views kept), in one list.
-        rows = store.top(args.limit) + [(params.GITHUB_PREFIX + repo, views)
+        rows = store.top(args.limit) + [(pages.github(repo).page_id, views)
                                         for repo, views in store.github_top(args.limit)]
     rows = sorted(rows, key=lambda row: (-row[1], row[0]))[:args.limit]
     width = max([len(p) for p, _ in rows] + [7])
@@ -745,10 +747,10 @@ def cmd_top(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 
 def cmd_show(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    page_id = params.validate_page_id(args.page_id)
-    repo = params.github_page(page_id)
-    if repo is not None:
-        return _show_github(repo, config, out)
+    named = pages.name(args.page_id)
+    page_id = named.page_id
+    if named.repo is not None:
+        return _show_github(named.repo, config, out)
     with _open_readonly(config) as store:
         counts = store.counts(page_id)
         history = store.days(page_id, 30)
@@ -1013,10 +1015,10 @@ def _interval(config: Config) -> datetime.timedelta:
 
 def _kept_page(text: str) -> str:
     """A --page: a Tally page of its own (not a github: or old service's id)."""
-    page_id = params.validate_page_id(text, "--page")
-    if page_id.startswith(params.GITHUB_PREFIX) or params.is_service_id(page_id):
+    page = pages.name(text, field="--page")
+    if page.kind != pages.COUNTER:
         raise CommandError("--page must be a page Tally counts (such as alice.my-repo)")
-    return page_id
+    return page.page_id
 
 
 def cmd_github_add(args: argparse.Namespace, config: Config, out: TextIO) -> int:

@@ -46,6 +46,7 @@ import counting
 import config as config_module
 import database
 import flavours
+import pages
 import github
 import params
 import storage
@@ -145,30 +146,22 @@ class Pages:
         bottle.response.content_type = answers.JSON_TYPE
         return answers.json_body({"error": message}).decode()
 
-    def page_id(self, values: dict[str, str]) -> str:
-        """The page asked for; a github: page under its lowercased name."""
-        page_id = params.validate_page_id(values.get("page_id"))
-        repo = params.github_page(page_id)
-        if repo is not None:
-            return params.GITHUB_PREFIX + repo
-        self.badges.check_allowed(page_id)
-        return page_id
+    def page(self, values: dict[str, str]) -> pages.Named:
+        """The page asked for (TALLY_ALLOW; a github: page under its lowercased name)."""
+        return pages.name(values.get("page_id"), self.badges.allow)
 
     def timed(self, operation: str, call: Callable[[], object]) -> object:
         return self.badges.metrics.timed(operation, call)
 
     def shields(self) -> bottle.HTTPResponse:
         values = _query()
-        page_id = self.page_id(values)
+        page = self.page(values)
         look = params.parse_look(values)
-        if page_id.startswith(params.GITHUB_PREFIX):
-            look, total, today = self.timed("github", lambda: self.badges.github_shown(
-                page_id, look))  # type: ignore[misc]
-        else:
-            if look.show in params.GITHUB_SHOWS:
-                raise ParamError(f"show={look.show} needs a github: page")
-            counts = self.timed("counts", lambda: self.store.counts(page_id))
-            look, total, today = answers.shown(look, counts)  # type: ignore[arg-type]
+        if page.countable and look.show in params.GITHUB_SHOWS:
+            raise ParamError(f"show={look.show} needs a github: page")
+        look, total, today = self.timed(  # type: ignore[misc]
+            "counts" if page.countable else "github",
+            lambda: self.badges.shown_numbers(page, look))
         # shields.io's endpoint schema: schemaVersion, label, message, color,
         # labelColor. It draws the style itself.
         return _json({"schemaVersion": 1, "label": look.label,
@@ -177,10 +170,11 @@ class Pages:
 
     def history(self) -> bottle.HTTPResponse:
         values = _query()
-        page_id = self.page_id(values)
+        page = self.page(values)
+        page_id = page.page_id
         days = params.parse_days(values.get("days"))
-        if page_id.startswith(params.GITHUB_PREFIX):
-            return _json(self.timed("github", lambda: self.github_history(page_id, days)))
+        if not page.countable:
+            return _json(self.timed("github", lambda: self.github_history(page, days)))
         history = self.timed("history", lambda: self.store.days(page_id, days))
         counts = self.timed("counts", lambda: self.store.counts(page_id))
         # TALLY_KEEP_DAYS: a day before the first kept one has no numbers
@@ -193,14 +187,14 @@ class Pages:
                                else {"day": d.day, "views": None, "visitors": None, "bots": None}
                                for d in history]})  # type: ignore[union-attr]
 
-    def github_history(self, page_id: str, days: int) -> dict[str, object]:
+    def github_history(self, page: pages.Named, days: int) -> dict[str, object]:
         """/api/history of a github: page: GitHub's numbers per day, each
         day "kept", "lost" (it left GitHub's 14 days before a sync saw it:
         no numbers, never zeros) or "not kept" (before keeping began, or
         not synced yet)."""
-        answer = self.badges.github_count(page_id)
-        repo = page_id[len(params.GITHUB_PREFIX):]
-        history = self.store.github_history(repo, days)
+        answer = self.badges.github_count(page)
+        repo = page.repo
+        history = self.store.github_history(repo, days)  # type: ignore[arg-type]
         answer["lost_days"] = self.store.github_lost(repo)
         answer["days"] = [{"day": day, "state": state,
                            **(dataclasses.asdict(numbers) if numbers else
@@ -256,13 +250,14 @@ class Pages:
     def stats(self) -> bottle.HTTPResponse:
         try:
             values = _query()
-            page_id = self.page_id(values)
+            page = self.page(values)
+            page_id = page.page_id
             days = params.parse_days(values.get("days"))
         except ParamError as e:
             return _html(self.stats_view.render(error=str(e), page_id=None, counts=None,
                                                 history=[], best=None, chart=""), 400)
-        if page_id.startswith(params.GITHUB_PREFIX):
-            return self.timed("github", lambda: self.github_stats(page_id, days))  # type: ignore
+        if not page.countable:
+            return self.timed("github", lambda: self.github_stats(page, days))  # type: ignore
         counts = self.timed("counts", lambda: self.store.counts(page_id))
         history = self.timed("history", lambda: self.store.days(page_id, days))
         best = self.timed("best_day", lambda: self.store.best_day(page_id))
@@ -276,13 +271,13 @@ class Pages:
                                             chart=chart, kept_from=kept_from,
                                             keep_days=self.store.keep_days))
 
-    def github_stats(self, page_id: str, days: int) -> bottle.HTTPResponse:
+    def github_stats(self, page: pages.Named, days: int) -> bottle.HTTPResponse:
         """/stats of a github: page: GitHub's numbers per day, the lost days
         marked, the latest top referrers and paths, and the Tally page
         linked to the repository (github add --page) beside them."""
-        repo = page_id[len(params.GITHUB_PREFIX):]
+        page_id, repo = page.page_id, page.repo
         try:
-            answer = self.badges.github_count(page_id)
+            answer = self.badges.github_count(page)
         except ParamError as e:
             return _html(self.stats_view.render(error=f"{e}: {repo} (github add starts "
                                                 "keeping it)", page_id=None, counts=None,
@@ -650,11 +645,42 @@ FILES_BESIDE_CONNECTIONS = 64
 WORKER_KILL_S = 5
 
 
+class SignalSafeEvent:
+    """What granian's serving process waits on (main_loop_interrupt), set by
+    its SIGTERM and SIGINT handlers. granian's own, a threading.Event, takes
+    a lock in set() that its wait() holds for a moment on entry: a signal
+    handled in that moment, in the same thread, deadlocked serve for good
+    (seen about once in 50 SIGTERMs sent as the worker started). Here set()
+    only sets a flag, and wait() looks at it every WAIT_STEP_S."""
+
+    WAIT_STEP_S = 0.1
+
+    def __init__(self) -> None:
+        self._flag = False
+
+    def set(self) -> None:
+        self._flag = True
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._flag:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(self.WAIT_STEP_S)
+        return True
+
+
 def http_server(config: Config, port: int, wsgi: bool = False) -> granian.server.MPServer:
     """granian with Tally's settings: one worker process, ASGI (without
     lifespan events: Tally needs none). bench/speed.py serves its trivial apps
     with the same, and with wsgi=True a WSGI one (config.threads threads)."""
-    return granian.server.MPServer(
+    server = granian.server.MPServer(
         "tally", address=config.host, port=port,
         interface=granian.constants.Interfaces.WSGI if wsgi else granian.constants.Interfaces.ASGINL,
         workers=1, blocking_threads=config.threads if wsgi else 1,
@@ -673,6 +699,8 @@ def http_server(config: Config, port: int, wsgi: bool = False) -> granian.server
         # worker killed loses no answered count (each is committed first).
         workers_kill_timeout=WORKER_KILL_S,
         log_level=granian.log.LogLevels.warning)
+    server.main_loop_interrupt = SignalSafeEvent()  # type: ignore[assignment]
+    return server
 
 
 def serve(config: Config) -> int:

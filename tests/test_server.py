@@ -8,6 +8,9 @@ import email.utils
 import html
 import json
 import os
+import random
+import signal
+import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -18,7 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import badge
+import config
 import flavours
+import server
 import sqlite_store
 import storage
 from conftest import SNIPPET_CASES, hostile_text
@@ -652,3 +657,25 @@ def test_every_view_answer_says_whether_it_counted_and_why_not(make_client, sett
     assert counted(answer).startswith(expected)
     total = store.counts("p").total + store.counts("hits:example.com/x").total
     assert total == (1 if expected.startswith("yes") else 0)
+
+
+# serve's main loop (issue 28: 9) ############################################
+
+def test_granians_main_loop_waits_on_an_event_a_signal_handler_can_set():
+    # granian's threading.Event deadlocked when SIGTERM's handler set it in
+    # the moment its wait() held the event's lock (serve never ended).
+    event = server.http_server(config.Config(), server.free_port()).main_loop_interrupt
+    assert isinstance(event, server.SignalSafeEvent)
+    previous = signal.signal(signal.SIGALRM, lambda *_: event.set())
+    try:
+        for _ in range(20):  # the signal lands at another moment of wait() each time
+            event.clear()
+            signal.setitimer(signal.ITIMER_REAL, 0.001 + random.random() * 0.05)
+            assert event.wait(timeout=10) and event.is_set()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    event.clear()
+    assert event.wait(timeout=0.2) is False
+    threading.Timer(0.05, event.set).start()  # granian's worker watcher sets it from a thread
+    assert event.wait(timeout=10)
