@@ -35,6 +35,7 @@ RUN apt-get update \
  && mkdir /data && chown tally:tally /data
 COPY --from=build /app/.venv /app/.venv
 COPY *.py *.sql /app/
+COPY commands /app/commands
 COPY fonts /app/fonts
 COPY views /app/views
 COPY deploy/litestream.yml deploy/container-start.sh /app/deploy/

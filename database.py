@@ -1,4 +1,4 @@
-"""The one face of storage that server.py and commands.py use: which store
+"""The one face of storage that server.py and commands/ use: which store
 a TALLY_DB value means (open_store), the server's lock, and the operations
 on a database file that only SQLite has (backup's checked copy, restore,
 inspect), so that nothing above this module knows a store's module, its
@@ -6,7 +6,7 @@ file names or its SQL.
 
 The only module that imports the concrete stores (postgres_store only when
 a PostgreSQL database is asked for: psycopg is optional). Imports storage
-for values and errors; imported by server.py and commands.py alone.
+for values and errors; imported by server.py and commands/ alone.
 """
 
 from __future__ import annotations

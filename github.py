@@ -12,7 +12,7 @@ process, so no badge ever waits on GitHub. The token is read here (from
 the setting or its file, at each pass) and never stored, printed or logged.
 
 Imports storage (values, errors) and config; never a store module, never
-the web side. server.py starts a Syncer; commands.py runs the `github`
+the web side. server.py starts a Syncer; commands/traffic.py runs the `github`
 commands on these functions.
 """
 

@@ -745,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """The command line: `serve` here, owner commands in commands.py."""
+    """The command line: `serve` here, owner commands in commands/."""
     args = build_parser().parse_args(argv)
     try:
         config = config_module.from_env(os.environ if environ is None else environ)

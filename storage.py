@@ -648,7 +648,7 @@ class KeptTraffic(abc.ABC):
 
 
 class Store(KeptTraffic):
-    """What server.py and commands.py may ask of a store, whichever it is
+    """What server.py and commands/ may ask of a store, whichever it is
     (database.open_store chooses). Both stores implement every method."""
 
     readonly = False

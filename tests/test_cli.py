@@ -755,7 +755,7 @@ def test_import_again_adds_a_finished_file_once_more(filled, tmp_path):
 
 
 def test_a_failed_add_no_longer_advises_set(filled, tmp_path):
-    text = (ROOT / "commands.py").read_text()
+    text = (ROOT / "commands" / "moving.py").read_text()
     assert "with --mode set finishes it" not in text
 
 
@@ -939,12 +939,12 @@ def test_migrate_names_a_hits_url_urllib_cannot_read_and_goes_on(tmp_path):
 def test_migrate_finds_line_numbers_in_linear_time():
     # The line of each URL came from counting newlines from the start for
     # every match (quadratic: 40,000 URLs took 36 s); it is a bisection now.
-    import commands
+    from commands import migrate
     text = "".join(f"line {i} ![h]({HITS_URL})\n" for i in range(20_000))
     found: list = []
-    commands._rewrite(text, "https://c.example.org", "f", "markdown", True, found)
+    migrate._rewrite(text, "https://c.example.org", "f", "markdown", True, found)
     assert found[-1][0] == "f:20000" and len(found) == 20_000
-    source = (ROOT / "commands.py").read_text()
+    source = (ROOT / "commands" / "migrate.py").read_text()
     assert 'text.count("\\n", 0' not in source
 
 

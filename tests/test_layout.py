@@ -8,7 +8,8 @@ import pytest
 
 from conftest import ROOT
 
-MODULES = sorted(p for p in ROOT.glob("*.py"))
+# Tally's modules: the top level and the commands' package (commands/).
+MODULES = sorted(ROOT.glob("*.py")) + sorted(ROOT.glob("commands/*.py"))
 # The benchmarks (bench/) are programs on top of everything, which may reach
 # past the boundaries below (a generator writes SQL; a load runs against the
 # server): they are not among MODULES, and nothing imports them.
@@ -42,16 +43,39 @@ def test_the_environment_is_read_in_one_place():
     assert "environ.get" in (ROOT / "config.py").read_text()
 
 
-OWN = {p.stem for p in MODULES}
+def module_name(path) -> str:
+    """As an import names it: server, commands, commands.counts."""
+    if path.parent == ROOT:
+        return path.stem
+    return path.parent.name if path.stem == "__init__" else f"{path.parent.name}.{path.stem}"
+
+
+OWN = {module_name(p) for p in MODULES}
 
 
 def own_imports(path) -> set[str]:
-    """The project's modules a module imports, at the top or inside a function."""
-    return {name for name in imported(path) if name in OWN}
+    """The project's modules a module imports, at the top or inside a
+    function (commands.counts, for `from commands import counts` too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in names if name in OWN} - {module_name(path)}
+
+
+def test_the_commands_package_imports_within_itself_by_name():
+    # A relative import would hide an arrow from the checks below.
+    for path in ROOT.glob("commands/*.py"):
+        assert not any(isinstance(node, ast.ImportFrom) and node.level
+                       for node in ast.walk(ast.parse(path.read_text()))), path
 
 
 def test_imports_point_down_and_never_in_a_circle():
-    graph = {p.stem: own_imports(p) for p in MODULES}
+    graph = {module_name(p): own_imports(p) for p in MODULES}
+    assert graph["commands"] >= {"commands.counts", "commands.traffic"}
+    assert "commands" in graph["server"]
     seen: dict[str, str] = {}
 
     def visit(module: str, path: tuple[str, ...]) -> None:
@@ -104,4 +128,4 @@ def test_every_module_s_doctests_run():
     # postgres_store.py (psycopg may not import): it must hold none.
     assert ">>>" not in (ROOT / "postgres_store.py").read_text()
     ini = (ROOT / "pytest.ini").read_text()
-    assert "testpaths = tests *.py" in ini
+    assert "testpaths = tests *.py commands" in ini
