@@ -36,6 +36,7 @@ import counting
 import flavours
 import pages
 import params
+import routes
 import storage
 from config import Config
 from params import ParamError
@@ -186,9 +187,6 @@ class OutageLog:
 
 # The requests every view makes #############################################
 
-# The paths answered here; every old service's URL (flavours.match_path) too.
-FAST_ROUTES = ("/badge", "/api/count")
-OLD_URLS_ROUTE = "/<path:path>"  # the label of old services' URLs in /metrics
 
 # Parsed /badge queries kept, by their exact text: a README's badge asks the
 # same URL on every view. Long queries (a logo) are parsed each time, so the
@@ -225,7 +223,7 @@ class Badges:
         self.allow = re.compile(config.allow) if config.allow else None
         self._cached_query = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse_badge)
         self._cached_count = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse_count)
-        self._ok = {route: self.metrics.requests.labels(route, "200") for route in FAST_ROUTES}
+        self._ok = {route: self.metrics.requests.labels(route, "200") for route in routes.FAST}
         self._record_seconds = self.metrics.db_seconds.labels("record_view")
         self._read_seconds = self.metrics.db_seconds.labels("counts")
 
@@ -264,11 +262,24 @@ class Badges:
 
     def failure(self, error: Exception, route: str, method: str,
                 drawn: tuple[str, str] | None = None) -> Answer:
-        """The answer and the metric of a request that did not end in counts:
-        an error badge (drawn: its label and style; status 200 so GitHub's
-        proxy shows it) or JSON. A bad parameter or a limit: 200 badge or
-        400; database trouble: 503, logged once; anything else: 500, logged
-        with its traceback, no detail to the client."""
+        """The answer of a request that did not end in counts: an error
+        badge (drawn: its label and style; status 200 so GitHub's proxy
+        shows it) or JSON, with outcome()'s status and problem."""
+        status, problem = self.outcome(error, route, method, drawn is not None)
+        counted = counting.not_counted(
+            "".join(c if " " <= c <= "~" else "?" for c in problem)).header
+        if drawn is None:
+            return json_answer({"error": problem}, status)._replace(counted=counted)
+        label, style = drawn
+        return Answer(status, svg_headers(problem), badge.render_error(label, problem, style).encode(),
+                      counted)
+
+    def outcome(self, error: Exception, route: str, method: str,
+                drawn: bool = False) -> tuple[int, str]:
+        """The status and the problem of a failure, and its metric: a bad
+        parameter or a limit: 200 for a badge, else 400; database trouble:
+        503, logged once; anything else: 500, logged with its traceback, no
+        detail to the client."""
         if isinstance(error, (ParamError, storage.PageLimitReached, storage.TotalLimitReached)):
             problem = {storage.PageLimitReached: "page limit reached",
                        storage.TotalLimitReached: "count at its maximum"}.get(type(error), str(error))
@@ -281,13 +292,7 @@ class Badges:
                       traceback.format_exc())
             status, problem, kind = 500, "internal error", "internal"
         self.metrics.errors.labels(kind).inc()
-        counted = counting.not_counted(
-            "".join(c if " " <= c <= "~" else "?" for c in problem)).header
-        if drawn is None:
-            return json_answer({"error": problem}, status)._replace(counted=counted)
-        label, style = drawn
-        return Answer(status, svg_headers(problem), badge.render_error(label, problem, style).encode(),
-                      counted)
+        return status, problem
 
     def counted(self, route: str, status: int) -> None:
         """The request counter of /metrics for the requests answered here."""
@@ -303,10 +308,10 @@ class Badges:
         """The answer to /badge, /api/count or an old service's URL; None
         for any other path (bottle's routes answer those). client: the
         address the view came from (the trusted proxy's word for it)."""
-        old = None if path in FAST_ROUTES else flavours.match_path(path)
-        if path not in FAST_ROUTES and old is None:
+        old = None if path in routes.FAST else flavours.match_path(path)
+        if path not in routes.FAST and old is None:
             return None
-        route = path if old is None else OLD_URLS_ROUTE
+        route = path if old is None else routes.OLD_URLS
         if method not in ("GET", "HEAD"):
             answer = json_answer({"error": "method not allowed"}, 405)
         else:

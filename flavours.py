@@ -23,6 +23,7 @@ import urllib.parse
 from typing import Callable
 
 import params
+import routes
 from config import flag_word
 from params import BadgeQuery, ParamError
 
@@ -214,11 +215,6 @@ FLAVOURS = (HITS, KOMAREV, HITSSH, DWYL, VISITORBADGE)
 # params.py names the prefixes (it validates ids without importing this).
 assert {f.name for f in FLAVOURS} == params.SERVICE_PREFIXES
 
-# The first path segments of Tally's own routes (server.py's route table;
-# tests/test_flavours.py checks the two agree). A path under one of them is
-# never another service's: /stats/x.svg is not dwyl's user "stats".
-OWN_SEGMENTS = frozenset({"", "badge", "api", "healthz", "metrics", "stats", "static"})
-
 # Fixed paths; hits.sh and dwyl carry their key in the path (match_path).
 _FIXED = {
     "/api/count/incr/badge.svg": Route(HITS, "badge", counts=True),
@@ -248,7 +244,7 @@ def match_path(path: str) -> Route | None:
         return _FIXED[path]
     if path.startswith("/api/urns/"):
         return Route(HITSSH, "urn-json", counts=False, key=path[len("/api/urns/"):])
-    if path[1:].split("/", 1)[0] in OWN_SEGMENTS:
+    if path[1:].split("/", 1)[0] in routes.OWN_SEGMENTS:
         return None
     for suffix, counts in ((".svg", True), (".preview", False), (".json", True)):
         if not path.endswith(suffix) or len(path) <= len(suffix) + 1:

@@ -1,5 +1,5 @@
-"""Tally's HTTP side and command line: the route table, the ASGI front
-granian serves, `serve` and main(). The only module importing bottle,
+"""Tally's HTTP side and command line: the pages of routes.py's table
+(Pages), the ASGI front granian serves, `serve` and main(). The only module importing bottle,
 granian and a2wsgi. It never runs SQL (the stores do, behind
 database.open_store), never builds SVG (badge.py does), and answers the
 requests every view makes through answers.Badges, which holds no HTTP.
@@ -49,8 +49,9 @@ import flavours
 import pages
 import github
 import params
+import routes
 import storage
-from answers import FAST_ROUTES, OLD_URLS_ROUTE, Answer, json_answer, loggable  # noqa: F401
+from answers import Answer, json_answer, loggable
 from config import Config, ConfigError
 from params import ParamError
 
@@ -61,23 +62,7 @@ VIEWS = Path(__file__).with_name("views")
 PAGE_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
-# The route table ###########################################################
-# method  path           counts?            caching        answered by
-# GET     /badge         yes (HEAD: no)     never cached   answers.Badges
-# GET     /api/count     no                 never cached   answers.Badges
-# GET     /<old URL>     as the old service never cached   answers.Badges (flavours.py):
-#                                                          Hits, komarev, hits.sh, dwyl,
-#                                                          visitorbadge.io
-# GET     /api/shields   no                 never cached   Pages.shields
-# GET     /api/history   no                 never cached   Pages.history
-# GET     /healthz       no                 never cached   Pages.health
-# GET     /metrics       no (if enabled)    never cached   Pages.metrics
-# GET     /              no                 no-cache       Pages.index
-# GET     /stats         no                 no-cache       Pages.stats
-# GET     /static/<f>    no                 a day          Pages.static
-ROUTES = [("/api/shields", "shields"), ("/api/history", "history"), ("/healthz", "health"),
-          ("/metrics", "metrics"), ("/", "index"), ("/stats", "stats"),
-          ("/static/<name>", "static")]
+# The route table is routes.py's: each path once, with its kind and handler.
 
 
 def respond(answer: Answer) -> bottle.HTTPResponse:
@@ -106,21 +91,23 @@ def _query() -> dict[str, str]:
 
 
 class Pages:
-    """The routes bottle answers (ROUTES), each a method; their failures
-    become answers through answers.Badges.failure, as the badges' do."""
+    """The routes bottle answers (routes.PAGES), each a method named by its
+    route; a failure becomes its answer through answers.Badges, as the
+    badges' do, in the kind its route gives (an HTML page for /stats)."""
 
     def __init__(self, config: Config, store: storage.Store, badges: answers.Badges) -> None:
         self.config, self.store, self.badges = config, store, badges
         self.index_view = bottle.SimpleTemplate(source=(VIEWS / "index.tpl").read_text("utf-8"))
         self.stats_view = bottle.SimpleTemplate(source=(VIEWS / "stats.tpl").read_text("utf-8"))
         self.github_view = bottle.SimpleTemplate(source=(VIEWS / "github.tpl").read_text("utf-8"))
+        self.error_view = bottle.SimpleTemplate(source=(VIEWS / "error.tpl").read_text("utf-8"))
         self.static_files = {name: (VIEWS / name).read_bytes() for name in ("tally.css", "tally.js")}
 
     def app(self) -> bottle.Bottle:
         app = bottle.Bottle()
         app.config["json.enable"] = False
-        for path, name in ROUTES:
-            app.get(path, callback=getattr(self, name))
+        for route in routes.PAGES:
+            app.get(route.path, callback=getattr(self, route.handler))
         app.install(self.guard)
         app.add_hook("after_request", self.count_request)
         app.error(404)(lambda error: self.error_text("not found"))
@@ -134,8 +121,18 @@ class Pages:
             except bottle.HTTPResponse:
                 raise
             except Exception as e:
-                return respond(self.badges.failure(e, bottle.request.path, bottle.request.method))
+                return self.failure(e)
         return wrapper
+
+    def failure(self, error: Exception) -> bottle.HTTPResponse:
+        """A failed route's answer, in its route's kind: an HTML page for
+        a page a browser asked for, JSON for the rest."""
+        path, method = bottle.request.path, bottle.request.method
+        route = routes.by_path(path)
+        if route is not None and route.kind == routes.HTML:
+            status, problem = self.badges.outcome(error, path, method)
+            return _html(self.error_view.render(status=status, problem=problem), status)
+        return respond(self.badges.failure(error, path, method))
 
     def count_request(self) -> None:
         route = bottle.request.route.rule if "bottle.route" in bottle.request.environ else "unknown"

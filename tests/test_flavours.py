@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flavours
+import routes
 import server
 from params import ParamError
 
@@ -313,8 +314,8 @@ def test_tallys_own_routes_are_never_an_old_services_url(make_client):
     # The ASGI front tries old badge URLs before bottle's routes: none of
     # Tally's own paths (bottle's table, and the fast ones) may match one.
     client, _ = make_client()
-    rules = [route.rule for route in client.app.routes.routes if route.rule != server.OLD_URLS_ROUTE]
-    paths = [re.sub(r"<[^>]+>", "tally.css", rule) for rule in rules] + list(server.FAST_ROUTES)
+    rules = [route.rule for route in client.app.routes.routes if route.rule != routes.OLD_URLS]
+    paths = [re.sub(r"<[^>]+>", "tally.css", rule) for rule in rules] + list(routes.FAST)
     assert "/stats" in paths and "/static/tally.css" in paths
     for path in paths:
         assert flavours.match_path(path) is None, path
@@ -325,9 +326,9 @@ def test_tallys_own_routes_are_never_an_old_services_url(make_client):
 
 def test_own_segments_are_the_first_segments_of_tallys_routes(make_client):
     client, _ = make_client()
-    rules = [route.rule for route in client.app.routes.routes if route.rule != server.OLD_URLS_ROUTE]
-    segments = {rule[1:].split("/", 1)[0] for rule in rules + list(server.FAST_ROUTES)}
-    assert segments == flavours.OWN_SEGMENTS
+    rules = [route.rule for route in client.app.routes.routes if route.rule != routes.OLD_URLS]
+    segments = {rule[1:].split("/", 1)[0] for rule in rules + list(routes.FAST)}
+    assert segments == routes.OWN_SEGMENTS
 
 
 @pytest.mark.parametrize("path", ["/static/tally.svg", "/stats/x.svg", "/stats/x.json",

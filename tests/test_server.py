@@ -679,3 +679,35 @@ def test_granians_main_loop_waits_on_an_event_a_signal_handler_can_set():
     assert event.wait(timeout=0.2) is False
     threading.Timer(0.05, event.set).start()  # granian's worker watcher sets it from a thread
     assert event.wait(timeout=10)
+
+
+# A failure answers in its route's kind (issue 29: 3) #########################
+
+@pytest.mark.parametrize("path, kind", [("/stats", "text/html"), ("/api/history", "application/json"),
+                                        ("/api/shields", "application/json")])
+def test_with_the_database_down_each_route_answers_503_in_its_own_kind(make_client, monkeypatch,
+                                                                        path, kind):
+    client, store = make_client()
+
+    def down(*args, **kwargs):
+        raise storage.StorageUnreachable("connection refused")
+    monkeypatch.setattr(store, "counts", down)
+    monkeypatch.setattr(store, "days", down)
+    r = client.get(path, "page_id=p")
+    assert r.status == 503 and r.headers["content-type"].startswith(kind)
+    assert b"database unavailable" in r.body and b"connection refused" not in r.body
+    if kind == "text/html":
+        assert r.headers["content-security-policy"] == server.PAGE_CSP
+        assert b"<h1>503: database unavailable</h1>" in r.body
+
+
+def test_every_route_of_the_table_is_answered(make_client):
+    import routes
+    client, _ = make_client(metrics=True)
+    for route in routes.TABLE:
+        path = route.path.replace("<name>", "tally.css")
+        r = client.get(path, "page_id=p")
+        assert r.status == 200, (path, r.status)
+        assert r.headers["content-type"].split(";")[0] == {
+            "svg": "image/svg+xml", "json": "application/json", "html": "text/html",
+            "text": "text/plain", "file": "text/css"}[route.kind], path
