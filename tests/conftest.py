@@ -177,6 +177,25 @@ def wait_until(condition, timeout: float = 60.0, interval: float = 0.02):
     raise AssertionError("condition not met in time")
 
 
+def fetch(url: str, headers: dict | None = None, method: str = "GET", timeout: float = 30):
+    """(status, headers, body) of one request to a served Tally, as a
+    person's browser asks it (with_browser), an error status included."""
+    request = urllib.request.Request(url, headers=with_browser(headers), method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def serving(base: str) -> bool:
+    """Whether a Tally at base (http://host:port) answers /healthz with 200."""
+    try:
+        return fetch(base + "/healthz", timeout=5)[0] == 200
+    except OSError:
+        return False
+
+
 class LiveServer:
     def __init__(self, db: str, port: int, proc: subprocess.Popen, log: Path):
         self.db, self.port, self.proc, self.log = db, port, proc, log
@@ -189,13 +208,7 @@ class LiveServer:
         return int(children[0])
 
     def get(self, path: str, headers: dict | None = None, method: str = "GET"):
-        request = urllib.request.Request(self.url + path, headers=with_browser(headers),
-                                         method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as r:
-                return r.status, r.headers, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, e.read()
+        return fetch(self.url + path, headers, method)
 
 
 START_LINE = re.compile(rb"Tally serving http://[^/]*:(\d+)/")
@@ -228,13 +241,7 @@ def start_server(db: str, tmp_path: Path, env: dict | None = None, args: list[st
         return int(found.group(1)) if found else None
     live = LiveServer(db, wait_until(started, timeout=60), proc, log)
 
-    def answers() -> bool:
-        exited()
-        try:
-            return live.get("/healthz")[0] == 200
-        except OSError:
-            return False
-    wait_until(answers, timeout=60)
+    wait_until(lambda: exited() or serving(live.url), timeout=60)
     return live
 
 

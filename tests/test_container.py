@@ -15,14 +15,14 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import conftest
-from conftest import BROWSER, ROOT, free_port, litestream_binary, missing, totals, wait_until
+from conftest import (ROOT, fetch, free_port, litestream_binary, missing, serving, totals,
+                      wait_until)
 
 IMAGE = "tally-test"
 BASE = "debian:bookworm-slim"
@@ -133,24 +133,16 @@ def container(podman, image):
     name, volume, port = f"tally-test-{os.getpid()}", f"tally-test-data-{os.getpid()}", free_port()
     podman("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-v", f"{volume}:/data", image)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: answers(url + "/healthz"), timeout=60)
+    wait_until(lambda: serving(url), timeout=60)
     yield name, url
     podman("rm", "-f", name, check=False)
     podman("volume", "rm", "-f", volume, check=False)
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 def get(url: str) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": BROWSER})
-    with urllib.request.urlopen(request, timeout=10) as r:
-        return r.read()
+    status, _, body = fetch(url)
+    assert status == 200, (url, status)
+    return body
 
 
 def replicated(replica: Path, tmp_path: Path, page_id: str) -> int | None:
@@ -204,7 +196,7 @@ def test_counts_survive_a_stop_and_start_and_the_owner_commands_work(podman, con
     assert podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip() == "0"
 
     podman("start", name)
-    wait_until(lambda: answers(url + "/healthz"), timeout=60)
+    wait_until(lambda: serving(url), timeout=60)
     assert json.loads(get(url + "/api/count?page_id=ctr"))["total"] == 3
     assert b">4</text></g></svg>" in get(url + "/badge?page_id=ctr")
 
@@ -217,7 +209,7 @@ def test_counts_survive_a_stop_and_start_and_the_owner_commands_work(podman, con
     podman("run", "--rm", "-v", f"{volume}:/data", "-v", f"{tmp_path}:/backup:ro", IMAGE,
            "python", "server.py", "restore", "/backup/copy.db")
     podman("start", name)
-    wait_until(lambda: answers(url + "/healthz"), timeout=60)
+    wait_until(lambda: serving(url), timeout=60)
     assert json.loads(get(url + "/api/count?page_id=ctr"))["total"] == 3
     assert json.loads(get(url + "/api/count?page_id=imported"))["total"] == 0
 
@@ -236,7 +228,7 @@ def test_two_containers_count_into_one_postgresql(podman, image):
             names.append(name)
             bases.append(f"http://127.0.0.1:{port}")
         for base in bases:
-            wait_until(lambda: answers(base + "/healthz"), timeout=60)
+            wait_until(lambda: serving(base), timeout=60)
 
         def view(n: int) -> int:
             body = get(bases[n % 2] + "/badge?page_id=shared").decode()
@@ -275,7 +267,7 @@ def test_an_image_built_with_litestream_restores_a_new_volume_from_its_replica(p
                    "-v", f"tally-test-ls{n}-{os.getpid()}:/data", "-v", f"{replica}:/replica",
                    "-e", "LITESTREAM_REPLICA_URL=file:///replica", image)
             url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: answers(url + "/healthz"), timeout=60)
+            wait_until(lambda: serving(url), timeout=60)
             assert json.loads(get(url + "/api/count?page_id=p"))["total"] == expected
             if n == 1:
                 for _ in range(9):

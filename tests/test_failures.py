@@ -17,7 +17,7 @@ import pytest
 
 import sqlite_store
 import storage
-from conftest import BROWSER, ROOT, START_LINE, snapshot, tally, totals, wait_until
+from conftest import ROOT, START_LINE, fetch, serving, snapshot, tally, totals, wait_until
 
 
 def integrity(db: str) -> str:
@@ -144,9 +144,6 @@ wait $pid
     runner = threading.Thread(target=lambda: setattr(
         runner, "result", run_in_small_fs(script, tmp_path / "mnt")))
     runner.start()
-    import urllib.error
-    import urllib.request
-
     def started() -> int | None:
         if not runner.is_alive():
             raise AssertionError(f"serve ended: {getattr(runner, 'result', None)}")
@@ -155,15 +152,9 @@ wait $pid
     port = wait_until(started, timeout=60)
 
     def get(path: str):
-        try:
-            with urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{port}{path}", headers={"User-Agent": BROWSER}),
-                    timeout=10) as r:
-                return r.status, r.headers, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers, e.read()
+        return fetch(f"http://127.0.0.1:{port}{path}")
     try:
-        wait_until(lambda: runner.is_alive() and _answers(get))
+        wait_until(lambda: runner.is_alive() and serving(f"http://127.0.0.1:{port}"))
         get("/badge?page_id=kept")
         status = 200
         for i in range(5000):
@@ -191,13 +182,6 @@ wait $pid
         runner.join()
     if getattr(runner, "result", None) is not None and runner.result.returncode != 0:
         assert "Traceback" not in runner.result.stderr
-
-
-def _answers(get) -> bool:
-    try:
-        return get("/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 def start_up_made_read_only(tmp_path, make_read_only: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 import flavours
 import routes
-import server
 from params import ParamError
 
 SVG = "{http://www.w3.org/2000/svg}"

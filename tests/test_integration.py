@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import BROWSER, ROOT, START_LINE, free_port, missing, rss_kb, stop_server, wait_until
+from conftest import (BROWSER, ROOT, START_LINE, fetch, free_port, missing, rss_kb, serving,
+                      stop_server, wait_until)
 
 TOTAL_RE = re.compile(rb">(\d+)</text></g>")
 
@@ -547,17 +548,8 @@ def test_a_closed_stdout_ends_the_access_log_quietly_and_serving_goes_on(tmp_pat
         url = f"http://127.0.0.1:{port}"
 
         def get(path: str) -> bytes:
-            import urllib.request
-            request = urllib.request.Request(url + path, headers={"User-Agent": BROWSER})
-            with urllib.request.urlopen(request, timeout=10) as r:
-                return r.read()
-
-        def answers() -> bool:
-            try:
-                return get("/healthz") == b'{"status": "ok"}'
-            except OSError:
-                return False
-        wait_until(answers)
+            return fetch(url + path)[2]
+        wait_until(lambda: serving(url))
         for _ in range(20):
             get("/badge?page_id=piped")
         assert json.loads(get("/api/count?page_id=piped"))["total"] == 20

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BROWSER, ROOT, PortTaken, free_port, litestream_binary, missing,
-                      on_a_free_port, stop_server, tally, totals, wait_until)
+from conftest import (BROWSER, ROOT, PortTaken, fetch, free_port, litestream_binary, missing,
+                      on_a_free_port, serving, stop_server, tally, totals, wait_until)
 
 CONFIG = ROOT / "deploy" / "litestream.yml"
 # What a crash may lose: counts answered less than this long before it
@@ -309,21 +309,12 @@ def test_the_container_start_script_restores_then_runs_tally_under_litestream(
                    f"{os.environ['PATH']}"}
     first = subprocess.Popen(["sh", str(ROOT / "deploy" / "container-start.sh")], cwd=ROOT,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    import urllib.request
     url = f"http://127.0.0.1:{env['TALLY_PORT']}"
 
     def get(path: str) -> bytes:
-        request = urllib.request.Request(url + path, headers={"User-Agent": BROWSER})
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return r.read()
-
-    def answers() -> bool:
-        try:
-            return get("/healthz") == b'{"status": "ok"}'
-        except OSError:
-            return False
+        return fetch(url + path)[2]
     try:
-        wait_until(answers, timeout=30)
+        wait_until(lambda: serving(url), timeout=30)
         for _ in range(9):
             get("/badge?page_id=p")
         Litestream(db, folder, tmp_path / "litestream.log").replicated("p", 9)
@@ -336,7 +327,7 @@ def test_the_container_start_script_restores_then_runs_tally_under_litestream(
     second = subprocess.Popen(["sh", str(ROOT / "deploy" / "container-start.sh")], cwd=ROOT,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_until(answers, timeout=30)
+        wait_until(lambda: serving(url), timeout=30)
         assert json.loads(get("/api/count?page_id=p"))["total"] == 9
     finally:
         second.send_signal(signal.SIGTERM)

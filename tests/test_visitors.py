@@ -6,10 +6,8 @@ The clock is injected: days pass without sleeping."""
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import sqlite3
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import crawleruseragents
@@ -18,7 +16,7 @@ import pytest
 import sqlite_store
 import storage
 import visitors
-from conftest import BROWSER, wait_until
+from conftest import BROWSER
 
 # Today: the writer forgets, by the real clock, every day that has ended.
 DAY = datetime.datetime.now(datetime.timezone.utc).replace(hour=12, minute=0, second=0,
