@@ -403,9 +403,8 @@ class Badges:
     def _decide(self, request: params.BadgeQuery, method: str, viewer: tuple[str, str],
                 read_only: str) -> counting.Decision:
         user_agent, client = viewer
-        return counting.decide(self.config, counts=request.count, method=method,
-                               user_agent=user_agent, client=client,
-                               camo_only=request.camo_only, read_only=read_only)
+        return counting.decide(self.config, request.count, method, user_agent, client,
+                               request.camo_only, read_only)
 
     async def _fetch(self, page_id: str, decision: counting.Decision | None) -> storage.Counts:
         """Record the view as decided (awaiting its group commit without

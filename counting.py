@@ -25,7 +25,8 @@ decide nothing. The inflation guard belongs here too, as one more outcome.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
+import typing
 
 import visitors
 from config import Config
@@ -37,9 +38,9 @@ HEADER = "X-Tally-Counted"
 YES, NO = "yes", "no"
 
 
-@dataclasses.dataclass(frozen=True)
-class Decision:
-    """What the store records for one view, and what the answer says."""
+class Decision(typing.NamedTuple):
+    """What the store records for one view, and what the answer says (a
+    tuple: one is made for every view, and a tuple is the cheapest)."""
     header: str
     recorded: bool = False                   # written at all (a view, or a bot's view)
     bot: bool = False                        # among the day's bot views
@@ -47,11 +48,19 @@ class Decision:
     visitor: tuple[str, str] | None = None   # (address, User-Agent) to know today
 
 
+@functools.lru_cache(maxsize=64)
 def not_counted(why: str) -> Decision:
+    """The decision for a view that does not count, and why (the few
+    reasons repeat: each is made once)."""
     return Decision(f"{NO}; {why}")
 
 
-def decide(config: Config, *, counts: bool, method: str, user_agent: str, client: str,
+_COUNTED = Decision(YES, recorded=True, view=True)
+_BOT = {False: Decision(f"{NO}; bot", recorded=True, bot=True, view=False),
+        True: Decision(f"{YES}; bot", recorded=True, bot=True, view=True)}
+
+
+def decide(config: Config, counts: bool, method: str, user_agent: str, client: str,
            camo_only: bool = False, read_only: str = "query_only") -> Decision:
     """The decision for one badge or counter request. counts: whether the
     request asks to count (not query_only; an old URL's own word); camo_only:
@@ -65,7 +74,7 @@ def decide(config: Config, *, counts: bool, method: str, user_agent: str, client
         return not_counted("camo-only")
     kind = visitors.classify(user_agent)
     if kind == visitors.BOT:
-        return Decision(f"{YES}; bot" if config.count_bots else f"{NO}; bot",
-                        recorded=True, bot=True, view=config.count_bots)
-    visitor = (client, user_agent) if kind == visitors.CLIENT and config.visitors else None
-    return Decision(YES, recorded=True, view=True, visitor=visitor)
+        return _BOT[config.count_bots]
+    if kind == visitors.CLIENT and config.visitors:
+        return Decision(YES, True, False, True, (client, user_agent))
+    return _COUNTED  # an image proxy's view, or visitors off

@@ -34,11 +34,12 @@ class Named:
     page_id: str             # as stored and shown
     kind: str                # COUNTER, SERVICE or GITHUB
     repo: str | None = None  # a github: page's repository
+    # Whether a view can add to it (GitHub's numbers are GitHub's): a field,
+    # not a property, since every view asks.
+    countable: bool = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def countable(self) -> bool:
-        """Whether a view can add to it (GitHub's numbers are GitHub's)."""
-        return self.kind != GITHUB
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "countable", self.kind != GITHUB)
 
 
 def name(text: str | None, allow: re.Pattern[str] | None = None,

@@ -1,8 +1,9 @@
 """Tally's HTTP side and command line: the pages of routes.py's table
-(Pages), the ASGI front granian serves, `serve` and main(). The only module importing bottle,
-granian and a2wsgi. It never runs SQL (the stores do, behind
-database.open_store), never builds SVG (badge.py does), and answers the
-requests every view makes through answers.Badges, which holds no HTTP.
+(Pages), the ASGI front granian serves, `serve` and main(). The only
+module importing bottle, granian and a2wsgi. It never runs SQL (the
+stores do, behind database.open_store), never builds SVG (badge.py does),
+and answers the requests every view makes through answers.Badges, which
+holds no HTTP.
 
 How a request travels (`serve`, and the in-process tests alike): granian
 (Rust) -> App, a few steps in order (proxied, refusal, the query made ASCII,
