@@ -36,6 +36,7 @@ RUN apt-get update \
 COPY --from=build /app/.venv /app/.venv
 COPY *.py *.sql /app/
 COPY commands /app/commands
+COPY stores /app/stores
 COPY fonts /app/fonts
 COPY views /app/views
 COPY deploy/litestream.yml deploy/container-start.sh /app/deploy/

@@ -411,7 +411,7 @@ def sync_one(store: storage.Store, client: Client, state: storage.Repo,
         answer = client.traffic(state.repo)
     except GitHubError as e:
         return fail(store, state, e, now, interval)
-    store.github_save(state.repo, answer.listed, answer.unlisted, answer.popular,
+    store.github.save(state.repo, answer.listed, answer.unlisted, answer.popular,
                       answer.today.isoformat(), now, now + interval)
     if state.status not in (OK, NEW):
         log.warning("github %s: syncing again (was: %s)", state.repo, state.status)
@@ -434,7 +434,7 @@ def fail(store: storage.Store, state: storage.Repo, error: GitHubError,
         next_at = now + interval
     else:
         next_at = now + min(interval, BACKOFF_FIRST * 2 ** min(failures - 1, 20))
-    before = store.github_failed(state.repo, error.status, now, next_at, failures)
+    before = store.github.failed(state.repo, error.status, now, next_at, failures)
     if before is not None and before != error.status:
         until = f" until {storage.stamp(next_at)}" if error.status == RATE_LIMITED else ""
         log.warning("github %s: %s%s (logged once until it changes)", state.repo,
@@ -476,7 +476,7 @@ def sync_pass(store: storage.Store, config: Config, now: datetime.datetime | Non
         stop = GitHubError(NO_TOKEN)
     client = Client(config.github_api, token or "", config.github_timeout)
     outcomes = []
-    for state in store.github_repos():
+    for state in store.github.repos():
         if only is not None and state.repo != only:
             continue
         if not due(state, now, interval):
@@ -487,7 +487,7 @@ def sync_pass(store: storage.Store, config: Config, now: datetime.datetime | Non
                 continue
         # Claimed only as it was read: a server that synced it meanwhile
         # changed it, and this one leaves it.
-        if not store.github_claim(state.repo, now, LEASE, seen=state if due_only else None):
+        if not store.github.claim(state.repo, now, LEASE, seen=state if due_only else None):
             continue  # another server is syncing it
         if stop is not None:
             outcomes.append(fail(store, state, stop, now, interval))

@@ -74,7 +74,7 @@ def numbers(store: storage.Store, page: Named) -> Numbers:
     page that is not kept is a ParamError ("repository not kept")."""
     if page.repo is None:
         return Numbers(store.counts(page.page_id))
-    traffic = store.github_traffic(page.repo)
+    traffic = store.github.traffic(page.repo)
     if traffic is None:
         raise ParamError("repository not kept")
     return Numbers(storage.Counts(traffic.views, traffic.views_today, traffic.visitors,

@@ -1,7 +1,7 @@
 -- Tally's schema. Each migration below runs once, in order, inside one
--- transaction, and sets PRAGMA user_version to its number (sqlite_store.py
+-- transaction, and sets PRAGMA user_version to its number (stores/sqlite_file.py
 -- does this). Migrations add, except one that rewrites a table into a new
--- layout: sqlite_store.REWRITES names it, and the counts it moves are summed
+-- layout: stores.sqlite_file.REWRITES names it, and the counts it moves are summed
 -- before and after inside its transaction; any difference rolls it back.
 
 -- migration 1
@@ -165,7 +165,7 @@ END;
 -- of it (backup, the copy kept before a restore, a Litestream replica)
 -- held a whole day's salt and every hash made with it, from which the
 -- addresses behind them could be recovered. They now live in a file of
--- their own beside it, <database>-visitors (sqlite_store.py), which no
+-- their own beside it, <database>-visitors (stores/sqlite_file.py), which no
 -- copy includes. The server carries today's rows over before this runs.
 DROP TABLE visitor_salts;
 DROP TABLE visitor_hashes;

@@ -2,8 +2,8 @@
 -- an export from one store imports into the other with nothing lost. Each
 -- migration below runs once, in order, inside one transaction under an
 -- advisory lock (several servers may start at once), and records its number
--- in tally_schema (postgres_store.py does this). Migrations add, except one
--- that rewrites a table into a new layout: postgres_store.REWRITES names it,
+-- in tally_schema (stores/postgres.py does this). Migrations add, except one
+-- that rewrites a table into a new layout: stores.postgres.REWRITES names it,
 -- and the counts it moves are summed before and after inside its
 -- transaction; any difference rolls it back.
 

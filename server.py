@@ -1,7 +1,7 @@
 """Tally's HTTP side and command line: the pages of routes.py's table
 (Pages), the ASGI front granian serves, `serve` and main(). The only
 module importing bottle, granian and a2wsgi. It never runs SQL (the
-stores do, behind database.open_store), never builds SVG (badge.py does),
+stores do, behind storage.open_store), never builds SVG (badge.py does),
 and answers the requests every view makes through answers.Badges, which
 holds no HTTP.
 
@@ -45,7 +45,6 @@ import badge
 import commands as commands_module
 import counting
 import config as config_module
-import database
 import flavours
 import pages
 import github
@@ -192,8 +191,8 @@ class Pages:
         not synced yet)."""
         answer = self.badges.github_count(page)
         repo = page.repo
-        history = self.store.github_history(repo, days)  # type: ignore[arg-type]
-        answer["lost_days"] = self.store.github_lost(repo)
+        history = self.store.github.history(repo, days)  # type: ignore[arg-type]
+        answer["lost_days"] = self.store.github.lost(repo)
         answer["days"] = [{"day": day, "state": state,
                            **(dataclasses.asdict(numbers) if numbers else
                               {"views": None, "visitors": None, "clones": None, "cloners": None})}
@@ -280,18 +279,18 @@ class Pages:
             return _html(self.stats_view.render(error=f"{e}: {repo} (github add starts "
                                                 "keeping it)", page_id=None, counts=None,
                                                 history=[], best=None, chart=""), 404)
-        history = self.store.github_history(repo, days)
-        state = next((r for r in self.store.github_repos() if r.repo == repo), None)
+        history = self.store.github.history(repo, days)
+        state = next((r for r in self.store.github.repos() if r.repo == repo), None)
         linked = state.page_id if state is not None else None
         camo = dict(self.store.history(linked, days)) if linked else {}
-        popular_day, popular = self.store.github_popular(repo)
+        popular_day, popular = self.store.github.popular(repo)
         chart = badge.history_chart([(day, numbers.views if numbers else None)
                                      for day, _, numbers in history],
                                     not_kept={day for day, kind, _ in history
                                               if kind == "not kept"})
         return _html(self.github_view.render(
             page_id=page_id, repo=repo, traffic=answer, state=state, history=history,
-            lost=self.store.github_lost(repo), linked=linked, camo=camo, chart=chart,
+            lost=self.store.github.lost(repo), linked=linked, camo=camo, chart=chart,
             popular_day=popular_day, popular=popular, quote=urllib.parse.quote))
 
     def static(self, name: str) -> bottle.HTTPResponse:
@@ -594,8 +593,8 @@ def worker_app(config: Config) -> Callable:
     """granian's worker process builds the store and the app here: a SQLite
     connection must not cross a fork, so the serving process opens none."""
     _die_with_parent()
-    store = database.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
-                               busy_timeout_s=config.busy_timeout, keep_days=config.keep_days)
+    store = storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
+                              busy_timeout_s=config.busy_timeout, keep_days=config.keep_days)
     # GitHub's traffic numbers are synced in a thread of this process: the
     # event loop never waits on GitHub.
     github.Syncer(store, config).start()
@@ -707,12 +706,12 @@ def serve(config: Config) -> int:
     _setup_logging(config.quiet)
     # The lock first: a restore in progress holds it, and the store must not
     # open (and migrate) a file that is being replaced. (PostgreSQL: none.)
-    lock = database.server_lock(config.db)
+    lock = storage.server_lock(config.db)
     try:
         # Start-up checks here, so a bad database ends `serve` with its
         # message and exit code before anything listens.
-        with database.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
-                                busy_timeout_s=config.busy_timeout) as store:
+        with storage.open_store(config.db, sync=config.sync, max_pages=config.max_pages,
+                               busy_timeout_s=config.busy_timeout) as store:
             description = store.describe()
         port = free_port(config.host, config.port)
         server = http_server(config, port)

@@ -79,13 +79,13 @@ DAY_ROW = f"{VIEWS}, ({VIEWS}) / 3, CASE WHEN (p.id + d.j) % 3 = 0 THEN 1 ELSE 0
 def generate(db: str, pages: int, days: int = DAYS) -> None:
     """Tally's own rows for `pages` pages with `days` days each, the last
     of them today (UTC), into a new database that Tally has created."""
-    import database
-    database.open_store(db).close()  # Tally creates (and migrates) the schema
+    import storage
+    storage.open_store(db).close()  # Tally creates (and migrates) the schema
     epoch = datetime.date(1970, 1, 1)
     first_day = (datetime.datetime.now(datetime.timezone.utc).date() - epoch).days - days + 1
     n = {"last": pages - 1, "days": days, "first_day": first_day,
          "stamp": f"{epoch + datetime.timedelta(days=first_day)}T00:00:00Z"}
-    if database.is_postgres(db):
+    if storage.is_postgres(db):
         import psycopg  # the benchmark's own generator, as speed.py's drop
         with psycopg.connect(db, autocommit=True) as conn:
             with conn.transaction():
@@ -134,8 +134,8 @@ def generate(db: str, pages: int, days: int = DAYS) -> None:
 def sizes(db: str) -> dict[str, int]:
     """Bytes of the whole database, of the table of days (with its
     primary key) and of the pages (with their id's index)."""
-    import database
-    if database.is_postgres(db):
+    import storage
+    if storage.is_postgres(db):
         import psycopg
         with psycopg.connect(db, autocommit=True) as conn:
             whole, daily, pages = conn.execute(
@@ -175,9 +175,9 @@ def run_measured(args: list[str]) -> tuple[float, float]:
 
 def in_process(db: str, pages: int) -> dict[str, float]:
     """top and show as the store answers them (median of 3, seconds)."""
-    import database
+    import storage
     found: dict[str, list[float]] = {"top": [], "show": []}
-    with database.open_store(db, readonly=True) as store:
+    with storage.open_store(db, readonly=True) as store:
         for i in range(3):
             started = time.perf_counter()
             store.top(10)
@@ -206,7 +206,7 @@ def load_random(base: str, path: str, pages: int, seconds: float,
 def measure(db: str, pages: int, load, seconds: float, rounds: int,
             tmp: str) -> dict[str, float]:
     """Every figure of one database of `pages` pages."""
-    import database
+    import storage
     figures: dict[str, float] = {}
     started = time.monotonic()
     generate(db, pages)
@@ -259,7 +259,7 @@ def measure(db: str, pages: int, load, seconds: float, rounds: int,
     target = import_target(db, tmp, pages)
     figures["import s"], figures["import MB"] = run_measured(["import", out, "--db", target])
     os.remove(out)
-    if not database.is_postgres(target):
+    if not storage.is_postgres(target):
         os.remove(target)
         backup = os.path.join(tmp, f"backup-{pages}.db")
         figures["backup s"] = run_measured(["backup", backup, "--db", db])[0]
@@ -269,8 +269,8 @@ def measure(db: str, pages: int, load, seconds: float, rounds: int,
 
 def import_target(db: str, tmp: str, pages: int) -> str:
     """An empty database of the same kind to import into."""
-    import database
-    if not database.is_postgres(db):
+    import storage
+    if not storage.is_postgres(db):
         return os.path.join(tmp, f"imported-{pages}.db")
     import psycopg
     import psycopg.conninfo

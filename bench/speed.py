@@ -294,10 +294,9 @@ def load_until(load, url: str, requests: int, distinct: bool) -> dict:
 
 def fill(db: str, pages: int) -> None:
     """pages pages with a day each, written through Tally's own import."""
-    import database
     import storage
     stamp = "2026-01-01T00:00:00Z"
-    with database.open_store(db) as store:
+    with storage.open_store(db) as store:
         store.import_pages((storage.Page(f"page-{i:07d}", 1, stamp, stamp, {"2026-01-01": 1})
                             for i in range(pages)), "set")
 

@@ -4,8 +4,8 @@ traffic numbers, github.py). server.py's main() parses the command line and
 calls run().
 
 No SQL here (the stores) and no HTTP (server.py): the store behind TALLY_DB
-is opened through database.open_store, whichever backend it is, and a
-SQLite file's operations (backup, restore) are database.py's. Every value
+is opened through storage.open_store, whichever backend it is, and a
+SQLite file's operations (backup, restore) are storage.py's. Every value
 from the command line or a file is validated with the same rules as the HTTP
 side (params.py) before anything is written; on error a command prints one
 line, exits non-zero and has changed nothing.

@@ -10,7 +10,6 @@ import datetime
 import os
 import sys
 
-import database
 import storage
 from config import Config
 
@@ -21,25 +20,25 @@ class CommandError(Exception):
 
 
 def existing_db(config: Config) -> str:
-    if not database.is_postgres(config.db) and not os.path.isfile(config.db):
+    if not storage.is_postgres(config.db) and not os.path.isfile(config.db):
         raise CommandError(f"no database at {config.db}")
     return config.db
 
 
 def open_store(config: Config) -> storage.Store:
-    return database.open_store(existing_db(config), sync=config.sync,
-                              busy_timeout_s=config.busy_timeout)
+    return storage.open_store(existing_db(config), sync=config.sync,
+                             busy_timeout_s=config.busy_timeout)
 
 
 def open_readonly(config: Config) -> storage.Store:
     # Read-only (SQLite's mode=ro): reading a backup never changes its bytes.
-    return database.open_store(existing_db(config), busy_timeout_s=config.busy_timeout,
-                              readonly=True)
+    return storage.open_store(existing_db(config), busy_timeout_s=config.busy_timeout,
+                             readonly=True)
 
 
 def output_path(path: str, config: Config) -> str:
     """A file a command may write: not the database, in a folder that exists."""
-    if database.is_database_file(path, config.db):
+    if storage.is_database_file(path, config.db):
         raise CommandError(f"{path}: that is the database {config.db} (or a file beside it); "
                            f"write somewhere else")
     if os.path.isdir(path):

@@ -83,7 +83,7 @@ def cmd_top(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     with open_readonly(config) as store:
         # The pages Tally counts and the github: pages (views kept), in one list.
         rows = store.top(args.limit) + [(pages.github(repo).page_id, views)
-                                        for repo, views in store.github_top(args.limit)]
+                                        for repo, views in store.github.top(args.limit)]
     rows = sorted(rows, key=lambda row: (-row[1], row[0]))[:args.limit]
     width = max([len(p) for p, _ in rows] + [7])
     for page_id, total in rows:

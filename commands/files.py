@@ -1,6 +1,6 @@
 """backup and restore: a checked copy of the database while the server
 runs, and putting a checked backup in the database's place (the database
-file's own operations are database.py's).
+file's own operations are storage.py's).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Callable, TextIO
 
-import database
 import storage
 from commands.common import CommandError, existing_db, output_path, utc_stamp
 from config import Config
@@ -34,13 +33,13 @@ def _progress_bar(stream: TextIO) -> Callable[[int, int], None] | None:
 def _checked_copy(source: str, dest: str, progress: Callable[[int, int], None] | None
                   ) -> tuple[int, int, int]:
     try:
-        return database.checked_copy(source, dest, progress)
+        return storage.checked_copy(source, dest, progress)
     except storage.UnusableDatabase as e:
         raise CommandError(f"{source}: its copy failed the check ({e})") from None
 
 
 def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    database.require_file(config.db, "backup")
+    storage.require_file(config.db, "backup")
     source = existing_db(config)
     dest = args.dest
     if dest.endswith(os.sep) and not os.path.isdir(dest):
@@ -72,29 +71,29 @@ def cmd_backup(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    database.require_file(config.db, "restore")
-    if database.is_database_file(args.src, config.db):
+    storage.require_file(config.db, "restore")
+    if storage.is_database_file(args.src, config.db):
         raise CommandError(f"{args.src}: that is the database {config.db} itself; "
                            f"restore reads a backup file")
-    version, pages, total = database.inspect(args.src)
-    lock = None if args.force else database.server_lock(config.db, create=False)
+    version, pages, total = storage.inspect(args.src)
+    lock = None if args.force else storage.server_lock(config.db, create=False)
     try:
         stamp = utc_stamp()
         problem = None
         if os.path.exists(config.db):
             try:
-                database.inspect(config.db)
+                storage.inspect(config.db)
             except storage.UnusableDatabase as e:
                 problem = e
         if os.path.exists(config.db) and problem is None:
             kept = f"{config.db}.before-restore-{stamp}"
-            database.replace_counts(config.db, args.src, kept, timeout_s=config.busy_timeout)
+            storage.replace_counts(config.db, args.src, kept, timeout_s=config.busy_timeout)
             print(f"kept the replaced counts as {kept}", file=out)
         else:
             if problem is not None:
                 # The very case restore exists for: the file cannot be read.
                 # It is moved aside unchecked, never deleted.
-                aside = database.move_aside(config.db, f".damaged-{stamp}")
+                aside = storage.move_aside(config.db, f".damaged-{stamp}")
                 print(f"moved the unreadable database aside as {aside} ({problem})", file=out)
             # The resolved path: a symlink to the database keeps pointing at it.
             _checked_copy(args.src, os.path.realpath(config.db), _progress_bar(sys.stderr))

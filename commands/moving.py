@@ -19,7 +19,6 @@ import sys
 import typing
 from typing import Callable, Iterable, Iterator, TextIO
 
-import database
 import github
 import params
 import storage
@@ -99,10 +98,10 @@ def cmd_export(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         kept: list[storage.KeptRepo] = []
 
         def github() -> list[storage.KeptRepo]:
-            kept.extend(store.github_kept())
+            kept.extend(store.github.kept())
             return kept
-        if args.format == "csv" and store.github_kept():
-            print(f"tally: the GitHub traffic of {len(store.github_kept())} repositories is not "
+        if args.format == "csv" and store.github.kept():
+            print(f"tally: the GitHub traffic of {len(store.github.kept())} repositories is not "
                   f"in a CSV export (its columns are Tally's own counts): --format json carries "
                   f"it", file=sys.stderr)
         if not args.out:
@@ -415,7 +414,7 @@ def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     stream, hashed = _import_stream(args.file)
     reader = ImportReader(stream)
     store = (open_readonly(config) if args.dry_run else
-             database.open_store(config.db, sync=config.sync, busy_timeout_s=config.busy_timeout))
+             storage.open_store(config.db, sync=config.sync, busy_timeout_s=config.busy_timeout))
     try:
         with store:
             report = store.import_pages(reader.pages(), args.mode, dry_run=args.dry_run,
@@ -424,7 +423,7 @@ def cmd_import(args: argparse.Namespace, config: Config, out: TextIO) -> int:
             if reader.github and not args.dry_run:
                 # GitHub's numbers are GitHub's: they replace a kept day
                 # whatever the mode, so importing twice changes nothing.
-                store.github_import(reader.github, storage.utc_now())
+                store.github.import_kept(reader.github, storage.utc_now())
     except storage.Duplicate as e:
         raise CommandError(f"{args.file}: page_id {str(e)!r} appears twice; "
                            f"nothing imported") from None

@@ -9,7 +9,6 @@ import argparse
 import datetime
 from typing import TextIO
 
-import database
 import github
 import pages
 import params
@@ -22,10 +21,10 @@ from config import Config
 
 def show_github(repo: str, config: Config, out: TextIO) -> int:
     with open_readonly(config) as store:
-        traffic = store.github_traffic(repo)
-        history = store.github_history(repo, 30)
-        lost = store.github_lost(repo)
-        state = next((r for r in store.github_repos() if r.repo == repo), None)
+        traffic = store.github.traffic(repo)
+        history = store.github.history(repo, 30)
+        lost = store.github.lost(repo)
+        state = next((r for r in store.github.repos() if r.repo == repo), None)
     if traffic is None:
         raise CommandError(f"github:{repo} is not kept (github add {repo} starts keeping it)")
     print(f"github:{repo}\nviews    {traffic.views:,}\nvisitors {traffic.visitors:,}\n"
@@ -85,19 +84,19 @@ def cmd_github_add(args: argparse.Namespace, config: Config, out: TextIO) -> int
         problem = e  # GitHub's trouble, not the owner's: kept, tried again
     # The first repository may come before the first view: the database is
     # created then, as `serve` would.
-    with database.open_store(config.db, sync=config.sync,
-                             busy_timeout_s=config.busy_timeout) as store:
+    with storage.open_store(config.db, sync=config.sync,
+                            busy_timeout_s=config.busy_timeout) as store:
         try:
-            store.github_add(repo, page_id, now)
+            store.github.add(repo, page_id, now)
         except storage.AlreadyExists:
             raise CommandError(f"{repo} is kept already (github list shows it)") from None
         if problem is not None:
-            state = next(r for r in store.github_repos() if r.repo == repo)
+            state = next(r for r in store.github.repos() if r.repo == repo)
             outcome = github.fail(store, state, problem, now, _interval(config))
             print(f"keeping {repo}; its first sync failed ({problem.status}): the server "
                   f"tries again from {outcome.retry_at}", file=out)
             return 0
-        store.github_save(repo, answer.listed, answer.unlisted, answer.popular,
+        store.github.save(repo, answer.listed, answer.unlisted, answer.popular,
                           answer.today.isoformat(), now, now + _interval(config))
     days = [*answer.listed, *answer.unlisted]
     print(f"keeping {repo}: {len(days)} days from {min(days)} synced; the server syncs it "
@@ -113,7 +112,7 @@ def _status(state: storage.Repo) -> str:
 
 def cmd_github_list(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     with open_readonly(config) as store:
-        repos = store.github_repos()
+        repos = store.github.repos()
     if not repos:
         print("no repositories kept (github add OWNER/REPO starts one)", file=out)
         return 0
@@ -127,7 +126,7 @@ def cmd_github_list(args: argparse.Namespace, config: Config, out: TextIO) -> in
 
 
 def remove_github(store: storage.Store, repo: str, delete: bool, yes: bool, out: TextIO) -> int:
-    traffic = store.github_traffic(repo)
+    traffic = store.github.traffic(repo)
     if traffic is None:
         raise CommandError(f"{repo} is not kept")
     what = (f"delete {repo}'s kept numbers ({traffic.views:,} views, from "
@@ -136,7 +135,7 @@ def remove_github(store: storage.Store, repo: str, delete: bool, yes: bool, out:
         print("nothing changed", file=out)
         return 1
     try:
-        store.github_remove(repo, delete)
+        store.github.remove(repo, delete)
     except storage.NotFound:
         raise CommandError(f"{repo} is no longer kept; its numbers stay (--delete deletes "
                            f"them)") from None
@@ -155,7 +154,7 @@ def cmd_github_sync(args: argparse.Namespace, config: Config, out: TextIO) -> in
     only = params.github_repo(args.repo, "OWNER/REPO") if args.repo else None
     _github_client(config)  # a token is needed
     with open_store(config) as store:
-        kept = {r.repo for r in store.github_repos()}
+        kept = {r.repo for r in store.github.repos()}
         if only is not None and only not in kept:
             raise CommandError(f"{only} is not kept (github add {only} starts keeping it)")
         outcomes = github.sync_pass(store, config, due_only=False, only=only)

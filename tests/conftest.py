@@ -28,9 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
 import server  # noqa: E402
-import sqlite_store  # noqa: E402
-import database  # noqa: E402
 import storage  # noqa: E402
+from stores import sqlite  # noqa: E402
 
 
 @pytest.fixture
@@ -40,7 +39,7 @@ def db_path(tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(db_path: str):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         yield s
 
 
@@ -115,9 +114,9 @@ def make_client(db_path: str):
 
     clients = []
 
-    def build(**settings) -> tuple[Client, sqlite_store.Store]:
+    def build(**settings) -> tuple[Client, sqlite.Store]:
         cfg = config.Config(db=db_path, **settings)
-        s = sqlite_store.Store(db_path, max_pages=cfg.max_pages, keep_days=cfg.keep_days)
+        s = sqlite.Store(db_path, max_pages=cfg.max_pages, keep_days=cfg.keep_days)
         stores.append(s)
         clients.append(Client(server.create_app(cfg, s)))
         return clients[-1], s
@@ -368,7 +367,7 @@ def make_store(backend_db):
     stores = []
 
     def make(**settings) -> storage.Store:
-        s = database.open_store(backend_db, **settings)
+        s = storage.open_store(backend_db, **settings)
         stores.append(s)
         return s
     yield make

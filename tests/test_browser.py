@@ -11,8 +11,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-import sqlite_store
 import storage
+from stores import sqlite
 from conftest import ROOT, SNIPPET_CASES, wait_until
 
 OUTPUT = ROOT / "test-output"
@@ -22,7 +22,7 @@ def server(live_server, db_path):
     today = datetime.datetime.now(datetime.timezone.utc).date()
     days = {(today - datetime.timedelta(days=d)).isoformat(): views
             for d, views in ((0, 4), (1, 10), (3, 5))}
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.import_pages([storage.Page("alice.stats", 19, "2026-01-01T00:00:00Z",
                                      "2026-01-01T00:00:00Z", days)], "set")
     return live_server()

@@ -16,14 +16,14 @@ import pytest
 
 import conftest
 import params
-import sqlite_store
 import storage
+from stores import sqlite
 from conftest import ROOT, missing, snapshot, tally, totals, wait_until
 
 
 @pytest.fixture
 def filled(db_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         for i in range(30):
             s.record_view(f"page-{i % 3}")
         s.record_view("only-once")
@@ -81,7 +81,7 @@ def test_backup_with_a_bad_keep_writes_nothing(filled, tmp_path):
 
 
 def test_backup_of_a_damaged_database_leaves_no_copy(db_path, tmp_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.import_pages([storage.Page(f"p{i}", i, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", {})
                         for i in range(3000)], "set")
     with open(db_path, "r+b") as f:  # scribble over the middle of the b-tree pages
@@ -149,7 +149,7 @@ def test_export_then_import_reproduces_everything(filled, tmp_path, fmt):
     out = str(tmp_path / f"export.{fmt}")
     assert tally("export", "--format", fmt, "--out", out, db=filled).returncode == 0
     fresh = str(tmp_path / "fresh.db")
-    sqlite_store.Store(fresh).close()
+    sqlite.Store(fresh).close()
     result = tally("import", out, db=fresh)
     assert result.returncode == 0, result.stderr
     assert "4 new" in result.stdout
@@ -339,7 +339,7 @@ def test_restore_force_under_load_loses_no_answered_view(filled, tmp_path, live_
     # The backup holds "hot" at 100000: answers below that came before the
     # restore and must all be in the kept copy; answers above it came after.
     source = str(tmp_path / "source.db")
-    with sqlite_store.Store(source) as s:
+    with sqlite.Store(source) as s:
         s.set_total("hot", 100_000)
     live = live_server(db=filled)
     answered: list[int] = []
@@ -488,7 +488,7 @@ def test_problems_are_one_line_naming_the_file(filled, tmp_path, case):
 
 
 def test_a_closed_pipe_is_one_line(db_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.import_pages([storage.Page(f"page-{i:05d}", i, "2026-01-01T00:00:00Z",
                                      "2026-01-01T00:00:00Z", {}) for i in range(5000)], "set")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
@@ -536,7 +536,7 @@ FORMULA_IDS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2", "@SUM(A1)", "'quo
 
 
 def test_csv_export_neutralises_formula_cells_and_imports_back_exactly(tmp_path, db_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         for i, page_id in enumerate(FORMULA_IDS, 1):
             s.set_total(page_id, i)
     out = tmp_path / "export.csv"
@@ -673,7 +673,7 @@ def test_migrate_counts_file_imports_once_filled_in(tmp_path, db_path):
     assert lines[0] == "page_id,count" and len(lines) == 1 + len(set(OLD_URLS.values()))
     filled = "\n".join([lines[0]] + [f"{line}{n}" for n, line in enumerate(lines[1:], 100)]) + "\n"
     counts.write_text(filled)
-    sqlite_store.Store(db_path).close()
+    sqlite.Store(db_path).close()
     assert tally("import", str(counts), db=db_path).returncode == 0
     assert "total   100" in tally("show", "hits:github.com/a/b", db=db_path).stdout
     assert totals(db_path)["ghpvc:alice"] == 101
@@ -1122,9 +1122,9 @@ def test_the_token_is_never_in_the_database_an_export_a_backup_or_any_output(ser
 
 def counted_visitors(db: str) -> None:
     import datetime as dt
-    import sqlite_store
+    from stores import sqlite
     day = dt.datetime(2026, 3, 14, 12, tzinfo=dt.timezone.utc)
-    with sqlite_store.Store(db) as store:
+    with sqlite.Store(db) as store:
         for n in range(3):
             store.record_view("blog", day, visitor=(f"198.51.100.{n}", "Firefox"))
             store.record_view("blog", day, visitor=(f"198.51.100.{n}", "Firefox"))

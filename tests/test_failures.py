@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-import sqlite_store
 import storage
+from stores import sqlite
 from conftest import ROOT, START_LINE, fetch, serving, snapshot, tally, totals, wait_until
 
 
@@ -30,7 +30,7 @@ def integrity(db: str) -> str:
 
 def test_backup_under_load_is_consistent_and_restores_exactly(live_server, db_path, tmp_path):
     live = live_server()
-    with sqlite_store.Store(db_path) as s:  # some history first, so the copy takes several steps
+    with sqlite.Store(db_path) as s:  # some history first, so the copy takes several steps
         s.import_pages([storage.Page(f"seed-{i}", i, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
                                      {"2026-01-01": i}) for i in range(3000)], "set")
     stop = threading.Event()
@@ -62,7 +62,7 @@ def test_backup_under_load_is_consistent_and_restores_exactly(live_server, db_pa
 
 
 def test_kill_9_during_backup_leaves_no_file_that_looks_good(db_path, tmp_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.import_pages([storage.Page(f"p-{i:06d}-" + "x" * 100, i, "2026-01-01T00:00:00Z",
                                      "2026-01-01T00:00:00Z", {}) for i in range(20000)], "set")
     expected = totals(db_path)
@@ -93,7 +93,7 @@ def test_full_disk_answers_503_keeps_counts_and_recovers(make_client, db_path):
     client.get("/badge", "page_id=kept")
     store.close()
     pages = os.path.getsize(db_path) // 4096
-    small = sqlite_store.Store(db_path, max_page_count=pages + 2)
+    small = sqlite.Store(db_path, max_page_count=pages + 2)
     import config
     import server
     from conftest import Client
@@ -112,7 +112,7 @@ def test_full_disk_answers_503_keeps_counts_and_recovers(make_client, db_path):
     assert json.loads(full.get("/api/count", "page_id=kept").body)["total"] == 1
     assert full.get("/healthz").status == 200
     small.close()
-    with sqlite_store.Store(db_path) as roomy:  # space is back
+    with sqlite.Store(db_path) as roomy:  # space is back
         assert Client(server.create_app(config.Config(db=db_path), roomy)).get(
             "/badge", "page_id=kept").status == 200
         assert roomy.counts("kept").total == 2
@@ -189,7 +189,7 @@ def start_up_made_read_only(tmp_path, make_read_only: str) -> subprocess.Complet
     then start the server on it; prints exit=N and "same" if the file is
     byte-identical afterwards."""
     return run_in_small_fs(mnt=tmp_path / "mnt", script=f"""
-$PY -c "import sys; sys.path.insert(0, '$(dirname $SRV)'); import sqlite_store; s = sqlite_store.Store('$MNT/counts.db'); s.set_total('p', 5); s.close()"
+$PY -c "import sys; sys.path.insert(0, '$(dirname $SRV)'); from stores import sqlite; s = sqlite.Store('$MNT/counts.db'); s.set_total('p', 5); s.close()"
 sum1=$(md5sum < $MNT/counts.db)
 {make_read_only}
 set +e

@@ -38,7 +38,7 @@ def sync_on(store, fake, day: datetime.date, **more) -> list[github.Outcome]:
 def kept(any_store, fake_github):
     """alice/repo with 40 days of traffic on GitHub, kept from FIRST + 13."""
     fake_github.histories["alice/repo"] = history(FIRST, 40)
-    any_store.github_add("alice/repo", None, at(FIRST))
+    any_store.github.add("alice/repo", None, at(FIRST))
     return any_store
 
 
@@ -46,31 +46,31 @@ def test_daily_syncs_keep_every_day_of_a_40_day_history(kept, fake_github):
     for n in range(13, 40):
         assert [o.status for o in sync_on(kept, fake_github, FIRST + datetime.timedelta(days=n))] == ["ok"]
     served = fake_github.histories["alice/repo"]
-    traffic = kept.github_traffic("alice/repo", at(FIRST + datetime.timedelta(days=39)))
+    traffic = kept.github.traffic("alice/repo", at(FIRST + datetime.timedelta(days=39)))
     assert traffic.views == sum(v[0] for v in served.values()) == sum(range(1, 41))
     assert traffic.visitors == sum(v[1] for v in served.values())
     assert traffic.clones == sum(v[2] for v in served.values())
     assert traffic.first_day == FIRST.isoformat()
-    assert kept.github_lost("alice/repo") == 0
-    assert kept.github_repos()[0].days == 40
+    assert kept.github.lost("alice/repo") == 0
+    assert kept.github.repos()[0].days == 40
 
 
 def test_the_same_day_synced_twice_is_not_added_twice(kept, fake_github):
     day = FIRST + datetime.timedelta(days=20)
     sync_on(kept, fake_github, day)
-    once = kept.github_traffic("alice/repo", at(day))
+    once = kept.github.traffic("alice/repo", at(day))
     sync_on(kept, fake_github, day)
-    assert kept.github_traffic("alice/repo", at(day)) == once
+    assert kept.github.traffic("alice/repo", at(day)) == once
 
 
 def test_todays_number_revised_upward_replaces_the_kept_one(kept, fake_github):
     day = FIRST + datetime.timedelta(days=20)
     sync_on(kept, fake_github, day)
-    before = kept.github_traffic("alice/repo", at(day))
+    before = kept.github.traffic("alice/repo", at(day))
     served = fake_github.histories["alice/repo"]
     served[day.isoformat()] = (served[day.isoformat()][0] + 7, served[day.isoformat()][1] + 2, 0, 0)
     sync_on(kept, fake_github, day)
-    after = kept.github_traffic("alice/repo", at(day))
+    after = kept.github.traffic("alice/repo", at(day))
     assert after.views_today == before.views_today + 7
     assert after.views == before.views + 7 and after.visitors == before.visitors + 2
 
@@ -78,10 +78,10 @@ def test_todays_number_revised_upward_replaces_the_kept_one(kept, fake_github):
 def test_days_without_views_are_kept_as_zeros_within_the_window(kept, fake_github):
     fake_github.histories["alice/repo"] = {FIRST.isoformat(): (3, 2, 0, 0)}
     sync_on(kept, fake_github, FIRST + datetime.timedelta(days=5))
-    days = kept.github_days("alice/repo", "2000-01-01", "2100-01-01")
+    days = kept.github.days("alice/repo", "2000-01-01", "2100-01-01")
     assert days[FIRST.isoformat()].views == 3
     assert days[(FIRST + datetime.timedelta(days=5)).isoformat()] == storage.TrafficDay(0, 0, 0, 0)
-    assert kept.github_lost("alice/repo") == 0
+    assert kept.github.lost("alice/repo") == 0
 
 
 @pytest.mark.parametrize("pause, lost", [(13, 0), (14, 0), (15, 1), (20, 6)])
@@ -89,21 +89,21 @@ def test_a_pause_loses_only_the_days_that_left_githubs_window(kept, fake_github,
     first_sync = FIRST + datetime.timedelta(days=13)
     sync_on(kept, fake_github, first_sync)
     sync_on(kept, fake_github, first_sync + datetime.timedelta(days=pause))
-    assert kept.github_lost("alice/repo") == lost
-    assert kept.github_repos()[0].lost == lost
-    states = [state for _, state, _ in kept.github_history(
+    assert kept.github.lost("alice/repo") == lost
+    assert kept.github.repos()[0].lost == lost
+    states = [state for _, state, _ in kept.github.history(
         "alice/repo", 40, at(first_sync + datetime.timedelta(days=pause)))]
     assert states.count("lost") == lost
     # A lost day has no numbers: the sums are exactly the days seen.
-    seen = kept.github_days("alice/repo", "2000-01-01", "2100-01-01")
+    seen = kept.github.days("alice/repo", "2000-01-01", "2100-01-01")
     served = fake_github.histories["alice/repo"]
-    assert kept.github_traffic("alice/repo").views == sum(served[d][0] for d in seen if d in served)
+    assert kept.github.traffic("alice/repo").views == sum(served[d][0] for d in seen if d in served)
 
 
 def test_history_marks_days_before_keeping_began_as_not_kept(kept, fake_github):
     day = FIRST + datetime.timedelta(days=13)
     sync_on(kept, fake_github, day)
-    history_ = kept.github_history("alice/repo", 20, at(day))
+    history_ = kept.github.history("alice/repo", 20, at(day))
     assert [s for _, s, _ in history_[:6]] == ["not kept"] * 6
     assert all(s == "kept" for _, s, _ in history_[6:])
     assert history_[-1][2].views == 14
@@ -118,7 +118,7 @@ def test_each_failure_has_its_status_and_the_kept_numbers_stay(kept, fake_github
                                                                caplog):
     day = FIRST + datetime.timedelta(days=20)
     sync_on(kept, fake_github, day)
-    before = kept.github_traffic("alice/repo", at(day))
+    before = kept.github.traffic("alice/repo", at(day))
     if failure == "401":
         fake_github.token = "another"
     else:
@@ -128,8 +128,8 @@ def test_each_failure_has_its_status_and_the_kept_numbers_stay(kept, fake_github
         for _ in range(3):
             outcomes = sync_on(kept, fake_github, day)
     assert [o.status for o in outcomes] == [status]
-    assert kept.github_repos()[0].status == status
-    assert kept.github_traffic("alice/repo", at(day)) == before
+    assert kept.github.repos()[0].status == status
+    assert kept.github.traffic("alice/repo", at(day)) == before
     # Logged once, when the state began: not once per try.
     assert sum(status in r.getMessage() for r in caplog.records) == 1
     assert all(TOKEN not in r.getMessage() for r in caplog.records)
@@ -140,7 +140,7 @@ def test_a_rate_limit_is_honoured_until_githubs_reset(kept, fake_github):
     fake_github.retry_after = 3600
     now = storage.utc_now()
     github.sync_pass(kept, settings(fake_github), now, due_only=False)
-    state = kept.github_repos()[0]
+    state = kept.github.repos()[0]
     assert state.status == "rate limited"
     assert state.next_sync_at >= storage.stamp(now + datetime.timedelta(seconds=3590))
     asked = len(fake_github.requests)
@@ -165,7 +165,7 @@ def test_githubs_own_trouble_backs_off_and_grows(kept, fake_github):
 def test_a_refused_token_ends_the_pass_without_asking_for_the_rest(any_store, fake_github):
     for name in ("alice/a", "alice/b", "alice/c"):
         fake_github.histories[name] = history(FIRST, 20)
-        any_store.github_add(name, None, at(FIRST))
+        any_store.github.add(name, None, at(FIRST))
     fake_github.token = "another"
     outcomes = sync_on(any_store, fake_github, FIRST + datetime.timedelta(days=19))
     assert [o.status for o in outcomes] == ["token refused"] * 3
@@ -177,24 +177,24 @@ def test_the_server_does_not_ask_again_with_a_refused_token_until_it_changes(
     token_file = tmp_path / "token"
     token_file.write_text("wrong-token\n")
     fake_github.histories["alice/repo"] = history(FIRST, 20)
-    any_store.github_add("alice/repo", None, at(FIRST))
+    any_store.github.add("alice/repo", None, at(FIRST))
     cfg = config.Config(github_api=fake_github.url, github_token_file=str(token_file),
                         github_timeout=2)
     syncer = github.Syncer(any_store, cfg, tick=0.05).start()
     try:
         wait = threading.Event()
         for _ in range(100):
-            if any_store.github_repos()[0].status == "token refused":
+            if any_store.github.repos()[0].status == "token refused":
                 break
             wait.wait(0.05)
         wait.wait(0.5)  # ten more ticks
         assert len(fake_github.requests) == 1
         token_file.write_text(TOKEN + "\n")  # the owner replaces the token
         for _ in range(100):
-            if any_store.github_repos()[0].status == "ok":
+            if any_store.github.repos()[0].status == "ok":
                 break
             wait.wait(0.05)
-        assert any_store.github_repos()[0].status == "ok"
+        assert any_store.github.repos()[0].status == "ok"
     finally:
         syncer.stop()
 
@@ -232,11 +232,11 @@ def test_referrers_and_paths_are_kept_per_sync_day(kept, fake_github):
     sync_on(kept, fake_github, day)
     fake_github.referrers["alice/repo"] = [{"referrer": "example.org", "count": 9, "uniques": 1}]
     sync_on(kept, fake_github, day + datetime.timedelta(days=1))
-    latest_day, latest = kept.github_popular("alice/repo")
+    latest_day, latest = kept.github.popular("alice/repo")
     assert latest_day == (day + datetime.timedelta(days=1)).isoformat()
     assert [(p.kind, p.name) for p in latest] == [("referrer", "example.org"),
                                                   ("path", "/alice/repo")]
-    exported = {k.repo: k for k in kept.github_kept()}["alice/repo"]
+    exported = {k.repo: k for k in kept.github.kept()}["alice/repo"]
     assert sorted(exported.popular) == [day.isoformat(), latest_day]
     assert [p.name for p in exported.popular[day.isoformat()] if p.kind == "referrer"] == [
         "github.com", "news.ycombinator.com"]
@@ -245,32 +245,32 @@ def test_referrers_and_paths_are_kept_per_sync_day(kept, fake_github):
 def test_one_of_two_servers_on_one_database_claims_a_sync(make_store):
     first, second = make_store(), make_store()
     now = at(FIRST)
-    first.github_add("alice/repo", None, now)
-    seen = first.github_repos()[0]
-    claims = [first.github_claim("alice/repo", now, github.LEASE, seen=seen),
-              second.github_claim("alice/repo", now, github.LEASE, seen=seen)]
+    first.github.add("alice/repo", None, now)
+    seen = first.github.repos()[0]
+    claims = [first.github.claim("alice/repo", now, github.LEASE, seen=seen),
+              second.github.claim("alice/repo", now, github.LEASE, seen=seen)]
     assert sorted(claims) == [False, True]
     # A holder that died: its lease runs out and another takes it.
     later = now + github.LEASE + datetime.timedelta(seconds=1)
-    assert second.github_claim("alice/repo", later, github.LEASE, seen=seen)
+    assert second.github.claim("alice/repo", later, github.LEASE, seen=seen)
 
 
 def test_a_server_that_read_a_repository_before_another_synced_it_leaves_it(kept, fake_github):
     day = FIRST + datetime.timedelta(days=13)
-    seen = kept.github_repos()[0]
+    seen = kept.github.repos()[0]
     sync_on(kept, fake_github, day)
-    assert not kept.github_claim("alice/repo", at(day), github.LEASE, seen=seen)
+    assert not kept.github.claim("alice/repo", at(day), github.LEASE, seen=seen)
 
 
 def test_a_repository_removed_keeps_its_numbers_unless_deleted(kept, fake_github):
     sync_on(kept, fake_github, FIRST + datetime.timedelta(days=13))
-    kept.github_remove("alice/repo", delete=False)
-    assert kept.github_repos() == []
-    assert kept.github_traffic("alice/repo").views == sum(range(1, 15))
-    kept.github_remove("alice/repo", delete=True)
-    assert kept.github_traffic("alice/repo") is None
+    kept.github.remove("alice/repo", delete=False)
+    assert kept.github.repos() == []
+    assert kept.github.traffic("alice/repo").views == sum(range(1, 15))
+    kept.github.remove("alice/repo", delete=True)
+    assert kept.github.traffic("alice/repo") is None
     with pytest.raises(storage.NotFound):
-        kept.github_remove("alice/repo", delete=True)
+        kept.github.remove("alice/repo", delete=True)
 
 
 @pytest.mark.parametrize("token", ["", "two words", "tab\there", "ünïcode"])
@@ -312,7 +312,7 @@ def test_a_redirect_to_another_host_is_not_followed(fake_github):
 
 
 def kept_days(store) -> dict[str, storage.TrafficDay]:
-    return store.github_days("alice/repo", "2000-01-01", "2100-01-01")
+    return store.github.days("alice/repo", "2000-01-01", "2100-01-01")
 
 
 @pytest.mark.parametrize("behind", [datetime.timedelta(minutes=1), datetime.timedelta(hours=1),
@@ -334,7 +334,7 @@ def test_a_clock_behind_githubs_never_zeros_a_kept_day(kept, fake_github, behind
     after = kept_days(kept)
     assert {day: after[day] for day in before} == before
     served = fake_github.histories["alice/repo"]
-    assert kept.github_traffic("alice/repo").views == sum(
+    assert kept.github.traffic("alice/repo").views == sum(
         served[day][0] for day in sorted(served)[:22])
 
 
@@ -375,7 +375,7 @@ def test_a_day_outside_githubs_window_or_past_its_counts_is_a_bad_answer(kept, f
     outcomes = sync_on(kept, fake_github, FIRST + datetime.timedelta(days=13))
     assert [o.status for o in outcomes] == ["bad answer"]
     assert kept_days(kept) == {}
-    assert kept.github_traffic("alice/repo").views == 0
+    assert kept.github.traffic("alice/repo").views == 0
 
 
 def test_one_deadline_bounds_an_answer_that_drips(kept, fake_github):
@@ -399,7 +399,7 @@ def test_every_back_off_github_asks_for_is_capped_at_an_hour(kept, fake_github, 
     fake_github.headers = headers
     now = storage.utc_now()
     github.sync_pass(kept, settings(fake_github), now, due_only=False)
-    state = kept.github_repos()[0]
+    state = kept.github.repos()[0]
     assert state.status == "rate limited"
     assert now < github._moment(state.next_sync_at) <= now + github.RETRY_CAP
 
@@ -416,10 +416,10 @@ def test_crafted_rate_limit_headers_back_off_and_leave_the_repository_free(kept,
     now = at(FIRST + datetime.timedelta(days=13))
     outcomes = github.sync_pass(kept, settings(fake_github), now, due_only=False)
     assert [o.status for o in outcomes] == ["rate limited"]
-    state = kept.github_repos()[0]
+    state = kept.github.repos()[0]
     assert now < github._moment(state.next_sync_at) <= now + github.RETRY_CAP
     # Not left claimed: no "another server is syncing" for ten minutes.
-    assert kept.github_claim("alice/repo", now, github.LEASE)
+    assert kept.github.claim("alice/repo", now, github.LEASE)
 
 
 def test_a_bug_during_a_sync_leaves_the_repository_free(kept, fake_github, monkeypatch, caplog):
@@ -428,7 +428,7 @@ def test_a_bug_during_a_sync_leaves_the_repository_free(kept, fake_github, monke
     monkeypatch.setattr(github.Client, "traffic", broken)
     outcomes = sync_on(kept, fake_github, FIRST + datetime.timedelta(days=13))
     assert [o.status for o in outcomes] == ["internal error"]
-    assert kept.github_claim("alice/repo", at(FIRST + datetime.timedelta(days=13)), github.LEASE)
+    assert kept.github.claim("alice/repo", at(FIRST + datetime.timedelta(days=13)), github.LEASE)
     assert "KeyError" in caplog.text
 
 
@@ -449,10 +449,10 @@ def test_a_schedule_set_by_a_clock_ahead_corrects_itself_with_the_clock(kept, fa
     day = FIRST + datetime.timedelta(days=13)
     fake_github.today = day
     github.sync_pass(kept, settings(fake_github), at(day) + ahead, due_only=False)
-    assert github._moment(kept.github_repos()[0].next_sync_at) > at(day) + ahead
+    assert github._moment(kept.github.repos()[0].next_sync_at) > at(day) + ahead
     # The clock is right again: due at once, not a year later.
     assert [o.status for o in github.sync_pass(kept, settings(fake_github), at(day))] == ["ok"]
-    assert kept.github_lost("alice/repo") == 0
+    assert kept.github.lost("alice/repo") == 0
 
 
 def test_a_token_file_that_is_a_fifo_is_refused_at_once(tmp_path):

@@ -296,8 +296,8 @@ def test_not_a_database_stops_start_up_with_one_line(tmp_path):
 def test_newer_schema_stops_start_up(tmp_path):
     db = tmp_path / "counts.db"
     conn = sqlite3.connect(db)
-    import sqlite_store
-    conn.execute(f"PRAGMA user_version = {sqlite_store.SCHEMA_VERSION + 1}")
+    from stores import sqlite_file
+    conn.execute(f"PRAGMA user_version = {sqlite_file.SCHEMA_VERSION + 1}")
     conn.close()
     before = db.read_bytes()
     result = run_serve(str(db))
@@ -680,7 +680,7 @@ def test_a_server_whose_clock_jumped_three_years_keeps_the_newest_days(live_serv
     # Issue 28, 8: the real server under libfaketime, its clock three years
     # ahead, with TALLY_KEEP_DAYS=30 over 60 days of history. Before
     # view_days, its first pass deleted all 300 day rows.
-    import sqlite_store
+    from stores import sqlite
     import storage
     # The library itself, not the `faketime` wrapper: the wrapper does not
     # pass SIGTERM on to the server it started.
@@ -689,7 +689,7 @@ def test_a_server_whose_clock_jumped_three_years_keeps_the_newest_days(live_serv
         missing("faketime is not installed", "faketime is required in CI (.ci/run installs it)")
     today = storage.utc_now().date()
     back = [(today - datetime.timedelta(days=n)).isoformat() for n in range(60)]
-    with sqlite_store.Store(db_path) as store:
+    with sqlite.Store(db_path) as store:
         store.import_pages([storage.Page(f"page-{n}", 60, "2026-01-01T00:00:00Z",
                                          "2026-01-01T00:00:00Z", {day: 1 for day in back})
                             for n in range(5)], "set")
@@ -702,7 +702,7 @@ def test_a_server_whose_clock_jumped_three_years_keeps_the_newest_days(live_serv
     assert jumped > back[0] and history["kept_from"] == back[28]
     stop_server(live)
     assert live.proc.returncode == 0
-    with sqlite_store.Store(db_path, readonly=True) as store:
+    with sqlite.Store(db_path, readonly=True) as store:
         for n in range(5):
             assert store.page(f"page-{n}").days == {
                 **{day: 1 for day in back[:30]}, **({jumped: 1} if n == 0 else {})}
@@ -712,11 +712,11 @@ def test_keep_days_trims_history_while_the_real_server_counts(live_server, db_pa
     # 20,000 pages with 60 days each; TALLY_KEEP_DAYS=10 leaves 10 of them:
     # a million day rows deleted 2,000 at a time, between the views of 8
     # clients that begin counting as soon as the server answers.
-    import sqlite_store
+    from stores import sqlite
     import storage
     pages, today = 20_000, storage.utc_now().date()
     days = [(today - datetime.timedelta(days=back)).isoformat() for back in range(60)]
-    sqlite_store.Store(db_path).close()
+    sqlite.Store(db_path).close()
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("BEGIN")
     conn.execute("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "

@@ -8,8 +8,9 @@ import pytest
 
 from conftest import ROOT
 
-# Tally's modules: the top level and the commands' package (commands/).
-MODULES = sorted(ROOT.glob("*.py")) + sorted(ROOT.glob("commands/*.py"))
+# Tally's modules: the top level and its two packages, commands/ and stores/.
+PACKAGES = ("commands", "stores")
+MODULES = sorted(ROOT.glob("*.py")) + [p for pkg in PACKAGES for p in sorted(ROOT.glob(f"{pkg}/*.py"))]
 # The benchmarks (bench/) are programs on top of everything, which may reach
 # past the boundaries below (a generator writes SQL; a load runs against the
 # server): they are not among MODULES, and nothing imports them.
@@ -26,14 +27,14 @@ def imported(path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("library, owner", [("sqlite3", "sqlite_store.py"), ("bottle", "server.py"),
-                                            ("badgepy", "badge.py"), ("granian", "server.py"),
-                                            ("psycopg", "postgres_store.py"),
-                                            ("psycopg_pool", "postgres_store.py"),
-                                            ("markdown_it", "markup.py"),
-                                            ("crawleruseragents", "visitors.py")])
+@pytest.mark.parametrize("library, owner", [("sqlite3", "stores.sqlite_file"),
+                                            ("bottle", "server"), ("badgepy", "badge"),
+                                            ("granian", "server"), ("psycopg", "stores.postgres"),
+                                            ("psycopg_pool", "stores.postgres"),
+                                            ("markdown_it", "markup"),
+                                            ("crawleruseragents", "visitors")])
 def test_each_library_is_imported_in_one_module(library, owner):
-    users = [p.name for p in MODULES if library in imported(p)]
+    users = [module_name(p) for p in MODULES if library in imported(p)]
     assert users == [owner]
 
 
@@ -65,9 +66,9 @@ def own_imports(path) -> set[str]:
     return {name for name in names if name in OWN} - {module_name(path)}
 
 
-def test_the_commands_package_imports_within_itself_by_name():
+def test_the_packages_import_within_themselves_by_name():
     # A relative import would hide an arrow from the checks below.
-    for path in ROOT.glob("commands/*.py"):
+    for path in [p for pkg in PACKAGES for p in ROOT.glob(f"{pkg}/*.py")]:
         assert not any(isinstance(node, ast.ImportFrom) and node.level
                        for node in ast.walk(ast.parse(path.read_text()))), path
 
@@ -89,20 +90,40 @@ def test_imports_point_down_and_never_in_a_circle():
         visit(module, ())
 
 
+STORES = {"stores.values", "stores.writer", "stores.traffic", "stores.store", "stores.sql"}
+
+
 @pytest.mark.parametrize("module, allowed", [
-    ("storage", set()),                        # the base: imports nothing of Tally's
-    ("sqlite_store", {"storage"}),
-    ("postgres_store", {"storage"}),
-    ("database", {"storage", "sqlite_store", "postgres_store"}),
+    ("stores.values", set()),                   # the base: imports nothing of Tally's
+    ("stores.sql", set()),
+    ("stores.writer", {"stores.values"}),
+    ("stores.traffic", {"stores.values", "stores.writer"}),
+    ("stores.store", {"stores.values", "stores.writer", "stores.traffic"}),
+    ("stores.sqlite_file", {"stores.values"}),
+    ("stores.sqlite", STORES | {"stores", "stores.sqlite_file"}),
+    ("stores.postgres", STORES | {"stores"}),
+    ("storage", {"stores", "stores.values", "stores.store", "stores.sqlite",
+                 "stores.sqlite_file", "stores.postgres"}),
 ])
-def test_the_stores_build_on_storage_alone(module, allowed):
-    assert own_imports(ROOT / f"{module}.py") <= allowed
+def test_the_stores_build_on_what_they_share_and_nothing_above(module, allowed):
+    path = ROOT / (module.replace(".", "/") + ".py")
+    assert own_imports(path) <= allowed
 
 
-def test_only_database_py_knows_the_concrete_stores():
-    users = sorted(p.name for p in MODULES
-                   if own_imports(p) & {"sqlite_store", "postgres_store"})
-    assert users == ["database.py"]
+def test_only_storage_py_imports_the_stores():
+    users = sorted(module_name(p) for p in MODULES
+                   if any(name == "stores" or name.startswith("stores.") for name in own_imports(p))
+                   and not module_name(p).startswith("stores"))
+    assert users == ["storage"]
+
+
+def test_no_store_inherits_more_than_the_interface():
+    # The writer and the GitHub table are composed into each store, not
+    # inherited through a chain of bases.
+    for module in ("sqlite", "postgres"):
+        tree = ast.parse((ROOT / "stores" / f"{module}.py").read_text())
+        store = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Store")
+        assert [ast.unparse(base) for base in store.bases] == ["Base"], module
 
 
 def test_nothing_below_server_py_imports_it():
@@ -125,7 +146,7 @@ def test_only_github_py_speaks_http_to_the_outside():
 
 def test_every_module_s_doctests_run():
     # pytest.ini collects *.py with --doctest-modules, leaving out only
-    # postgres_store.py (psycopg may not import): it must hold none.
-    assert ">>>" not in (ROOT / "postgres_store.py").read_text()
+    # stores/postgres.py (psycopg may not import): it must hold none.
+    assert ">>>" not in (ROOT / "stores" / "postgres.py").read_text()
     ini = (ROOT / "pytest.ini").read_text()
     assert "testpaths = tests *.py commands" in ini

@@ -1,4 +1,4 @@
-"""postgres_store.py against a real PostgreSQL server, and real Tally server
+"""stores/postgres.py against a real PostgreSQL server, and real Tally server
 processes on one database (the storage tests in test_storage.py run on both
 backends too)."""
 
@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import conftest
-import database
 import storage
+from stores import values
 from conftest import ROOT, missing, tally, wait_until
 
 TOTAL_RE = re.compile(rb">(\d+)</text></g>")
@@ -133,7 +133,7 @@ def test_postgresql_restarted_under_load_answers_503_then_resumes(live_server, p
 
 
 def test_export_from_sqlite_imports_into_postgresql_and_back_unchanged(db_path, tmp_path, pg):
-    with database.open_store(db_path) as s:
+    with storage.open_store(db_path) as s:
         for i in range(50):
             s.record_view(f"page-{i % 7}")
         s.set_total("=formula", 12)
@@ -212,7 +212,7 @@ def test_a_server_that_never_answers_stops_start_up_in_bounded_time():
 
 def test_a_newer_schema_or_foreign_tables_are_refused(pg):
     import psycopg
-    database.open_store(pg).close()
+    storage.open_store(pg).close()
     with psycopg.connect(pg, autocommit=True) as conn:
         conn.execute("UPDATE tally_schema SET version = 99")
     result = tally("serve", "--port", "0", db=pg)
@@ -227,12 +227,12 @@ def test_a_newer_schema_or_foreign_tables_are_refused(pg):
 def test_a_server_older_than_13_is_refused_with_its_version():
     # No such server here: the check itself, with the numbers psycopg gives.
     conftest.needs_psycopg()
-    import postgres_store
+    from stores import postgres
     with pytest.raises(storage.UnusableDatabase,
                        match=r"PostgreSQL 12\.22; Tally needs 13 or newer") as refused:
-        postgres_store.check_server(120022, "postgresql://u:secret@h/db")
+        postgres.check_server(120022, "postgresql://u:secret@h/db")
     assert "secret" not in str(refused.value)
-    postgres_store.check_server(130000, "postgresql://h/db")
+    postgres.check_server(130000, "postgresql://h/db")
 
 
 def test_every_test_that_needs_psycopg_skips_where_it_cannot_be_imported(tmp_path):
@@ -264,11 +264,11 @@ def test_libpq_key_value_form_selects_postgresql(pg):
     query = dict(urllib.parse.parse_qsl(parts.query))
     keywords = (f"host={query['host']} port={query.get('port', 5432)} "
                 f"dbname={parts.path.lstrip('/')} user={parts.username}")
-    assert database.is_postgres(keywords)
-    with database.open_store(keywords) as store:
+    assert storage.is_postgres(keywords)
+    with storage.open_store(keywords) as store:
         assert store.record_view("kv").total == 1
         assert store.describe().startswith("PostgreSQL")
-    with database.open_store(pg) as store:
+    with storage.open_store(pg) as store:
         assert store.counts("kv").total == 1
 
 
@@ -345,7 +345,7 @@ def test_imports_beside_served_views_never_deadlock_under_an_icu_collation(other
     failures: list[Exception] = []
     views = {"n": 0}
     lock = threading.Lock()
-    with database.open_store(url) as server:
+    with storage.open_store(url) as server:
         def count(seed: int) -> None:
             for i in range(300):
                 try:
@@ -356,7 +356,7 @@ def test_imports_beside_served_views_never_deadlock_under_an_icu_collation(other
                     failures.append(e)
 
         def imports() -> None:
-            with database.open_store(url) as store:
+            with storage.open_store(url) as store:
                 for _ in range(4):
                     try:
                         store.import_pages(pages, "add")
@@ -406,7 +406,7 @@ def test_one_visitor_through_two_servers_at_once_never_deadlocks(pg):
     # order is forced with two connections holding rows the writers need.
     page, known, new = "shared", ("192.0.2.1", "Firefox"), ("192.0.2.2", "Firefox")
     failures: list[Exception] = []
-    with database.open_store(pg) as first, database.open_store(pg) as second, \
+    with storage.open_store(pg) as first, storage.open_store(pg) as second, \
             hold_rows(pg) as gate, hold_rows(pg) as hold:
         first.record_view("gate")
         first.record_view(page, visitor=known)
@@ -417,7 +417,7 @@ def test_one_visitor_through_two_servers_at_once_never_deadlocks(pg):
         # Both wait in first's queue while its writer is held: one batch.
         threads += [in_thread(failures, first, page, visitor=known),
                     in_thread(failures, first, page, visitor=new)]
-        wait_until(lambda: first._queue.qsize() == 2)
+        wait_until(lambda: first.writer._queue.qsize() == 2)
         gate.commit()
         waiting_for_locks(pg, 1)
         threads.append(in_thread(failures, second, page, visitor=new))
@@ -435,7 +435,7 @@ def test_a_bot_s_view_beside_a_counted_one_never_deadlocks(pg):
     # before the page's row, which another server's view, holding the page's
     # row, then waited for: a deadlock. A bot's view now locks the page's row first.
     page, failures = "shared", []
-    with database.open_store(pg) as first, database.open_store(pg) as second, \
+    with storage.open_store(pg) as first, storage.open_store(pg) as second, \
             hold_rows(pg) as gate, hold_rows(pg) as hold:
         first.record_view("gate")
         first.record_view(page)
@@ -447,7 +447,7 @@ def test_a_bot_s_view_beside_a_counted_one_never_deadlocks(pg):
         waiting_for_locks(pg, 2)
         threads += [in_thread(failures, first, page, bot=True, counted=False),
                     in_thread(failures, first, page)]
-        wait_until(lambda: first._queue.qsize() == 2)
+        wait_until(lambda: first.writer._queue.qsize() == 2)
         gate.commit()
         waiting_for_locks(pg, 2)  # second and first wait for the page
         hold.commit()
@@ -461,18 +461,18 @@ def test_a_bot_s_view_beside_a_counted_one_never_deadlocks(pg):
 def test_the_page_cap_is_checked_exactly_only_near_it(pg):
     # Far from the cap the statements skip it (no count of the table per
     # new page); within a tenth of it (at least a batch) they check it exactly.
-    with database.open_store(pg, max_pages=100_000) as store:
+    with storage.open_store(pg, max_pages=100_000) as store:
         store.record_view("first")
-        conn = store._connection()
-        assert store._page_cap(conn) is None
-        store._pages_seen = 95_000
-        assert store._page_cap(conn) == 100_000
-    with database.open_store(pg, max_pages=3) as small:
+        conn = store.backend.connection()
+        assert store.backend.page_cap(conn) is None
+        store.backend.pages_seen = 95_000
+        assert store.backend.page_cap(conn) == 100_000
+    with storage.open_store(pg, max_pages=3) as small:
         for page_id in ("a", "b"):
             small.record_view(page_id)
         with pytest.raises(storage.PageLimitReached):
             small.record_view("c")
-        assert small._pages_seen == 3  # read once, then its own new pages added
+        assert small.backend.pages_seen == 3  # read once, then its own new pages added
 
 
 # The compact layout (schema 5, issue 23) ######################################
@@ -482,11 +482,11 @@ def version_4_database(url: str, pages: int) -> tuple[list, list]:
     """A database of schema 4 (the layout before the compact one) with
     `pages` pages of 1 to 4 days each; its rows, in order."""
     import psycopg
-    import postgres_store
+    from stores import postgres
     with psycopg.connect(url, autocommit=True) as conn:
         with conn.transaction():
-            for _, body in storage.migrations(postgres_store.SCHEMA_FILE)[:4]:
-                for statement in storage.statements(body):
+            for _, body in values.migrations(postgres.SCHEMA_FILE)[:4]:
+                for statement in values.statements(body):
                     conn.execute(statement)
             conn.execute("UPDATE tally_schema SET version = 4")
             conn.execute(
@@ -512,35 +512,35 @@ def rows(conn) -> tuple[list, list]:
 def test_the_compact_migration_keeps_every_number_of_200000_pages(pg):
     pages, days = version_4_database(pg, 200_000)
     assert len(pages) == 200_000 and len(days) > 400_000
-    with database.open_store(pg, busy_timeout_s=1.0) as store:  # the migration has no time limit
+    with storage.open_store(pg, busy_timeout_s=1.0) as store:  # the migration has no time limit
         migrated = list(store.pages())
         assert store.page_count() == 200_000
     assert [(p.page_id, p.total, p.created_at, p.last_seen, p.visitors) for p in migrated] == pages
     assert [(p.page_id, day, p.days[day], p.visitor_days.get(day, 0), p.bot_days.get(day, 0))
             for p in migrated for day in sorted(p.days)] == days
     import psycopg
-    import postgres_store
+    from stores import postgres
     with psycopg.connect(pg) as conn:
         assert conn.execute("SELECT version FROM tally_schema").fetchone()[0] == \
-            postgres_store.SCHEMA_VERSION
+            postgres.SCHEMA_VERSION
         assert conn.execute("SELECT pg_typeof(page)::text, pg_typeof(day)::text FROM daily "
                             "LIMIT 1").fetchone() == ("bigint", "date")
 
 
 def test_a_migration_that_would_change_a_count_is_rolled_back(pg, monkeypatch):
     import psycopg
-    import postgres_store
+    from stores import postgres
     before = version_4_database(pg, 50)
-    real = storage.migrations
-    monkeypatch.setattr(storage, "migrations", lambda path: [
+    real = values.migrations
+    monkeypatch.setattr(postgres, "migrations", lambda path: [
         (n, body.replace("ON p.page_id = d.page_id", "ON p.page_id = d.page_id AND d.views != 1"))
         for n, body in real(path)])
     with pytest.raises(storage.UnusableDatabase, match="migration 5 would change the counts"):
-        database.open_store(pg)
+        storage.open_store(pg)
     with psycopg.connect(pg) as conn:
         assert conn.execute("SELECT version FROM tally_schema").fetchone()[0] == 4
         assert rows(conn) == before
-    assert postgres_store.REWRITES == {5}
+    assert postgres.REWRITES == {5}
 
 
 def test_reading_commands_ask_for_serve_on_an_older_schema(pg):
@@ -550,7 +550,7 @@ def test_reading_commands_ask_for_serve_on_an_older_schema(pg):
 
 
 def test_the_days_salt_and_hashes_are_unlogged_so_no_replica_or_wal_archive_holds_them(pg):
-    with database.open_store(pg) as store:
+    with storage.open_store(pg) as store:
         store.record_view("blog", visitor=("198.51.100.1", conftest.BROWSER))
     import psycopg
     with psycopg.connect(pg) as conn:

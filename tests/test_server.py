@@ -24,8 +24,8 @@ import badge
 import config
 import flavours
 import server
-import sqlite_store
 import storage
+from stores import sqlite
 from conftest import SNIPPET_CASES, hostile_text
 
 NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
@@ -161,21 +161,21 @@ def test_healthz_answers_ok_while_the_database_answers(make_client):
 def test_database_failure_answers_503_error_badge_and_keeps_serving(make_client):
     client, store = make_client()
     client.get("/badge", "page_id=p")
-    store._writer.execute("PRAGMA query_only = ON")  # every write now fails
+    store.backend.conn.execute("PRAGMA query_only = ON")  # every write now fails
     r = client.get("/badge", "page_id=p")
     assert r.status == 503 and r.headers["x-tally-error"] == "database unavailable"
     assert b"Traceback" not in r.body
     assert client.get("/api/count", "page_id=p").status == 200
-    store._writer.execute("PRAGMA query_only = OFF")
+    store.backend.conn.execute("PRAGMA query_only = OFF")
     assert texts(client.get("/badge", "page_id=p").body)[-1] == "2"
 
 
 def test_database_outage_is_logged_once_and_its_end_once(make_client, caplog):
     client, store = make_client()
-    store._writer.execute("PRAGMA query_only = ON")
+    store.backend.conn.execute("PRAGMA query_only = ON")
     for _ in range(5):
         assert client.get("/badge", "page_id=p").status == 503
-    store._writer.execute("PRAGMA query_only = OFF")
+    store.backend.conn.execute("PRAGMA query_only = OFF")
     client.get("/badge", "page_id=p")
     client.get("/badge", "page_id=p")
     messages = [r.getMessage() for r in caplog.records if r.name == "tally"]
@@ -374,7 +374,7 @@ def test_a_database_file_gone_under_the_server_answers_503_and_logs_once(
         os.remove(db_path)
     elif change == "replaced":
         os.replace(db_path, db_path + ".old")
-        with sqlite_store.Store(db_path + ".new") as other:
+        with sqlite.Store(db_path + ".new") as other:
             other.record_view("p")
         os.replace(db_path + ".new", db_path)
     else:
@@ -406,14 +406,14 @@ def keep_traffic(store, repo="alice/repo", linked=None):
     import storage as storage_module
     now = storage_module.utc_now()
     today = now.date()
-    store.github_add(repo, linked, now)
+    store.github.add(repo, linked, now)
     days = {(today - dt.timedelta(days=4)).isoformat(): storage_module.TrafficDay(10, 4, 2, 1),
             (today - dt.timedelta(days=3)).isoformat(): storage_module.TrafficDay(20, 6, 0, 0),
             today.isoformat(): storage_module.TrafficDay(5, 3, 1, 1)}
     popular = [storage_module.Popular("referrer", "news.ycombinator.com", "news.ycombinator.com",
                                       7, 5),
                storage_module.Popular("path", "/alice/repo", "alice/repo: <b>x</b>", 9, 4)]
-    store.github_save(repo, days, [], popular, today.isoformat(), now,
+    store.github.save(repo, days, [], popular, today.isoformat(), now,
                       now + dt.timedelta(hours=6))
     return days  # days -2 and -1: GitHub's window moved past them unseen
 
@@ -426,7 +426,7 @@ def test_a_github_page_shows_githubs_numbers_without_counting(make_client, show,
     r = client.get("/badge", f"page_id=github:Alice/Repo&show={show}")
     assert r.status == 200 and f">{shown}</text>" in r.text
     assert "x-tally-error" not in r.headers
-    assert store.page_count() == 0 and store.github_traffic("alice/repo").views == 35
+    assert store.page_count() == 0 and store.github.traffic("alice/repo").views == 35
 
 
 def test_a_github_page_not_kept_answers_an_error_badge(client):

@@ -1,4 +1,4 @@
-"""storage.py against real SQLite files."""
+"""The stores (storage.py, stores/) against real SQLite files."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ import pytest
 
 import conftest
 import params
-import sqlite_store
-import database
 import storage
+from stores import sqlite, sqlite_file, writer
 from conftest import wait_until
 
 DAY1 = datetime.datetime(2026, 11, 1, 12, 0, tzinfo=datetime.timezone.utc)
@@ -39,9 +38,9 @@ def counting(request, db_path):
 
     def make(**settings):
         if url is not None:
-            s = database.open_store(url, **settings)
+            s = storage.open_store(url, **settings)
         else:
-            s = sqlite_store.Store(db_path, use_returning=request.param == "sqlite-returning",
+            s = sqlite.Store(db_path, use_returning=request.param == "sqlite-returning",
                                    **settings)
         stores.append(s)
         return s
@@ -101,23 +100,23 @@ def test_page_ids_are_compared_exactly(any_store):
 def test_database_is_in_wal_mode_with_full_sync(db_path, store):
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.backend.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_sync_normal_is_applied(db_path):
-    with sqlite_store.Store(db_path, sync="normal") as s:
-        assert s._writer.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with sqlite.Store(db_path, sync="normal") as s:
+        assert s.backend.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
 def test_new_file_gets_the_current_schema_version(db_path, store):
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_file.SCHEMA_VERSION
 
 
 def test_reopening_keeps_counts_and_version(db_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.record_view("p")
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         assert s.counts("p").total == 1
         assert s.record_view("p").total == 2
 
@@ -125,10 +124,10 @@ def test_reopening_keeps_counts_and_version(db_path):
 def test_an_empty_sqlite_file_is_upgraded(db_path):
     os.makedirs(os.path.dirname(db_path))
     sqlite3.connect(db_path).execute("PRAGMA page_size=4096").connection.close()
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         assert s.record_view("p").total == 1
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_file.SCHEMA_VERSION
 
 
 def test_another_programs_sqlite_file_is_refused_and_left_alone(db_path):
@@ -136,7 +135,7 @@ def test_another_programs_sqlite_file_is_refused_and_left_alone(db_path):
     sqlite3.connect(db_path).execute("CREATE TABLE unrelated (x)").connection.close()
     before = open(db_path, "rb").read()
     with pytest.raises(storage.UnusableDatabase, match="not a Tally database"):
-        sqlite_store.Store(db_path)
+        sqlite.Store(db_path)
     assert open(db_path, "rb").read() == before
     assert not os.path.exists(db_path + "-wal")
 
@@ -148,7 +147,7 @@ def test_newer_schema_version_is_refused_and_file_untouched(db_path):
     conn.close()
     before = open(db_path, "rb").read()
     with pytest.raises(storage.UnusableDatabase, match="newer"):
-        sqlite_store.Store(db_path)
+        sqlite.Store(db_path)
     assert open(db_path, "rb").read() == before
     assert not os.path.exists(db_path + "-wal")
 
@@ -159,12 +158,12 @@ def test_file_that_is_not_sqlite_is_refused_and_untouched(db_path):
         f.write(b"these are my notes, not a database\n" * 200)
     before = open(db_path, "rb").read()
     with pytest.raises(storage.UnusableDatabase, match="not a database"):
-        sqlite_store.Store(db_path)
+        sqlite.Store(db_path)
     assert open(db_path, "rb").read() == before
 
 
 def test_truncated_database_is_refused(db_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         for i in range(2000):
             s.record_view(f"page-{i}")
     size = os.path.getsize(db_path)
@@ -172,15 +171,15 @@ def test_truncated_database_is_refused(db_path):
         f.truncate(size // 2)
     before = open(db_path, "rb").read()
     with pytest.raises(storage.UnusableDatabase):
-        sqlite_store.Store(db_path)
+        sqlite.Store(db_path)
     assert open(db_path, "rb").read() == before
 
 
 def test_migrations_are_numbered_in_order_and_only_verified_rewrites_drop():
-    numbers = [n for n, _ in sqlite_store.migrations()]
+    numbers = [n for n, _ in sqlite_file.migrations()]
     assert numbers == list(range(1, len(numbers) + 1))
-    dropping = {n for n, body in sqlite_store.migrations() if "drop " in body.lower()}
-    assert dropping == sqlite_store.REWRITES == {5, 6}
+    dropping = {n for n, body in sqlite_file.migrations() if "drop " in body.lower()}
+    assert dropping == sqlite_file.REWRITES == {5, 6}
 
 
 def test_page_limit_refuses_new_pages_but_keeps_counting_old_ones(counting):
@@ -203,10 +202,10 @@ def test_page_limit_holds_on_both_paths(counting):
 
 
 def test_full_disk_refuses_counts_keeps_stored_ones_and_recovers(db_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.record_view("kept")
     pages = os.path.getsize(db_path) // 4096
-    with sqlite_store.Store(db_path, max_page_count=pages + 1) as s:
+    with sqlite.Store(db_path, max_page_count=pages + 1) as s:
         with pytest.raises(storage.StorageFull):
             for i in range(5000):
                 s.record_view(f"filler-{i:05d}-" + "x" * 200)
@@ -215,15 +214,15 @@ def test_full_disk_refuses_counts_keeps_stored_ones_and_recovers(db_path):
         with pytest.raises(storage.StorageFull):
             s.record_view("another-new-page-" + "y" * 200)
         assert s.page_count() == stored
-    with sqlite_store.Store(db_path) as s:  # space is back
+    with sqlite.Store(db_path) as s:  # space is back
         assert s.record_view("kept").total == 2
 
 
 def test_read_only_database_fails_to_count_with_a_clear_error(db_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.record_view("p")
-    with sqlite_store.Store(db_path) as s:
-        s._writer.execute("PRAGMA query_only = ON")
+    with sqlite.Store(db_path) as s:
+        s.backend.conn.execute("PRAGMA query_only = ON")
         with pytest.raises(storage.StorageReadOnly):
             s.record_view("p")
         assert s.counts("p").total == 1
@@ -292,23 +291,23 @@ def test_copy_database_makes_a_checked_standalone_copy(tmp_path, store):
     for i in range(50):
         store.record_view(f"p{i % 5}")
     dest = str(tmp_path / "copy.db")
-    sqlite_store.copy_database(store.path, dest)
-    sqlite_store.set_standalone(dest)
-    assert sqlite_store.inspect_file(dest) == (sqlite_store.SCHEMA_VERSION, 5, 50)
+    sqlite_file.copy_database(store.path, dest)
+    sqlite_file.set_standalone(dest)
+    assert sqlite_file.inspect_file(dest) == (sqlite_file.SCHEMA_VERSION, 5, 50)
 
 
 def test_server_lock_is_exclusive(db_path):
-    lock = sqlite_store.ServerLock(db_path)
+    lock = sqlite_file.ServerLock(db_path)
     with pytest.raises(storage.ServerRunning):
-        sqlite_store.ServerLock(db_path)
+        sqlite_file.ServerLock(db_path)
     lock.release()
-    sqlite_store.ServerLock(db_path).release()
+    sqlite_file.ServerLock(db_path).release()
 
 
 def test_health_ping_fails_once_the_writer_stopped(db_path):
-    s = sqlite_store.Store(db_path)
+    s = sqlite.Store(db_path)
     s.ping()
-    s._stop_writer()  # the writer thread ends, as if it had died; reads still answer
+    s.writer.stop()  # the writer thread ends, as if it had died; reads still answer
     with pytest.raises(storage.StorageError, match="writer has stopped"):
         s.ping()
     with pytest.raises(storage.StorageError):
@@ -351,17 +350,17 @@ def test_reads_notice_a_replaced_file_within_the_check_interval(store, db_path):
         except storage.StorageError:
             pass  # a fresh reader may open the new, empty file first
         return False
-    wait_until(refused, timeout=sqlite_store.FILE_CHECK_INTERVAL + 5)
+    wait_until(refused, timeout=sqlite.FILE_CHECK_INTERVAL + 5)
 
 
 def test_a_read_only_store_reads_and_never_writes(db_path, tmp_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.record_view("p")
     copy = str(tmp_path / "copy.db")
-    sqlite_store.copy_database(db_path, copy)
-    sqlite_store.set_standalone(copy)
+    sqlite_file.copy_database(db_path, copy)
+    sqlite_file.set_standalone(copy)
     before = open(copy, "rb").read()
-    with sqlite_store.Store(copy, readonly=True) as s:
+    with sqlite.Store(copy, readonly=True) as s:
         assert s.counts("p").total == 1
         with pytest.raises(storage.StorageReadOnly):
             s.record_view("p")
@@ -390,18 +389,18 @@ def test_import_refuses_a_page_named_twice_before_writing(any_store):
 
 def test_restore_by_replace_counts_keeps_the_replaced_counts(db_path, tmp_path):
     source = str(tmp_path / "source.db")
-    with sqlite_store.Store(source) as s:
+    with sqlite.Store(source) as s:
         s.set_total("restored", 7)
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.record_view("replaced")
         keep = str(tmp_path / "kept.db")
-        sqlite_store.replace_counts(db_path, source, keep)
+        sqlite_file.replace_counts(db_path, source, keep)
         assert s.counts("restored").total == 7 and s.counts("replaced").total == 0
-    assert sqlite_store.inspect_file(keep)[1:] == (1, 1)
+    assert sqlite_file.inspect_file(keep)[1:] == (1, 1)
 
 
 def test_copy_gives_up_when_the_target_stays_locked(db_path, tmp_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.record_view("p")
     target = str(tmp_path / "locked.db")
     holder = sqlite3.connect(target, isolation_level=None)
@@ -409,7 +408,7 @@ def test_copy_gives_up_when_the_target_stays_locked(db_path, tmp_path):
     holder.execute("BEGIN EXCLUSIVE")
     started = time.monotonic()
     with pytest.raises(storage.StorageBusy):
-        sqlite_store.copy_database(db_path, target, timeout_s=0.2)
+        sqlite_file.copy_database(db_path, target, timeout_s=0.2)
     assert time.monotonic() - started < 30
     holder.close()
 
@@ -418,7 +417,7 @@ def one_batch(s, views: list[tuple[str, datetime.datetime]]) -> list[object]:
     """Count views that are certainly written in one batch: the writer is
     held by a task until all of them have queued."""
     release = threading.Event()
-    holder = threading.Thread(target=lambda: s._wait(storage.Task(lambda conn: release.wait(5),
+    holder = threading.Thread(target=lambda: s.writer.wait(writer.Task(lambda conn: release.wait(5),
                                                                   write=False)))
     holder.start()
     outcomes: list[object] = [None] * len(views)
@@ -431,7 +430,7 @@ def one_batch(s, views: list[tuple[str, datetime.datetime]]) -> list[object]:
     threads = [threading.Thread(target=count, args=(n, *view)) for n, view in enumerate(views)]
     for t in threads:
         t.start()
-    conftest.wait_until(lambda: s._queue.qsize() == len(views))
+    conftest.wait_until(lambda: s.writer._queue.qsize() == len(views))
     release.set()
     for t in threads + [holder]:
         t.join()
@@ -466,12 +465,12 @@ def test_a_view_awaited_on_a_closed_loop_leaves_the_writer_running(any_store):
     # A server shutting down closes its loop while views may be in flight:
     # the writer's signal to it must not raise (it would end the writer).
     loop = asyncio.new_event_loop()
-    done = storage.LoopDone(loop)
+    done = writer.LoopDone(loop)
     loop.close()
     done.set()
-    view = storage.View("gone", storage.utc_now(), storage.LoopDone(asyncio.new_event_loop()))
+    view = writer.View("gone", storage.utc_now(), writer.LoopDone(asyncio.new_event_loop()))
     view.done._loop.close()
-    any_store._submit(view)
+    any_store.writer._submit(view)
     conftest.wait_until(lambda: view.result is not None)
     assert any_store.record_view("gone").total == 2
 
@@ -495,8 +494,7 @@ def pages_of(n: int, total: int = 10) -> list[storage.Page]:
 def test_an_import_interrupted_between_chunks_goes_on_when_run_again(any_store, monkeypatch):
     for i in range(3):
         any_store.record_view(f"p{i:03}", DAY1)
-    cls = type(any_store)
-    merge = cls._merge_staged
+    merge = any_store.staging.merge
     calls = {"n": 0}
 
     def failing(conn, mode, first, chunk):
@@ -504,11 +502,11 @@ def test_an_import_interrupted_between_chunks_goes_on_when_run_again(any_store, 
         if calls["n"] == 3:
             raise storage.StorageFull("disk full: simulated")
         return merge(conn, mode, first, chunk)
-    monkeypatch.setattr(cls, "_merge_staged", staticmethod(failing))
+    monkeypatch.setattr(any_store.staging, "merge", failing)
     with pytest.raises(storage.ImportInterrupted) as interrupted:
         any_store.import_pages(pages_of(10), "add", chunk=2, source=lambda: "sha-1")
     assert interrupted.value.written == 4
-    monkeypatch.setattr(cls, "_merge_staged", staticmethod(merge))
+    monkeypatch.setattr(any_store.staging, "merge", merge)
     report = any_store.import_pages(pages_of(10), "add", chunk=2, source=lambda: "sha-1")
     assert report["resumed"] == 4
     # Exactly one run's worth: 10 added once to every page, never twice.
@@ -559,7 +557,7 @@ def test_the_page_count_follows_every_write(any_store, tmp_path):
 def test_the_page_cap_reads_a_kept_count_not_the_table(store):
     # The cap is checked against schema.sql's page_count, kept by triggers:
     # the table is not counted in the writer's transaction.
-    capped = sqlite_store.Store(store.path, max_pages=2)
+    capped = sqlite.Store(store.path, max_pages=2)
     try:
         capped.record_view("a")
         capped.record_view("b")
@@ -570,19 +568,19 @@ def test_the_page_cap_reads_a_kept_count_not_the_table(store):
         assert capped.page_count() == 2
     finally:
         capped.close()
-    assert "count(*)" not in sqlite_store._COUNT_PAGE
+    assert "count(*)" not in sqlite._COUNT_PAGE
 
 
 def test_a_version_1_file_gets_its_page_count_when_migrated(db_path):
     # A file made by the previous Tally (schema 1), with pages in it.
-    sqlite_store._make_folder(db_path)
+    sqlite_file.make_folder(db_path)
     conn = sqlite3.connect(db_path)
-    conn.executescript(sqlite_store.migrations()[0][1] + "PRAGMA user_version=1;")
+    conn.executescript(sqlite_file.migrations()[0][1] + "PRAGMA user_version=1;")
     conn.executemany("INSERT INTO pages VALUES (?, 3, ?, ?)", [(f"x{i}", STAMP, STAMP)
                                                                for i in range(7)])
     conn.commit()
     conn.close()
-    with sqlite_store.Store(db_path, max_pages=8) as s:
+    with sqlite.Store(db_path, max_pages=8) as s:
         assert s.page_count() == 7
         s.record_view("new")
         with pytest.raises(storage.PageLimitReached):
@@ -591,10 +589,10 @@ def test_a_version_1_file_gets_its_page_count_when_migrated(db_path):
 
 def test_a_version_2_file_keeps_every_count_and_gains_githubs_tables(db_path):
     # A file made by the previous Tally (schema 2), with counts in it.
-    sqlite_store._make_folder(db_path)
+    sqlite_file.make_folder(db_path)
     conn = sqlite3.connect(db_path)
-    for _, body in sqlite_store.migrations()[:2]:
-        for statement in sqlite_store._statements(body):
+    for _, body in sqlite_file.migrations()[:2]:
+        for statement in sqlite_file._statements(body):
             conn.execute(statement)
     conn.execute("PRAGMA user_version=2")
     conn.executemany("INSERT INTO pages VALUES (?, ?, ?, ?)", [(f"x{i}", i, STAMP, STAMP)
@@ -602,31 +600,31 @@ def test_a_version_2_file_keeps_every_count_and_gains_githubs_tables(db_path):
     conn.execute("INSERT INTO daily VALUES ('x3', '2026-01-01', 3)")
     conn.commit()
     conn.close()
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         assert s.top(10) == [("x4", 4), ("x3", 3), ("x2", 2), ("x1", 1), ("x0", 0)]
         assert s.page("x3").days == {"2026-01-01": 3}
-        s.github_add("alice/repo", None, storage.utc_now())
-        assert [r.repo for r in s.github_repos()] == ["alice/repo"]
+        s.github.add("alice/repo", None, storage.utc_now())
+        assert [r.repo for r in s.github.repos()] == ["alice/repo"]
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_file.SCHEMA_VERSION
     conn.close()
 
 
 def test_restore_replaces_the_kept_github_traffic_with_the_backups(db_path, tmp_path):
     now = storage.utc_now()
     backup = str(tmp_path / "backup.db")
-    with sqlite_store.Store(backup) as s:
-        s.github_add("alice/old", None, now)
-        s.github_save("alice/old", {"2026-01-01": storage.TrafficDay(9, 3, 0, 0)}, [], [],
+    with sqlite.Store(backup) as s:
+        s.github.add("alice/old", None, now)
+        s.github.save("alice/old", {"2026-01-01": storage.TrafficDay(9, 3, 0, 0)}, [], [],
                       "2026-01-01", now, now)
-    with sqlite_store.Store(db_path) as s:
-        s.github_add("alice/new", None, now)
-    sqlite_store.replace_counts(db_path, backup, str(tmp_path / "kept.db"))
-    with sqlite_store.Store(db_path) as s:
-        assert [r.repo for r in s.github_repos()] == ["alice/old"]
-        assert s.github_traffic("alice/old").views == 9
-    with sqlite_store.Store(str(tmp_path / "kept.db")) as s:  # the replaced one is saved
-        assert [r.repo for r in s.github_repos()] == ["alice/new"]
+    with sqlite.Store(db_path) as s:
+        s.github.add("alice/new", None, now)
+    sqlite_file.replace_counts(db_path, backup, str(tmp_path / "kept.db"))
+    with sqlite.Store(db_path) as s:
+        assert [r.repo for r in s.github.repos()] == ["alice/old"]
+        assert s.github.traffic("alice/old").views == 9
+    with sqlite.Store(str(tmp_path / "kept.db")) as s:  # the replaced one is saved
+        assert [r.repo for r in s.github.repos()] == ["alice/new"]
 
 
 # The compact layout (schema 5, issue 23) ######################################
@@ -636,10 +634,10 @@ FIXTURES = conftest.ROOT / "tests" / "fixtures"
 
 def version_4_file(path: str) -> sqlite3.Connection:
     """An empty file of schema 4, the layout before the compact one."""
-    sqlite_store._make_folder(path)
+    sqlite_file.make_folder(path)
     conn = sqlite3.connect(path, isolation_level=None)
-    for _, body in sqlite_store.migrations()[:4]:
-        for statement in sqlite_store._statements(body):
+    for _, body in sqlite_file.migrations()[:4]:
+        for statement in sqlite_file._statements(body):
             conn.execute(statement)
     conn.execute("PRAGMA user_version=4")
     return conn
@@ -674,14 +672,14 @@ def test_the_compact_migration_keeps_every_number_of_200000_pages(db_path):
     pages, days = version_4_rows(conn)
     conn.close()
     assert len(pages) == 200_000 and len(days) > 400_000
-    with sqlite_store.Store(db_path, readonly=False) as s:
+    with sqlite.Store(db_path, readonly=False) as s:
         assert s.page_count() == 200_000
         migrated = list(s.pages())
     assert [(p.page_id, p.total, p.created_at, p.last_seen, p.visitors) for p in migrated] == pages
     assert [(p.page_id, day, p.days[day], p.visitor_days.get(day, 0), p.bot_days.get(day, 0))
             for p in migrated for day in sorted(p.days)] == days
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_file.SCHEMA_VERSION
     assert conn.execute("SELECT typeof(page), typeof(day) FROM daily LIMIT 1").fetchone() == (
         "integer", "integer")
     conn.close()
@@ -694,11 +692,11 @@ def test_a_migration_that_would_change_a_count_is_rolled_back(db_path, monkeypat
     conn.close()
     # Migration 5 with a fault: the day rows of one view are left behind.
     broken = [(n, body.replace("ON p.page_id = d.page_id", "ON p.page_id = d.page_id "
-                               "AND d.views != 1")) for n, body in sqlite_store.migrations()]
-    assert broken != sqlite_store.migrations()
-    monkeypatch.setattr(sqlite_store, "migrations", lambda: broken)
+                               "AND d.views != 1")) for n, body in sqlite_file.migrations()]
+    assert broken != sqlite_file.migrations()
+    monkeypatch.setattr(sqlite_file, "migrations", lambda: broken)
     with pytest.raises(storage.UnusableDatabase, match="migration 5 would change the counts"):
-        sqlite_store.Store(db_path)
+        sqlite.Store(db_path)
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     assert version_4_rows(conn) == before
@@ -716,7 +714,7 @@ def test_a_file_made_by_tally_at_schema_4_exports_what_it_exported_then(tmp_path
     # then opened by a server, which migrates it.
     for opened_by_a_server in (False, True):
         if opened_by_a_server:
-            sqlite_store.Store(db).close()
+            sqlite.Store(db).close()
         out = str(tmp_path / f"export-{opened_by_a_server}.json")
         result = conftest.tally("export", "--out", out, db=db)
         assert result.returncode == 0, result.stderr
@@ -727,7 +725,7 @@ def test_a_file_made_by_tally_at_schema_4_exports_what_it_exported_then(tmp_path
             assert open(db, "rb").read() == before
         conn = sqlite3.connect(db)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == (
-            sqlite_store.SCHEMA_VERSION if opened_by_a_server else 4)
+            sqlite_file.SCHEMA_VERSION if opened_by_a_server else 4)
         conn.close()
     assert not [name for name in os.listdir(tempfile.gettempdir())
                 if name.startswith("tally-upgraded-")]
@@ -735,7 +733,7 @@ def test_a_file_made_by_tally_at_schema_4_exports_what_it_exported_then(tmp_path
 
 def test_an_older_tally_refuses_the_compact_file(db_path, tmp_path):
     older = conftest.older_tally(tmp_path / "older")
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.record_view("p")
     before = open(db_path, "rb").read()
     result = subprocess.run(
@@ -743,18 +741,18 @@ def test_an_older_tally_refuses_the_compact_file(db_path, tmp_path):
          "try:\n    sqlite_store.Store(sys.argv[1])\n"
          "except Exception as e:\n    print(e)", db_path],
         cwd=older, capture_output=True, text=True, timeout=60)
-    assert (f"schema version {sqlite_store.SCHEMA_VERSION} is newer than this Tally (4); "
+    assert (f"schema version {sqlite_file.SCHEMA_VERSION} is newer than this Tally (4); "
             f"upgrade Tally") in result.stdout, result
     assert open(db_path, "rb").read() == before
 
 
 def test_an_older_backup_restores_into_the_compact_layout(db_path, tmp_path):
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         s.record_view("replaced")
     backup = str(tmp_path / "old-backup.db")
     shutil.copy(FIXTURES / "tally-v4.db", backup)
-    sqlite_store.replace_counts(db_path, backup, str(tmp_path / "kept.db"))
-    with sqlite_store.Store(db_path) as s:
+    sqlite_file.replace_counts(db_path, backup, str(tmp_path / "kept.db"))
+    with sqlite.Store(db_path) as s:
         assert s.counts("replaced").total == 0
         assert s.page("alice.my-repo").days["2026-12-05"] == 1024
         assert s.page("old-1970").days == {"1970-01-01": 1, "1999-12-31": 8999999999999999}
@@ -765,7 +763,7 @@ def test_an_older_backup_restores_into_the_compact_layout(db_path, tmp_path):
 
 
 def test_keep_days_deletes_exactly_the_days_before_the_first_kept_one(make_store, monkeypatch):
-    monkeypatch.setattr(storage, "TRIM_ROWS", 7)  # many small transactions
+    monkeypatch.setattr(writer, "TRIM_ROWS", 7)  # many small transactions
     today = storage.utc_now().date()
     store = make_store(keep_days=30)
     pages = [storage.Page(f"page-{n}", 1000 + n, STAMP, STAMP,
@@ -837,11 +835,11 @@ def test_migration_7_seeds_view_days_from_the_kept_days(tmp_path):
     # with TALLY_KEEP_DAYS and a clock years ahead, the newest days stay.
     db_path = str(tmp_path / "v4.db")
     shutil.copy(FIXTURES / "tally-v4.db", db_path)
-    with sqlite_store.Store(db_path) as s:
+    with sqlite.Store(db_path) as s:
         before = {p.page_id: p.days for p in s.pages()}
     newest = sorted({day for days in before.values() for day in days})
     assert len(newest) > 3
-    with sqlite_store.Store(db_path, keep_days=3) as s:
+    with sqlite.Store(db_path, keep_days=3) as s:
         assert s.kept_from(datetime.datetime(2099, 1, 1, tzinfo=datetime.timezone.utc)) == newest[-3]
         s.trim_history(datetime.datetime(2099, 1, 1, tzinfo=datetime.timezone.utc))
         after = {p.page_id: p.days for p in s.pages()}

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import crawleruseragents
 import pytest
 
-import sqlite_store
 import storage
+from stores import sqlite, sqlite_file, values
 import visitors
 from conftest import BROWSER
 
@@ -136,7 +136,7 @@ def test_a_view_just_after_midnight_still_finds_the_days_salt(any_store):
     any_store.record_view("blog", DAY, visitor=("198.51.100.1", FIREFOX))
     midnight = NEXT_DAY.replace(hour=0, minute=0, second=30)
     assert any_store.forget_visitors(midnight) == 0  # within VISITOR_GRACE
-    assert any_store.forget_visitors(midnight + storage.VISITOR_GRACE) == 1
+    assert any_store.forget_visitors(midnight + values.VISITOR_GRACE) == 1
 
 
 def test_a_view_without_a_visitor_counts_only_as_a_view(any_store):
@@ -196,10 +196,10 @@ def test_no_address_or_user_agent_is_in_the_file_and_no_salt_after_the_day(tmp_p
     addresses = [f"198.51.100.{n}" for n in range(1, 40)]
     agents = [f"Mozilla/5.0 (Privacy-Test-{n}; rv:1.0) Gecko/20100101 Firefox/{n}.0"
               for n in range(1, 40)]
-    with sqlite_store.Store(db) as store:
+    with sqlite.Store(db) as store:
         for address, agent in zip(addresses, agents):
             store.record_view("blog", DAY, visitor=(address, agent))
-        day_file = sqlite_store.visitor_file(db)
+        day_file = sqlite_file.visitor_file(db)
         salt = bytes(sqlite3.connect(day_file).execute("SELECT salt FROM visitor_salts")
                      .fetchone()[0])
         hashes = [bytes(h) for (h,) in sqlite3.connect(day_file).execute(
@@ -207,7 +207,7 @@ def test_no_address_or_user_agent_is_in_the_file_and_no_salt_after_the_day(tmp_p
         assert len(hashes) == 39
         store.record_view("blog", NEXT_DAY, visitor=("203.0.113.9", FIREFOX))
         store.forget_visitors(NEXT_DAY)
-    stored = b"".join(open(path, "rb").read() for path in sqlite_store.companions(db)
+    stored = b"".join(open(path, "rb").read() for path in sqlite_file.companions(db)
                       if os.path.exists(path))
     for text in addresses + agents:
         assert text.encode() not in stored
@@ -221,7 +221,7 @@ def test_memory_stays_flat_with_a_great_many_visitors_in_a_day(tmp_path):
     def rss_mb() -> float:
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-    with sqlite_store.Store(str(tmp_path / "counts.db"), sync="normal") as store:
+    with sqlite.Store(str(tmp_path / "counts.db"), sync="normal") as store:
         def count(start: int) -> None:
             for n in range(start, start + 2500):
                 store.record_view("blog", DAY, visitor=(f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}",
@@ -247,18 +247,18 @@ def test_two_servers_on_one_database_see_one_client_as_one_visitor(make_store):
 
 def day_secrets(db: str) -> tuple[bytes, list[bytes]]:
     """Today's salt and hashes, from the visitor file beside db."""
-    with sqlite3.connect(sqlite_store.visitor_file(db)) as conn:
+    with sqlite3.connect(sqlite_file.visitor_file(db)) as conn:
         salt = bytes(conn.execute("SELECT salt FROM visitor_salts").fetchone()[0])
         return salt, [bytes(h) for (h,) in conn.execute("SELECT hash FROM visitor_hashes")]
 
 
 def bytes_of(path: str) -> bytes:
-    return b"".join(open(name, "rb").read() for name in sqlite_store.companions(path)[:4]
+    return b"".join(open(name, "rb").read() for name in sqlite_file.companions(path)[:4]
                     if os.path.exists(name))
 
 
 def counted_visitors(db: str, n: int = 25) -> None:
-    with sqlite_store.Store(db) as store:
+    with sqlite.Store(db) as store:
         for i in range(n):
             store.record_view("blog", visitor=(f"198.51.100.{i}", FIREFOX))
 
@@ -273,28 +273,26 @@ def test_the_database_file_never_holds_the_days_salt_or_hashes(tmp_path):
 
 
 def test_a_backup_holds_no_salt_or_hash(tmp_path):
-    import database
     db, backup = str(tmp_path / "counts.db"), str(tmp_path / "backup.db")
     counted_visitors(db)
     salt, hashes = day_secrets(db)
-    database.checked_copy(db, backup)
+    storage.checked_copy(db, backup)
     held = open(backup, "rb").read()
     assert salt not in held and not any(h in held for h in hashes)
-    assert not os.path.exists(sqlite_store.visitor_file(backup))
+    assert not os.path.exists(sqlite_file.visitor_file(backup))
 
 
 def test_the_copy_kept_before_a_restore_holds_no_salt_and_restore_starts_visitors_afresh(
         tmp_path):
-    import database
     db, backup, kept = (str(tmp_path / name) for name in ("counts.db", "b.db", "kept.db"))
     counted_visitors(db, 5)
-    database.checked_copy(db, backup)
+    storage.checked_copy(db, backup)
     counted_visitors(db, 25)  # 20 more visitors today, then restored to the backup's 5
     salt, hashes = day_secrets(db)
-    database.replace_counts(db, backup, kept, timeout_s=5)
+    storage.replace_counts(db, backup, kept, timeout_s=5)
     held = open(kept, "rb").read()
     assert salt not in held and not any(h in held for h in hashes)
-    with sqlite_store.Store(db) as store:
+    with sqlite.Store(db) as store:
         assert store.counts("blog").visitors == 5
         # The visitors of the counts replaced are not known any more.
         assert store.record_view("blog", visitor=("198.51.100.1", FIREFOX)).visitors == 6
@@ -305,12 +303,11 @@ def test_an_older_file_with_a_salt_moves_it_out_and_its_copies_lose_it(tmp_path)
     today's into the visitor file (today's visitors stay known) and the
     database's own bytes lose them; restoring a backup made then brings
     none back."""
-    import database
     db = str(tmp_path / "counts.db")
     counted_visitors(db, 10)
     salt, hashes = day_secrets(db)
     old = str(tmp_path / "schema5.db")
-    database.checked_copy(db, old)
+    storage.checked_copy(db, old)
     # As schema 5 had it: the tables inside the database file, and none of
     # the later ones.
     with sqlite3.connect(old) as conn:
@@ -326,15 +323,15 @@ def test_an_older_file_with_a_salt_moves_it_out_and_its_copies_lose_it(tmp_path)
         conn.execute("PRAGMA user_version = 5")
     conn.close()
     backup = str(tmp_path / "old-backup.db")
-    database.checked_copy(old, backup)
+    storage.checked_copy(old, backup)
     assert salt in open(backup, "rb").read()
-    with sqlite_store.Store(old) as store:
+    with sqlite.Store(old) as store:
         assert store.record_view("blog", visitor=("198.51.100.1", FIREFOX)).visitors == 10
     held = bytes_of(old)
     assert salt not in held and not any(h in held for h in hashes)
     # Restoring the older backup (which has them) brings none back.
-    database.replace_counts(db, backup, str(tmp_path / "kept.db"), timeout_s=5)
+    storage.replace_counts(db, backup, str(tmp_path / "kept.db"), timeout_s=5)
     held = bytes_of(db)
     assert salt not in held and not any(h in held for h in hashes)
-    with sqlite3.connect(sqlite_store.visitor_file(db)) as conn:
+    with sqlite3.connect(sqlite_file.visitor_file(db)) as conn:
         assert conn.execute("SELECT count(*) FROM visitor_salts").fetchone()[0] == 0
