@@ -249,15 +249,6 @@ class Badges:
             return dataclasses.replace(look, show="total"), found.clones, found.clones_today  # type: ignore[return-value]
         return shown(look, found.counts)
 
-    def github_count(self, page: pages.Named) -> dict[str, object]:
-        """/api/count's answer for a github: page."""
-        traffic = pages.numbers(self.store, page).traffic
-        assert traffic is not None
-        return {"page_id": page.page_id, "total": traffic.views, "today": traffic.views_today,
-                "visitors": traffic.visitors, "visitors_today": traffic.visitors_today,
-                "clones": traffic.clones, "first_day": traffic.first_day,
-                "synced_at": traffic.synced_at}
-
     # The one place outcomes become answers ---------------------------------
 
     def failure(self, error: Exception, route: str, method: str,
@@ -393,7 +384,7 @@ class Badges:
         if page is None:
             raise ParamError(problem)
         if not page.countable:
-            return json_answer(await self._read(self.github_count, page))._replace(
+            return json_answer(await self._read(pages.github_count, self.store, page))._replace(
                 counted=READ_ONLY)
         counts = await self._fetch(page.page_id, None)
         return json_answer({"page_id": page.page_id, "total": counts.total,

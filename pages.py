@@ -1,5 +1,6 @@
 """What a page id names, resolved once where a request or a command names a
-page (issue 29), and its numbers, whatever it is:
+page (issue 29), and what is read of it, whatever it is (its numbers, its
+days for /api/history and /stats):
 
 - a counter Tally counts (alice.my-repo), under TALLY_ALLOW;
 - an old service's counter (ghpvc:alice, hits:github.com/a/b): counted by
@@ -9,7 +10,8 @@ page (issue 29), and its numbers, whatever it is:
   (github.py keeps them); TALLY_ALLOW does not apply, since nobody can
   create one from outside.
 
-Nothing else tells the kinds apart from the id's text.
+Nothing else tells the kinds apart from the id's text. Reads the store
+through storage.py; never renders (server.py draws what it reads here).
 
 >>> name("github:Alice/Repo")
 Named(page_id='github:alice/repo', kind='github', repo='alice/repo')
@@ -80,3 +82,63 @@ def numbers(store: storage.Store, page: Named) -> Numbers:
     return Numbers(storage.Counts(traffic.views, traffic.views_today, traffic.visitors,
                                   traffic.visitors_today),
                    traffic.clones, traffic.clones_today, traffic)
+
+
+def github_count(store: storage.Store, page: Named) -> dict[str, object]:
+    """/api/count's answer for a github: page."""
+    traffic = numbers(store, page).traffic
+    assert traffic is not None
+    return {"page_id": page.page_id, "total": traffic.views, "today": traffic.views_today,
+            "visitors": traffic.visitors, "visitors_today": traffic.visitors_today,
+            "clones": traffic.clones, "first_day": traffic.first_day,
+            "synced_at": traffic.synced_at}
+
+
+_NO_DAY = {"views": None, "visitors": None, "bots": None}
+_NO_GITHUB_DAY = {"views": None, "visitors": None, "clones": None, "cloners": None}
+
+
+def history(store: storage.Store, page: Named, days: int) -> dict[str, object]:
+    """/api/history's answer: the page's numbers and its last `days` days.
+    A day before the first kept one (TALLY_KEEP_DAYS) has no numbers (null),
+    never zeros. A github: page's days are GitHub's, each "kept", "lost" (it
+    left GitHub's 14 days before a sync saw it) or "not kept" (before
+    keeping began, or not synced yet)."""
+    if page.repo is not None:
+        answer = github_count(store, page)
+        answer["lost_days"] = store.github.lost(page.repo)
+        answer["days"] = [{"day": day, "state": state,
+                           **(dataclasses.asdict(numbers) if numbers else _NO_GITHUB_DAY)}
+                          for day, state, numbers in store.github.history(page.repo, days)]
+        return answer
+    counts, kept_from = store.counts(page.page_id), store.kept_from()
+    return {"page_id": page.page_id, "total": counts.total, "today": counts.today,
+            "visitors": counts.visitors, "visitors_today": counts.visitors_today,
+            "kept_from": kept_from,
+            "days": [dataclasses.asdict(d) if kept_from is None or d.day >= kept_from
+                     else {"day": d.day, **_NO_DAY} for d in store.days(page.page_id, days)]}
+
+
+def stats(store: storage.Store, page: Named, days: int) -> dict[str, object]:
+    """What /stats shows of a counter: its counts, its days, its best day,
+    the first kept day and how many are kept."""
+    return {"page_id": page.page_id, "counts": store.counts(page.page_id),
+            "history": store.days(page.page_id, days), "best": store.best_day(page.page_id),
+            "kept_from": store.kept_from(), "keep_days": store.keep_days}
+
+
+def github_stats(store: storage.Store, page: Named, days: int) -> dict[str, object]:
+    """What /stats shows of a github: page: GitHub's numbers per day, the
+    lost days, the latest top referrers and paths, and the Tally page linked
+    to the repository (github add --page) beside them; ParamError when the
+    repository is not kept."""
+    repo = page.repo
+    assert repo is not None
+    traffic = github_count(store, page)
+    state = next((r for r in store.github.repos() if r.repo == repo), None)
+    linked = state.page_id if state is not None else None
+    popular_day, popular = store.github.popular(repo)
+    return {"page_id": page.page_id, "repo": repo, "traffic": traffic, "state": state,
+            "history": store.github.history(repo, days), "lost": store.github.lost(repo),
+            "linked": linked, "camo": dict(store.history(linked, days)) if linked else {},
+            "popular_day": popular_day, "popular": popular}

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import dataclasses
 import functools
-import html
 import ipaddress
 import logging
 import os
@@ -42,6 +40,7 @@ import prometheus_client
 
 import answers
 import badge
+import builder
 import commands as commands_module
 import counting
 import config as config_module
@@ -168,36 +167,9 @@ class Pages:
     def history(self) -> bottle.HTTPResponse:
         values = _query()
         page = self.page(values)
-        page_id = page.page_id
         days = params.parse_days(values.get("days"))
-        if not page.countable:
-            return _json(self.timed("github", lambda: self.github_history(page, days)))
-        history = self.timed("history", lambda: self.store.days(page_id, days))
-        counts = self.timed("counts", lambda: self.store.counts(page_id))
-        # TALLY_KEEP_DAYS: a day before the first kept one has no numbers
-        # (null), never zeros.
-        kept_from = self.store.kept_from()
-        return _json({"page_id": page_id, "total": counts.total, "today": counts.today,  # type: ignore
-                      "visitors": counts.visitors, "visitors_today": counts.visitors_today,  # type: ignore
-                      "kept_from": kept_from,
-                      "days": [dataclasses.asdict(d) if kept_from is None or d.day >= kept_from
-                               else {"day": d.day, "views": None, "visitors": None, "bots": None}
-                               for d in history]})  # type: ignore[union-attr]
-
-    def github_history(self, page: pages.Named, days: int) -> dict[str, object]:
-        """/api/history of a github: page: GitHub's numbers per day, each
-        day "kept", "lost" (it left GitHub's 14 days before a sync saw it:
-        no numbers, never zeros) or "not kept" (before keeping began, or
-        not synced yet)."""
-        answer = self.badges.github_count(page)
-        repo = page.repo
-        history = self.store.github.history(repo, days)  # type: ignore[arg-type]
-        answer["lost_days"] = self.store.github.lost(repo)
-        answer["days"] = [{"day": day, "state": state,
-                           **(dataclasses.asdict(numbers) if numbers else
-                              {"views": None, "visitors": None, "clones": None, "cloners": None})}
-                          for day, state, numbers in history]
-        return answer
+        return _json(self.timed("history" if page.countable else "github",
+                                lambda: pages.history(self.store, page, days)))
 
     def health(self) -> bottle.HTTPResponse:
         try:
@@ -225,7 +197,7 @@ class Pages:
         except ParamError as e:
             look, page_id, error = badge.Look(), "owner.repo", str(e)
         base = _public_base()
-        badge_url = f"{base}/badge?{urllib.parse.urlencode(badge_params(page_id, look))}"
+        badge_url = f"{base}/badge?{urllib.parse.urlencode(builder.badge_params(page_id, look))}"
         # "Moving from another counter? Paste its badge URL": the same URL on
         # this host, and the page id it counts under.
         old_url = bottle.request.query.getunicode("old_url") or ""
@@ -240,58 +212,43 @@ class Pages:
             old_url=old_url, moving=moving,
             page_id=page_id, look=look, error=error, badge_url=badge_url,
             preview_url=badge_url.replace(base, "", 1) + "&query_only=true",
-            snippets=snippets(look.label, badge_url), quote=urllib.parse.quote,
-            styles=params.STYLES, formats=params.FORMATS, shows=SHOW_CHOICES,
+            snippets=builder.snippets(look.label, badge_url), quote=urllib.parse.quote,
+            styles=params.STYLES, formats=params.FORMATS, shows=builder.SHOW_CHOICES,
             defaults=badge.Look()), 400 if error else 200)
 
     def stats(self) -> bottle.HTTPResponse:
         try:
             values = _query()
             page = self.page(values)
-            page_id = page.page_id
             days = params.parse_days(values.get("days"))
         except ParamError as e:
-            return _html(self.stats_view.render(error=str(e), page_id=None, counts=None,
-                                                history=[], best=None, chart=""), 400)
+            return self.stats_error(str(e), 400)
         if not page.countable:
-            return self.timed("github", lambda: self.github_stats(page, days))  # type: ignore
-        counts = self.timed("counts", lambda: self.store.counts(page_id))
-        history = self.timed("history", lambda: self.store.days(page_id, days))
-        best = self.timed("best_day", lambda: self.store.best_day(page_id))
-        kept_from = self.store.kept_from()
-        chart = badge.history_chart(
-            [(d.day, d.views) for d in history],  # type: ignore[union-attr]
-            not_kept={d.day for d in history if kept_from is not None  # type: ignore[union-attr]
-                      and d.day < kept_from})
-        return _html(self.stats_view.render(error=None, page_id=page_id, counts=counts,
-                                            history=history, best=best, quote=urllib.parse.quote,
-                                            chart=chart, kept_from=kept_from,
-                                            keep_days=self.store.keep_days))
+            try:
+                return self.github_stats(page, days)
+            except ParamError as e:  # not kept
+                return self.stats_error(f"{e}: {page.repo} (github add starts keeping it)", 404)
+        shown = self.timed("history", lambda: pages.stats(self.store, page, days))
+        history, kept_from = shown["history"], shown["kept_from"]  # type: ignore[index]
+        chart = badge.history_chart([(d.day, d.views) for d in history],
+                                    not_kept={d.day for d in history
+                                              if kept_from is not None and d.day < kept_from})
+        return _html(self.stats_view.render(error=None, quote=urllib.parse.quote, chart=chart,
+                                            **shown))  # type: ignore[arg-type]
+
+    def stats_error(self, error: str, status: int) -> bottle.HTTPResponse:
+        return _html(self.stats_view.render(error=error, page_id=None, counts=None, history=[],
+                                            best=None, chart=""), status)
 
     def github_stats(self, page: pages.Named, days: int) -> bottle.HTTPResponse:
-        """/stats of a github: page: GitHub's numbers per day, the lost days
-        marked, the latest top referrers and paths, and the Tally page
-        linked to the repository (github add --page) beside them."""
-        page_id, repo = page.page_id, page.repo
-        try:
-            answer = self.badges.github_count(page)
-        except ParamError as e:
-            return _html(self.stats_view.render(error=f"{e}: {repo} (github add starts "
-                                                "keeping it)", page_id=None, counts=None,
-                                                history=[], best=None, chart=""), 404)
-        history = self.store.github.history(repo, days)
-        state = next((r for r in self.store.github.repos() if r.repo == repo), None)
-        linked = state.page_id if state is not None else None
-        camo = dict(self.store.history(linked, days)) if linked else {}
-        popular_day, popular = self.store.github.popular(repo)
+        shown = self.timed("github", lambda: pages.github_stats(self.store, page, days))
+        history = shown["history"]  # type: ignore[index]
         chart = badge.history_chart([(day, numbers.views if numbers else None)
                                      for day, _, numbers in history],
                                     not_kept={day for day, kind, _ in history
                                               if kind == "not kept"})
-        return _html(self.github_view.render(
-            page_id=page_id, repo=repo, traffic=answer, state=state, history=history,
-            lost=self.store.github.lost(repo), linked=linked, camo=camo, chart=chart,
-            popular_day=popular_day, popular=popular, quote=urllib.parse.quote))
+        return _html(self.github_view.render(quote=urllib.parse.quote, chart=chart,
+                                             **shown))  # type: ignore[arg-type]
 
     def static(self, name: str) -> bottle.HTTPResponse:
         if name not in self.static_files:
@@ -302,15 +259,6 @@ class Pages:
         response.set_header("Cache-Control", "public, max-age=86400")
         response.set_header("X-Content-Type-Options", "nosniff")
         return response
-
-
-# The builder's words for each show= value (params.SHOWS).
-SHOW_CHOICES = {"total": "total views", "today": "today's views",
-                "both": "today's views / total views",
-                "visitors": "unique visitors (each day's, summed)",
-                "visitors_today": "today's unique visitors",
-                "clones": "clones (github: pages only)"}
-assert tuple(SHOW_CHOICES) == params.SHOWS
 
 
 def _public_base() -> str:
@@ -498,40 +446,6 @@ def log_request(scope: dict, status: int, started: float, addresses: bool = True
 def create_app(config: Config, store: storage.Store) -> App:
     """The app that serves a store with these settings."""
     return App(config, store)
-
-
-# Markdown's image text ends at "]"; a backslash escapes it (CommonMark).
-_MARKDOWN_TEXT = str.maketrans({"\\": "\\\\", "[": "\\[", "]": "\\]"})
-
-
-def snippets(label: str, badge_url: str) -> list[tuple[str, str, str]]:
-    """The builder's copyable snippets: (key, title, text). tally.js builds
-    the same texts in the browser, with the same escaping.
-
-    >>> snippets('a"]', "https://x/badge?page_id=p")[1][2]
-    '<img src="https://x/badge?page_id=p" alt="a&quot;]">'
-    >>> snippets("[x]", "u")[0][2]
-    '![\\\\[x\\\\]](u)'
-    """
-    return [
-        ("markdown", "Markdown", f"![{label.translate(_MARKDOWN_TEXT)}]({badge_url})"),
-        # The URL is urlencoded: it holds no quote or angle bracket.
-        ("html", "HTML", f'<img src="{badge_url}" alt="{html.escape(label)}">'),
-        ("rst", "reStructuredText", f".. image:: {badge_url}\n   :alt: {label}"),
-    ]
-
-
-def badge_params(page_id: str, look: badge.Look) -> dict[str, str]:
-    """The query of a badge URL for a look, defaults left out."""
-    defaults = badge.Look()
-    query = {"page_id": page_id}
-    names = {"label": "left_text", "label_color": "left_color", "color": "right_color",
-             "style": "style", "format": "format", "show": "show", "base": "base"}
-    for field, name in names.items():
-        value = getattr(look, field)
-        if value != getattr(defaults, field):
-            query[name] = str(value)
-    return query
 
 
 # Command line ##############################################################

@@ -90,9 +90,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     a.add_argument("repo", metavar="OWNER/REPO", nargs="?")
 
 
-def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> int:
     handler: Callable[[argparse.Namespace, Config, TextIO], int] = COMMANDS[args.command]
-    return handler(args, config, out)
+    return handler(args, config, out or sys.stdout)  # sys.stdout as it is now, not at import
 
 
 COMMANDS = {

@@ -77,6 +77,13 @@ def statements(d: Dialect) -> dict[str, str]:
                       "visitors = daily.visitors + excluded.visitors, "
                       "bots = daily.bots + excluded.bots",
         "rename": "UPDATE pages SET page_id = ? WHERE page_id = ?",
+        **_kept_days_and_import(d),
+    })
+
+
+def _kept_days_and_import(d: Dialect) -> dict[str, str]:
+    day = d.day_number.format("?")
+    return {
         # TALLY_KEEP_DAYS (stores.values.first_kept_day) -------------------------
         # The days on which views were written, one row each (the schema's
         # migration 7): the first of the n newest, and a day added.
@@ -117,7 +124,7 @@ def statements(d: Dialect) -> dict[str, str]:
                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256, mode) DO UPDATE SET "
                          "written = excluded.written, pages = excluded.pages, "
                          "finished = excluded.finished",
-    })
+    }
 
 
 def github_statements(d: Dialect) -> dict[str, str]:

@@ -5,6 +5,7 @@ loopback port."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import shutil
@@ -393,13 +394,35 @@ def fake_github():
 
 
 def tally(*args: str, db: str | None = None, stdin: str | None = None, env: dict | None = None):
-    command = [sys.executable, str(ROOT / "server.py"), *args]
-    if db is not None:
-        command += ["--db", db]
+    """`python server.py ARGS` with env as its whole TALLY_ environment, run in
+    this process: server.main with its own environment, stdin, stdout and
+    stderr, as a process would have them. `serve` runs as a process
+    (tally_process): its signals and exit are the point."""
+    argv = [*args, *(["--db", db] if db is not None else [])]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     environment.update(env or {})
-    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60,
-                          env=environment)
+    if args[:1] == ("serve",) and "--help" not in args:
+        return tally_process(*argv, stdin=stdin, env=environment)
+    import server
+    streams = [io.TextIOWrapper(io.BytesIO((stdin or "").encode()), encoding="utf-8"),
+               io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True),
+               io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)]
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = streams
+    try:
+        code = server.main(argv, environment)
+    except SystemExit as e:  # argparse: --help (0) and a bad argument (2)
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+    out, err = (s.buffer.getvalue().decode("utf-8", "replace") for s in streams[1:])  # type: ignore
+    return subprocess.CompletedProcess(["server.py", *argv], code, out, err)
+
+
+def tally_process(*argv: str, stdin: str | None = None, env: dict | None = None):
+    """`python server.py ARGV` as a process of its own, with env as its environment."""
+    return subprocess.run([sys.executable, str(ROOT / "server.py"), *argv], input=stdin,
+                          capture_output=True, text=True, timeout=60, env=env)
 
 
 # The last commit before the compact layout (schema 4): the migration's tests

@@ -1,4 +1,6 @@
-"""The command line: python server.py COMMAND, run as a real process."""
+"""The command line: python server.py COMMAND, called in process through server.main
+(conftest.tally, with its own environment and streams); serve, and what needs a
+process of its own (signals, a closed pipe, memory), run as real processes."""
 
 from __future__ import annotations
 

@@ -150,3 +150,19 @@ def test_every_module_s_doctests_run():
     assert ">>>" not in (ROOT / "stores" / "postgres.py").read_text()
     ini = (ROOT / "pytest.ini").read_text()
     assert "testpaths = tests *.py commands" in ini
+
+
+def test_rooms_stay_small():
+    # issue 29: a module past 700 lines, a class past 300 or a function past
+    # 80 is doing two jobs.
+    too_big = []
+    for path in MODULES:
+        text = path.read_text()
+        if text.count("\n") > 700:
+            too_big.append(f"{module_name(path)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            limit = {ast.ClassDef: 300, ast.FunctionDef: 80, ast.AsyncFunctionDef: 80}.get(type(node))
+            if limit and node.end_lineno - node.lineno + 1 > limit:
+                too_big.append(f"{module_name(path)}.{node.name}: "
+                               f"{node.end_lineno - node.lineno + 1} lines")
+    assert too_big == []
