@@ -173,7 +173,7 @@ DROP TABLE visitor_hashes;
 -- migration 7
 -- The UTC days on which views were written, one row each (issue 28), as
 -- day numbers like daily's. TALLY_KEEP_DAYS keeps the day rows of the
--- newest N of them whatever the clock says (storage.first_kept_day): a
+-- newest N of them whatever the clock says (stores.values.first_kept_day): a
 -- clock that jumps forward years deletes no history. The writer adds its
 -- day in the first batch of the day, an import the days it writes. A row a
 -- day, never deleted.

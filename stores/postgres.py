@@ -182,7 +182,7 @@ def check_server(version: int, url: str) -> None:
 # Migrations that rewrite tables into a new layout (schema_postgres.sql's
 # header): the numbers below, read before and after inside the migration's
 # transaction, must be equal or nothing is changed and the server refuses
-# to start (sqlite_store.py reads the same numbers).
+# to start (stores/sqlite_file.py reads the same numbers).
 REWRITES = {5}
 _KEPT_NUMBERS = (
     "SELECT count(*), coalesce(sum(total), 0), coalesce(sum(visitors), 0), "

@@ -279,13 +279,20 @@ class Writer:
         return self.wait(Task(lambda conn: self.backend.forget(conn, now or utc_now())))  # type: ignore
 
     def trim_history(self, now: datetime.datetime | None = None) -> int:
-        def restart(conn: object) -> None:
-            self._trim_pass = None  # a new pass, even if one ended today
+        # Whether the pass goes on, and what it deleted, are read inside each
+        # task and handed back only once it committed: the writer's own steps
+        # run between these tasks, and one of them may end the pass while its
+        # transaction is still open (reading the state from this thread then
+        # answered before that last step's rows were gone).
+        def step(conn: object, restart: bool = False) -> tuple[bool, int]:
+            if restart:
+                self._trim_pass = None  # a new pass, even if one ended today
             self._trim_step(conn, now or utc_now())
-        self.wait(Task(restart))
-        while self._trim_left:
-            self.wait(Task(lambda conn: self._trim_step(conn, now or utc_now())))
-        return self._trim_deleted
+            return self._trim_left, self._trim_deleted
+        left, deleted = self.wait(Task(lambda conn: step(conn, restart=True)))  # type: ignore
+        while left:
+            left, deleted = self.wait(Task(step))  # type: ignore[misc]
+        return deleted
 
     def _trim_once(self) -> None:
         task = Task(lambda conn: self._trim_step(conn, utc_now()))

@@ -5,6 +5,7 @@ loopback port."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
 import re
@@ -336,11 +337,26 @@ def needs_psycopg() -> None:
 
 
 def postgres_url() -> str:
+    """The test database: with the suite in several processes (pytest-xdist),
+    one database of the test server for each, made on first use."""
     needs_psycopg()
     if not POSTGRES_URL:
         missing("no PostgreSQL: `make postgres` starts one and prints TALLY_TEST_POSTGRES",
                 "TALLY_TEST_POSTGRES must be set in CI (.ci/run starts PostgreSQL)")
-    return POSTGRES_URL
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return POSTGRES_URL
+    return _worker_database(POSTGRES_URL, f"tally_{worker}")
+
+
+@functools.lru_cache(maxsize=None)
+def _worker_database(url: str, name: str) -> str:
+    import psycopg
+    parts = urllib.parse.urlsplit(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
 
 def fresh_postgres() -> str:

@@ -8,10 +8,12 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -22,7 +24,7 @@ import pytest
 import conftest
 import storage
 from stores import values
-from conftest import ROOT, missing, tally, wait_until
+from conftest import ROOT, tally, wait_until
 
 TOTAL_RE = re.compile(rb">(\d+)</text></g>")
 
@@ -90,11 +92,23 @@ def test_kill_9_of_one_server_loses_no_answered_count(live_server, pg):
     assert stored - len(answered) <= 4  # at most the views in flight at the kill
 
 
-def test_postgresql_restarted_under_load_answers_503_then_resumes(live_server, pg):
-    if not conftest.POSTGRES_DIR:
-        missing("needs TALLY_TEST_POSTGRES_DIR to restart the server",
-                "TALLY_TEST_POSTGRES_DIR must be set in CI")
-    live = live_server(db=pg, env={"TALLY_BUSY_TIMEOUT": "2"})
+@pytest.fixture
+def own_postgres(pg):
+    """A PostgreSQL server of the test's own (scripts/postgres.sh, in a folder
+    the postgres user can reach), so that stopping it stops no other test's."""
+    folder = tempfile.mkdtemp(prefix="tally-pg-own-")
+    os.chmod(folder, 0o755)
+    script = str(ROOT / "scripts" / "postgres.sh")
+    url = subprocess.run([script, "start", folder], check=True, timeout=120, capture_output=True,
+                         text=True).stdout.strip()
+    yield url, folder
+    subprocess.run([script, "stop", folder], timeout=60, capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_postgresql_restarted_under_load_answers_503_then_resumes(live_server, own_postgres):
+    url, folder = own_postgres
+    live = live_server(db=url, env={"TALLY_BUSY_TIMEOUT": "2"})
     answered: list[int] = []
     statuses: list[int] = []
     stop = threading.Event()
@@ -112,10 +126,10 @@ def test_postgresql_restarted_under_load_answers_503_then_resumes(live_server, p
         t.start()
     wait_until(lambda: len(answered) > 100)
     script = str(ROOT / "scripts" / "postgres.sh")
-    subprocess.run([script, "stop", conftest.POSTGRES_DIR], check=True, timeout=60)
+    subprocess.run([script, "stop", folder], check=True, timeout=60)
     wait_until(lambda: 503 in statuses)
     assert live.get("/healthz")[0] == 503
-    subprocess.run([script, "start", conftest.POSTGRES_DIR], check=True, timeout=60,
+    subprocess.run([script, "start", folder], check=True, timeout=60,
                    capture_output=True)
     resumed = len(answered)
     wait_until(lambda: len(answered) > resumed + 100, timeout=60)
