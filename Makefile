@@ -47,7 +47,7 @@ run: $(VENV)/.installed ## serve on 127.0.0.1:8080 with ./data/counts.db (TALLY_
 
 .PHONY: test
 test: $(VENV)/.installed-dev ## run the whole test suite
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 3
 
 .PHONY: bench
 bench: $(VENV)/.installed-dev ## measure render time, throughput, latency and memory

@@ -568,7 +568,7 @@ def test_a_large_import_streams_and_never_holds_badges_up(db_path, tmp_path, liv
     # A busy timeout of three seconds: a server kept waiting longer than that
     # by the import's write lock would answer 503. Each chunk's transaction
     # takes milliseconds, one for the whole file seconds; one second was too
-    # little on this 2-core machine with the suite in two processes beside it.
+    # little on this 2-core machine with the suite in three processes beside it.
     live = live_server(db=db_path, env={"TALLY_BUSY_TIMEOUT": "3"})
     statuses: list[int] = []
     stop = threading.Event()
