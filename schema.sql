@@ -181,3 +181,13 @@ CREATE TABLE view_days (
     day INTEGER PRIMARY KEY
 );
 INSERT INTO view_days (day) SELECT DISTINCT day FROM daily ORDER BY day;
+
+-- migration 8
+-- Held views (issue 30): the views the inflation guard (counting.Guard)
+-- did not believe, per page and per day, kept beside the counts and never
+-- shown until released (server.py release; or a sync of the linked
+-- repository whose GitHub views of that day explain them, docs/github.md).
+-- pages.held is the sum of its days' held views. TALLY_KEEP_DAYS never
+-- deletes a day row that holds any.
+ALTER TABLE pages ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0);
+ALTER TABLE daily ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0);

@@ -139,3 +139,8 @@ CREATE TABLE view_days (
     day DATE PRIMARY KEY
 );
 INSERT INTO view_days (day) SELECT DISTINCT day FROM daily ORDER BY day;
+
+-- migration 8
+-- Held views: the same columns as schema.sql's migration 8 (which says why).
+ALTER TABLE pages ADD COLUMN held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0);
+ALTER TABLE daily ADD COLUMN held BIGINT NOT NULL DEFAULT 0 CHECK (held >= 0);

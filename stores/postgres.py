@@ -79,7 +79,9 @@ def _storage_error(error: Exception) -> StorageError:
 
 # Counting: one statement per view ##########################################
 
-# allowed: whether this view counts (views 1, and neither refusal below);
+# allowed: whether this view is written (views 1, or held 1: a view the
+# inflation guard holds, written as a counted one is but to held; and
+# neither refusal below);
 # the first refusal is a new page once max_pages exist (NULL: no cap), the
 # second a view past TOTAL_MAX. seen: 1 when _ADD_VISITORS wrote the view's
 # hash in this transaction (the row's xmin is this transaction's id; a hash
@@ -94,8 +96,9 @@ def _storage_error(error: Exception) -> StorageError:
 # then be passed by at most one page per process.
 _COUNT = """
 WITH allowed AS (
-    SELECT %(views)s::int > 0 AND (
-        EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s AND total < %(max_total)s)
+    SELECT %(views)s::int + %(held)s::int > 0 AND (
+        EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s
+                AND total + %(views)s::int <= %(max_total)s)
         OR NOT EXISTS (SELECT 1 FROM pages WHERE page_id = %(page_id)s)
            AND (%(max_pages)s::bigint IS NULL
                 OR (SELECT count(*) FROM pages) < %(max_pages)s::bigint)) AS ok
@@ -104,32 +107,38 @@ WITH allowed AS (
     WHERE %(hash)s::bytea IS NOT NULL AND day = %(day)s AND hash = %(hash)s::bytea
       AND xmin = pg_current_xact_id()::xid
 ), page AS (
-    INSERT INTO pages (page_id, total, visitors, created_at, last_seen)
-    SELECT %(page_id)s, 1, (SELECT new FROM seen), %(stamp)s, %(stamp)s
+    INSERT INTO pages (page_id, total, held, visitors, created_at, last_seen)
+    SELECT %(page_id)s, %(views)s, %(held)s, (SELECT new FROM seen), %(stamp)s, %(stamp)s
     WHERE (SELECT ok FROM allowed)
-    ON CONFLICT (page_id) DO UPDATE SET total = pages.total + 1,
+    ON CONFLICT (page_id) DO UPDATE SET total = pages.total + excluded.total,
+        held = pages.held + excluded.held,
         visitors = pages.visitors + excluded.visitors, last_seen = excluded.last_seen
-    WHERE pages.total < %(max_total)s
-    RETURNING id, total, visitors
+    WHERE pages.total + excluded.total <= %(max_total)s
+    RETURNING id, total, visitors, held
 ), bot_page AS (
-    SELECT id FROM pages WHERE page_id = %(page_id)s AND %(views)s::int = 0 FOR NO KEY UPDATE
+    SELECT id FROM pages WHERE page_id = %(page_id)s AND %(views)s::int + %(held)s::int = 0
+    FOR NO KEY UPDATE
 ), today AS (
-    INSERT INTO daily (page, day, views, visitors, bots)
+    INSERT INTO daily (page, day, views, visitors, bots, held)
     SELECT coalesce((SELECT id FROM page), (SELECT id FROM bot_page)),
-           %(day)s::date, %(views)s, (SELECT new FROM seen), %(bots)s
+           %(day)s::date, %(views)s, (SELECT new FROM seen), %(bots)s, %(held)s
     WHERE EXISTS (SELECT 1 FROM page) OR EXISTS (SELECT 1 FROM bot_page)
     ON CONFLICT (page, day) DO UPDATE SET views = daily.views + excluded.views,
-        visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots
-    RETURNING views, visitors
+        visitors = daily.visitors + excluded.visitors, bots = daily.bots + excluded.bots,
+        held = daily.held + excluded.held
+    RETURNING views, visitors, held
 ), current AS (
-    SELECT p.total, p.visitors, d.views AS today, d.visitors AS today_visitors FROM pages p
+    SELECT p.total, p.visitors, d.views AS today, d.visitors AS today_visitors,
+           p.held, d.held AS today_held FROM pages p
     LEFT JOIN daily d ON d.page = p.id AND d.day = %(day)s::date WHERE p.page_id = %(page_id)s
 )
 SELECT (SELECT total FROM page), (SELECT views FROM today),
        EXISTS (SELECT 1 FROM current),
        (SELECT visitors FROM page), (SELECT visitors FROM today),
+       (SELECT held FROM page), (SELECT held FROM today),
        (SELECT total FROM current), (SELECT today FROM current),
-       (SELECT visitors FROM current), (SELECT today_visitors FROM current)
+       (SELECT visitors FROM current), (SELECT today_visitors FROM current),
+       (SELECT held FROM current), (SELECT today_held FROM current)
 """
 # A batch's new visitors, written before its views: every hash in one
 # statement, in hash order, before any page's row is locked. Each view's
@@ -325,15 +334,17 @@ class Backend:
             self._known.forget_pending()
             raise
         self._known.committed()
-        for (view, _), (total, today, existed, visitors, today_visitors, *current) in zip(
-                ordered, rows):
-            if not view.views:  # a bot's view that does not count: the counts as they were
-                cur_total, cur_today, cur_visitors, cur_today_visitors = current
+        for (view, _), (total, today, existed, visitors, today_visitors, held, today_held,
+                        *current) in zip(ordered, rows):
+            if not view.views and not view.held:
+                # a bot's view that does not count: the counts as they were
+                cur_total, cur_today, cur_visitors, cur_today_visitors, cur_held, \
+                    cur_today_held = current
                 view.result = (Counts(cur_total, cur_today or 0, cur_visitors,
-                                      cur_today_visitors or 0)
+                                      cur_today_visitors or 0, cur_held, cur_today_held or 0)
                                if cur_total is not None else Counts(0, 0))
             elif total is not None:
-                view.result = Counts(total, today, visitors, today_visitors)
+                view.result = Counts(total, today, visitors, today_visitors, held, today_held)
                 if not existed and self.pages_seen is not None:
                     self.pages_seen += 1
             else:
@@ -384,7 +395,7 @@ class Backend:
                 hashed = key[1]
         return {"page_id": view.page_id, "stamp": stamp(view.now), "day": today,
                 "max_pages": cap, "max_total": TOTAL_MAX, "views": view.views,
-                "bots": view.bots, "hash": hashed}
+                "bots": view.bots, "held": view.held, "hash": hashed}
 
     def forget(self, conn: psycopg.Connection, now: datetime.datetime) -> int:
         before = day(now - VISITOR_GRACE)
@@ -527,8 +538,8 @@ class Store(Base):
                     cursor.execute(SQL["all_pages"])
                     for _, group in itertools.groupby(cursor, key=lambda row: row[0]):
                         first, *others = group
-                        days = [row[5:] for row in [first, *others] if row[5] is not None]
-                        yield page_from_rows(first[:5], days)
+                        days = [row[6:] for row in [first, *others] if row[6] is not None]
+                        yield page_from_rows(first[:6], days)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
             raise _storage_error(e) from None
 
@@ -555,7 +566,7 @@ class Store(Base):
                 raise TotalLimitReached(new)
             conn.execute(
                 "UPDATE pages SET total = pages.total + o.total, "
-                "visitors = pages.visitors + o.visitors, "
+                "visitors = pages.visitors + o.visitors, held = pages.held + o.held, "
                 "created_at = LEAST(pages.created_at, o.created_at), "
                 "last_seen = GREATEST(pages.last_seen, o.last_seen) "
                 "FROM pages o WHERE o.page_id = %s AND pages.page_id = %s", (old, new))
@@ -584,7 +595,8 @@ class PostgresStaging(Staging):
                      f"visitors {count.format('visitors')})")
         conn.execute("CREATE TEMP TABLE staged_days (number BIGINT NOT NULL, day TEXT NOT NULL, "
                      f"views {count.format('views')}, visitors {count.format('visitors')}, "
-                     f"bots {count.format('bots')}, PRIMARY KEY (number, day))")
+                     f"bots {count.format('bots')}, held {count.format('held')}, "
+                     "PRIMARY KEY (number, day))")
         # COPY: one stream, not one round trip per line; the pages and
         # their days in turns of IMPORT_CHUNK pages, so one turn is held in
         # memory at a time however large the file.
@@ -632,11 +644,13 @@ class PostgresStaging(Staging):
             source="SELECT page_id, total, created_at, last_seen, visitors FROM staged_pages "
                    'WHERE number BETWEEN %s AND %s ORDER BY page_id COLLATE "C"'), numbers)
         conn.execute(SQL[f"import_day_{mode}"].format(
-            source="SELECT k.id, s.day::date, s.views, s.visitors, s.bots FROM staged_days s "
-                   "JOIN staged_pages p ON p.number = s.number "
+            source="SELECT k.id, s.day::date, s.views, s.visitors, s.bots, s.held "
+                   "FROM staged_days s JOIN staged_pages p ON p.number = s.number "
                    "JOIN pages k ON k.page_id = p.page_id "
                    'WHERE s.number BETWEEN %s AND %s ORDER BY p.page_id COLLATE "C", s.day'),
             numbers)
+        conn.execute(SQL["import_held"].format(
+            source="SELECT page_id FROM staged_pages WHERE number BETWEEN %s AND %s"), numbers)
         conn.execute("INSERT INTO view_days (day) SELECT DISTINCT day::date FROM staged_days "
                      "WHERE number BETWEEN %s AND %s ORDER BY 1 ON CONFLICT DO NOTHING", numbers)
 

@@ -42,21 +42,22 @@ def statements(d: Dialect) -> dict[str, str]:
     day, day_text = d.day_number.format("?"), d.day_text.format("d.day")
     return _in(d, {
         # Reading a page -------------------------------------------------------
-        "counts": "SELECT p.total, coalesce(d.views, 0), p.visitors, coalesce(d.visitors, 0) "
+        "counts": "SELECT p.total, coalesce(d.views, 0), p.visitors, coalesce(d.visitors, 0), "
+                  "p.held, coalesce(d.held, 0) "
                   f"FROM pages p LEFT JOIN daily d ON d.page = p.id AND d.day = {day} "
                   "WHERE p.page_id = ?",
-        "days_between": f"SELECT {day_text}, d.views, d.visitors, d.bots FROM pages p "
+        "days_between": f"SELECT {day_text}, d.views, d.visitors, d.bots, d.held FROM pages p "
                         f"JOIN daily d ON d.page = p.id WHERE p.page_id = ? AND d.day >= {day} "
                         f"AND d.day <= {day}",
         "best_day": f"SELECT {day_text}, d.views FROM pages p JOIN daily d ON d.page = p.id "
                     "WHERE p.page_id = ? ORDER BY d.views DESC, d.day DESC LIMIT 1",
         "top": f"SELECT page_id, total FROM pages ORDER BY total DESC, page_id{d.collate} LIMIT ?",
-        "page": "SELECT page_id, total, created_at, last_seen, visitors FROM pages "
+        "page": "SELECT page_id, total, created_at, last_seen, visitors, held FROM pages "
                 "WHERE page_id = ?",
-        "page_days": f"SELECT {day_text}, d.views, d.visitors, d.bots FROM pages p "
+        "page_days": f"SELECT {day_text}, d.views, d.visitors, d.bots, d.held FROM pages p "
                      "JOIN daily d ON d.page = p.id WHERE p.page_id = ? ORDER BY d.day",
-        "all_pages": "SELECT p.page_id, p.total, p.created_at, p.last_seen, p.visitors, "
-                     f"{day_text}, d.views, d.visitors, d.bots FROM pages p "
+        "all_pages": "SELECT p.page_id, p.total, p.created_at, p.last_seen, p.visitors, p.held, "
+                     f"{day_text}, d.views, d.visitors, d.bots, d.held FROM pages p "
                      f"LEFT JOIN daily d ON d.page = p.id ORDER BY p.page_id{d.collate}, d.day",
         # Owner controls -------------------------------------------------------
         # Visitors never exceed views: a total set lower lowers them too.
@@ -64,6 +65,7 @@ def statements(d: Dialect) -> dict[str, str]:
                      "VALUES (?, ?, ?, ?) ON CONFLICT (page_id) DO UPDATE SET "
                      f"total = excluded.total, visitors = {d.least}(pages.visitors, excluded.total)",
         "key": "SELECT id FROM pages WHERE page_id = ?",
+        "key_total": "SELECT id, total FROM pages WHERE page_id = ?",
         "delete_days": "DELETE FROM daily WHERE page = ?",
         "delete_page": "DELETE FROM pages WHERE id = ?",
         # The sum of a merge must stay within TOTAL_MAX, as a view's would.
@@ -71,11 +73,27 @@ def statements(d: Dialect) -> dict[str, str]:
                       "OR EXISTS (SELECT 1 FROM daily WHERE page IN (?, ?) "
                       "GROUP BY day HAVING sum(views) > ?)",
         # ("WHERE true": SQLite's parser needs a WHERE before ON CONFLICT.)
-        "merge_days": "INSERT INTO daily (page, day, views, visitors, bots) "
-                      "SELECT ?, day, views, visitors, bots FROM daily WHERE page = ? AND true "
-                      "ON CONFLICT (page, day) DO UPDATE SET views = daily.views + excluded.views, "
+        "merge_days": "INSERT INTO daily (page, day, views, visitors, bots, held) "
+                      "SELECT ?, day, views, visitors, bots, held FROM daily WHERE page = ? "
+                      "AND true ON CONFLICT (page, day) DO UPDATE SET "
+                      "views = daily.views + excluded.views, "
                       "visitors = daily.visitors + excluded.visitors, "
-                      "bots = daily.bots + excluded.bots",
+                      "bots = daily.bots + excluded.bots, held = daily.held + excluded.held",
+        # Held views (counting.Guard) released: counted, on their days and
+        # in the page's total, by the amounts read (another server may hold
+        # more meanwhile: those stay held).
+        "held_days": f"SELECT {day_text}, d.held FROM daily d WHERE d.page = ? AND d.held > 0 "
+                     "ORDER BY d.day",
+        "release_day": "UPDATE daily SET views = views + ?, held = held - ? "
+                       f"WHERE page = ? AND day = {day}",
+        "release_page": "UPDATE pages SET total = total + ?, held = held - ? WHERE id = ?",
+        # The days of a repository's linked page whose held views GitHub's
+        # own views of the day explain: counted + held <= GitHub's views.
+        "confirmed": f"SELECT {day_text}, d.held, p.id, p.total FROM github_repos r "
+                     "JOIN pages p ON p.page_id = r.page_id JOIN daily d ON d.page = p.id "
+                     f"JOIN github_days g ON g.repo = r.repo AND g.day = {day_text} "
+                     "WHERE r.repo = ? AND d.held > 0 AND d.views + d.held <= g.views "
+                     "ORDER BY d.day",
         "rename": "UPDATE pages SET page_id = ? WHERE page_id = ?",
         **_kept_days_and_import(d),
     })
@@ -93,11 +111,13 @@ def _kept_days_and_import(d: Dialect) -> dict[str, str]:
         # The day rows before the first kept day, TRIM_ROWS at a time in key
         # order. A row value compared with the primary key's columns is a
         # range of it: each transaction reads on from where the last stopped.
+        # A day row holding held views stays until they are released.
         "trim_last": f"SELECT page, day FROM daily WHERE (page, day) > (?, ?) AND day < {day} "
                      "ORDER BY page, day LIMIT 1 OFFSET ?",
         "trim_upto": "DELETE FROM daily WHERE (page, day) > (?, ?) AND (page, day) <= (?, ?) "
-                     f"AND day < {day}",
-        "trim_rest": f"DELETE FROM daily WHERE (page, day) > (?, ?) AND day < {day}",
+                     f"AND day < {day} AND held = 0",
+        "trim_rest": f"DELETE FROM daily WHERE (page, day) > (?, ?) AND day < {day} "
+                     "AND held = 0",
         # Import: {source} is a SELECT of the staged rows --------------------------
         "import_page_set": "INSERT INTO pages (page_id, total, created_at, last_seen, visitors) "
                            "{source} ON CONFLICT (page_id) DO UPDATE SET total = excluded.total, "
@@ -110,14 +130,19 @@ def _kept_days_and_import(d: Dialect) -> dict[str, str]:
                            "visitors = pages.visitors + excluded.visitors, "
                            f"created_at = {d.least}(pages.created_at, excluded.created_at), "
                            f"last_seen = {d.greatest}(pages.last_seen, excluded.last_seen)",
-        "import_day_set": "INSERT INTO daily (page, day, views, visitors, bots) {source} "
+        "import_day_set": "INSERT INTO daily (page, day, views, visitors, bots, held) {source} "
                           "ON CONFLICT (page, day) DO UPDATE SET views = excluded.views, "
-                          "visitors = excluded.visitors, bots = excluded.bots",
-        "import_day_add": "INSERT INTO daily (page, day, views, visitors, bots) {source} "
+                          "visitors = excluded.visitors, bots = excluded.bots, "
+                          "held = excluded.held",
+        "import_day_add": "INSERT INTO daily (page, day, views, visitors, bots, held) {source} "
                           "ON CONFLICT (page, day) DO UPDATE SET "
                           "views = daily.views + excluded.views, "
                           "visitors = daily.visitors + excluded.visitors, "
-                          "bots = daily.bots + excluded.bots",
+                          "bots = daily.bots + excluded.bots, held = daily.held + excluded.held",
+        # A page's held views are its days' (set replaces some days only):
+        # summed again once the chunk's days are written. {source}: page ids.
+        "import_held": "UPDATE pages SET held = (SELECT coalesce(sum(d.held), 0) FROM daily d "
+                       "WHERE d.page = pages.id) WHERE page_id IN ({source})",
         "import_progress": "SELECT written, pages, finished FROM imports "
                            "WHERE sha256 = ? AND mode = ?",
         "record_import": "INSERT INTO imports (sha256, mode, written, pages, finished) "

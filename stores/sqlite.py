@@ -45,18 +45,21 @@ _DAY = sql.SQLITE.day_number.format("?")
 # into a float at 2**63). Nothing is read first and written later, it is one
 # statement. The number of pages is kept by schema.sql's triggers, so
 # reading it costs the same at a million pages as at ten.
+# Held views (the inflation guard's) are added the same way, to held.
 _COUNT_PAGE = (
-    "INSERT INTO pages (page_id, total, created_at, last_seen) "
-    "SELECT ?, ?, ?, ? "
+    "INSERT INTO pages (page_id, total, held, created_at, last_seen) "
+    "SELECT ?, ?, ?, ?, ? "
     "WHERE ? IS NULL OR EXISTS (SELECT 1 FROM pages WHERE page_id = ?) "
     "OR (SELECT pages FROM page_count) < ? "
-    "ON CONFLICT(page_id) DO UPDATE SET total = total + ?, last_seen = excluded.last_seen "
-    "WHERE total + ? <= ?"
+    "ON CONFLICT(page_id) DO UPDATE SET total = total + excluded.total, "
+    "held = held + excluded.held, last_seen = excluded.last_seen "
+    "WHERE total + excluded.total <= ?"
 )
 _COUNT_DAY = (
-    f"INSERT INTO daily (page, day, views, visitors, bots) VALUES (?, {_DAY}, ?, ?, ?) "
+    f"INSERT INTO daily (page, day, views, visitors, bots, held) VALUES (?, {_DAY}, ?, ?, ?, ?) "
     "ON CONFLICT(page, day) DO UPDATE SET views = views + excluded.views, "
-    "visitors = visitors + excluded.visitors, bots = bots + excluded.bots"
+    "visitors = visitors + excluded.visitors, bots = bots + excluded.bots, "
+    "held = held + excluded.held"
 )
 # A bot's view that does not count: only its day's bot views, and only on a
 # page that exists (a crawler following links creates no pages).
@@ -68,11 +71,12 @@ _COUNT_BOTS = (
 
 
 def by_page_and_day(batch: list[View]) -> list[list[View]]:
-    """A batch's views grouped by page, UTC day and whether they count, in
-    the order they came: each group is counted with one UPSERT per table."""
-    groups: dict[tuple[str, str, int], list[View]] = {}
+    """A batch's views grouped by page, UTC day and whether they count or
+    are held, in the order they came: each group is counted with one
+    UPSERT per table."""
+    groups: dict[tuple[str, str, int, int], list[View]] = {}
     for view in batch:
-        groups.setdefault((view.page_id, day(view.now), view.views), []).append(view)
+        groups.setdefault((view.page_id, day(view.now), view.views, view.held), []).append(view)
     return list(groups.values())
 
 
@@ -116,14 +120,18 @@ class Backend:
         """Count views of one page on one day with one UPSERT per table
         (a popular page's views arrive together): each view is answered
         its own number, total - k + 1 .. total, and its own visitors (one
-        more for each view whose hash is new today)."""
-        if not views[0].views:  # bots not counted as views: their bot views only
+        more for each view whose hash is new today). Held views are added
+        to the page's and the day's held views, each answered the counts
+        as they are."""
+        counted, held = views[0].views, views[0].held
+        if not counted and not held:  # bots not counted as views: their bot views only
             self._count_bots(conn, views)
             return
         k = len(views)
         page_id, now = views[0].page_id, max(v.now for v in views)
         try:
-            key, total, visitors = self._add_views(conn, page_id, now, k)
+            key, total, visitors, page_held = self._add_views(conn, page_id, now, k * counted,
+                                                              k * held)
         except PageLimitReached as e:
             for view in views:
                 view.error = e
@@ -137,38 +145,46 @@ class Backend:
                 self._count_views(conn, [view])
             return
         today_day = day(now)
-        new = [self._new_visitor(conn, today_day, page_id, view.visitor) for view in views]
+        new = [self._new_visitor(conn, today_day, page_id, view.visitor if counted else None)
+               for view in views]
         if sum(new):
             conn.execute("UPDATE pages SET visitors = visitors + ? WHERE id = ?", (sum(new), key))
-        values = (key, today_day, k, sum(new), sum(v.bots for v in views))
+        values = (key, today_day, k * counted, sum(new), sum(v.bots for v in views), k * held)
         if self.use_returning:
-            today, today_visitors = conn.execute(_COUNT_DAY + " RETURNING views, visitors",
-                                                 values).fetchone()
+            today, today_visitors, today_held = conn.execute(
+                _COUNT_DAY + " RETURNING views, visitors, held", values).fetchone()
         else:
             conn.execute(_COUNT_DAY, values)
-            today, today_visitors = conn.execute(
-                f"SELECT views, visitors FROM daily WHERE page = ? AND day = {_DAY}",
+            today, today_visitors, today_held = conn.execute(
+                f"SELECT views, visitors, held FROM daily WHERE page = ? AND day = {_DAY}",
                 (key, today_day)).fetchone()
+        if held:
+            result = Counts(total, today, visitors, today_visitors, page_held, today_held)
+            for view in views:
+                view.result = result
+            return
         seen = 0
         for i, (view, is_new) in enumerate(zip(views, new), start=1 - k):
             seen += is_new
             view.result = Counts(total + i, today + i, visitors + seen,
-                                 today_visitors - sum(new) + seen)
+                                 today_visitors - sum(new) + seen, page_held, today_held)
 
     def _add_views(self, conn: Connection, page_id: str, now: datetime.datetime,
-                   k: int = 1) -> tuple[int, int, int]:
-        """Add k views to the page's total: (its key, the new total, its visitors)."""
+                   k: int = 1, held: int = 0) -> tuple[int, int, int, int]:
+        """Add k views to the page's total and `held` to its held views:
+        (its key, the new total, its visitors, its held views)."""
         when, cap = stamp(now), self.max_pages
-        values = (page_id, k, when, when, cap, page_id, cap, k, k, TOTAL_MAX)
+        values = (page_id, k, held, when, when, cap, page_id, cap, TOTAL_MAX)
         if self.use_returning:
-            row = conn.execute(_COUNT_PAGE + " RETURNING id, total, visitors", values).fetchone()
+            row = conn.execute(_COUNT_PAGE + " RETURNING id, total, visitors, held",
+                               values).fetchone()
             if row is None:
                 raise self._refusal(conn, page_id)
             return row
         cursor = conn.execute(_COUNT_PAGE, values)
         if cursor.rowcount == 0:
             raise self._refusal(conn, page_id)
-        return conn.execute("SELECT id, total, visitors FROM pages WHERE page_id = ?",
+        return conn.execute("SELECT id, total, visitors, held FROM pages WHERE page_id = ?",
                             (page_id,)).fetchone()
 
     @staticmethod
@@ -403,8 +419,8 @@ class Store(Base):
             rows = conn.execute(SQL["all_pages"])
             for _, group in itertools.groupby(rows, key=lambda row: row[0]):
                 first, *others = group
-                days = [row[5:] for row in [first, *others] if row[5] is not None]
-                yield page_from_rows(first[:5], days)
+                days = [row[6:] for row in [first, *others] if row[6] is not None]
+                yield page_from_rows(first[:6], days)
         except Error as e:
             raise storage_error(e) from None
         finally:
@@ -431,7 +447,8 @@ class Store(Base):
                 raise TotalLimitReached(new)
             conn.execute(
                 "UPDATE pages SET total = pages.total + o.total, "
-                "visitors = pages.visitors + o.visitors, created_at = min(pages.created_at, o.created_at), "
+                "visitors = pages.visitors + o.visitors, held = pages.held + o.held, "
+                "created_at = min(pages.created_at, o.created_at), "
                 "last_seen = max(pages.last_seen, o.last_seen) "
                 "FROM (SELECT * FROM pages WHERE id = ?) o WHERE pages.id = ?", keys)
             conn.execute(SQL["merge_days"], keys[::-1])
@@ -456,13 +473,14 @@ class SqliteStaging(Staging):
                      f"visitors {count.format('visitors')})")
         conn.execute("CREATE TEMP TABLE staged_days (number INTEGER NOT NULL, day TEXT NOT NULL, "
                      f"views {count.format('views')}, visitors {count.format('visitors')}, "
-                     f"bots {count.format('bots')}, PRIMARY KEY (number, day))")
+                     f"bots {count.format('bots')}, held {count.format('held')}, "
+                     "PRIMARY KEY (number, day))")
         for number, page in enumerate(pages):
             try:
                 conn.execute("INSERT INTO temp.staged_pages VALUES (?, ?, ?, ?, ?, ?)",
                              (number, page.page_id, page.total, page.created_at, page.last_seen,
                               page.visitors))
-                conn.executemany("INSERT INTO temp.staged_days VALUES (?, ?, ?, ?, ?)",
+                conn.executemany("INSERT INTO temp.staged_days VALUES (?, ?, ?, ?, ?, ?)",
                                  day_rows(number, page))
             except IntegrityError as e:
                 if "UNIQUE" not in str(e):
@@ -491,10 +509,12 @@ class SqliteStaging(Staging):
             source="SELECT page_id, total, created_at, last_seen, visitors FROM temp.staged_pages "
                    "WHERE number BETWEEN ? AND ?"), numbers)
         conn.execute(SQL[f"import_day_{mode}"].format(
-            source=f"SELECT k.id, {day_number.format('s.day')}, s.views, s.visitors, s.bots "
-                   "FROM temp.staged_days s JOIN temp.staged_pages p ON p.number = s.number "
+            source=f"SELECT k.id, {day_number.format('s.day')}, s.views, s.visitors, s.bots, "
+                   "s.held FROM temp.staged_days s JOIN temp.staged_pages p ON p.number = s.number "
                    "JOIN pages k ON k.page_id = p.page_id WHERE s.number BETWEEN ? AND ?"),
             numbers)
+        conn.execute(SQL["import_held"].format(
+            source="SELECT page_id FROM temp.staged_pages WHERE number BETWEEN ? AND ?"), numbers)
         conn.execute(f"INSERT INTO view_days (day) SELECT DISTINCT {day_number.format('day')} "
                      "FROM temp.staged_days WHERE number BETWEEN ? AND ? "
                      "ON CONFLICT DO NOTHING", numbers)

@@ -14,9 +14,9 @@ import datetime
 from typing import Callable, Iterable, Iterator
 
 from stores.traffic import KeptTraffic
-from stores.values import (AlreadyImported, Counts, Day, ImportInterrupted, NotFound, Page,
-                           StorageError, first_kept_day, last_days, page_from_rows, stamp,
-                           utc_now)
+from stores.values import (TOTAL_MAX, AlreadyImported, Counts, Day, ImportInterrupted,
+                           NotFound, Page, StorageError, TotalLimitReached, first_kept_day,
+                           last_days, page_from_rows, stamp, utc_now)
 from stores.values import day as day_of
 from stores.writer import Task, Writer
 
@@ -88,23 +88,25 @@ class Store(abc.ABC):
 
     def record_view(self, page_id: str, now: datetime.datetime | None = None,
                     visitor: tuple[str, str] | None = None, bot: bool = False,
-                    counted: bool = True) -> Counts:
+                    counted: bool = True, held: bool = False) -> Counts:
         """Count one view; return the page's new counts. visitor: (address,
         User-Agent) of a client that may be a visitor of the page today;
         bot: a bot's view (counted among the day's bot views; as a view
-        too only when counted).
+        too only when counted); held: a view the inflation guard holds
+        (recorded among the page's held views, not counted).
 
         Raises PageLimitReached for a new page past max_pages,
         TotalLimitReached at TOTAL_MAX, StorageError when the database fails
         (nothing was counted then).
         """
-        return self.writer.record_view(page_id, now, visitor, bot, counted)
+        return self.writer.record_view(page_id, now, visitor, bot, counted, held)
 
     async def record_view_async(self, page_id: str, visitor: tuple[str, str] | None = None,
-                                bot: bool = False, counted: bool = True) -> Counts:
+                                bot: bool = False, counted: bool = True,
+                                held: bool = False) -> Counts:
         """record_view for a caller on an asyncio loop: the same group
         commit, awaited instead of holding a thread until it is written."""
-        return await self.writer.record_view_async(page_id, visitor, bot, counted)
+        return await self.writer.record_view_async(page_id, visitor, bot, counted, held)
 
     def forget_visitors(self, now: datetime.datetime | None = None) -> int:
         """Delete the salts and hashes of every day that ended (VISITOR_GRACE
@@ -189,6 +191,33 @@ class Store(abc.ABC):
             conn.execute(self.sql["delete_page"], (row[0],))  # type: ignore[attr-defined]
         self.writer.wait(Task(run))
 
+    def release(self, page_id: str, day: str | None = None) -> list[tuple[str, int]]:
+        """Count the page's held views (counting.Guard), of one day or of
+        every day, in one transaction; the (day, views) moved, oldest
+        first. NotFound for an unknown page; TotalLimitReached (nothing
+        moved) when the total would pass TOTAL_MAX."""
+        def run(conn: object) -> list[tuple[str, int]]:
+            row = conn.execute(self.sql["key_total"], (page_id,)).fetchone()  # type: ignore
+            if row is None:
+                raise NotFound(page_id)
+            key, total = row
+            held = [(d, n) for d, n in conn.execute(  # type: ignore[attr-defined]
+                self.sql["held_days"], (key,)).fetchall() if day is None or d == day]
+            return _released(conn, self.sql, key, total, held)
+        return self.writer.wait(Task(run))  # type: ignore[return-value]
+
+    def release_confirmed(self, repo: str) -> list[tuple[str, int]]:
+        """Count the held views of the days that GitHub's own views of
+        the repository explain (its linked page's counted + held views at
+        most GitHub's views that day: docs/github.md); the (day, views)
+        moved. A sync runs this once it has saved GitHub's days."""
+        def run(conn: object) -> list[tuple[str, int]]:
+            rows = conn.execute(self.sql["confirmed"], (repo,)).fetchall()  # type: ignore
+            if not rows:
+                return []
+            return _released(conn, self.sql, rows[0][2], rows[0][3], [r[:2] for r in rows])
+        return self.writer.wait(Task(run))  # type: ignore[return-value]
+
     def import_pages(self, pages: Iterable[Page], mode: str, dry_run: bool = False,
                      chunk: int = IMPORT_CHUNK, source: Callable[[], str] | None = None,
                      again: bool = False) -> dict[str, int]:
@@ -244,3 +273,17 @@ class Store(abc.ABC):
             return report  # type: ignore[return-value]
         finally:
             wait(Task(steps.drop, write=False))
+
+
+def _released(conn: object, sql: dict[str, str], key: int, total: int,
+              held: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Move the held views of these (day, views) into the page's counts, by
+    the amounts read (a view another server holds meanwhile stays held)."""
+    moved = sum(n for _, n in held)
+    if total + moved > TOTAL_MAX:
+        raise TotalLimitReached(f"releasing {moved} views would take the total past {TOTAL_MAX}")
+    for d, n in held:
+        conn.execute(sql["release_day"], (n, n, key, d))  # type: ignore[attr-defined]
+    if moved:
+        conn.execute(sql["release_page"], (moved, moved, key))  # type: ignore[attr-defined]
+    return [(d, n) for d, n in held]

@@ -116,6 +116,10 @@ class Counts:
     # The sum of each day's unique visitors, and today's (docs/privacy.md).
     visitors: int = 0
     visitors_today: int = 0
+    # Views the inflation guard held (counting.Guard): never in total or
+    # today until released.
+    held: int = 0
+    held_today: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +132,8 @@ class Page:
     visitors: int = 0
     visitor_days: dict[str, int] = dataclasses.field(default_factory=dict)
     bot_days: dict[str, int] = dataclasses.field(default_factory=dict)
+    held: int = 0
+    held_days: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +143,7 @@ class Day:
     views: int
     visitors: int = 0
     bots: int = 0
+    held: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,19 +230,22 @@ def day(now: datetime.datetime) -> str:
 
 
 def page_from_rows(row: tuple, days: list[tuple]) -> Page:
-    """A Page from (page_id, total, created_at, last_seen, visitors) and its
-    (day, views, visitors, bots) rows, as both stores read them."""
+    """A Page from (page_id, total, created_at, last_seen, visitors, held)
+    and its (day, views, visitors, bots, held) rows, as both stores read
+    them."""
     return Page(*row[:4], days={d[0]: d[1] for d in days}, visitors=row[4],
                 visitor_days={d[0]: d[2] for d in days if d[2]},
-                bot_days={d[0]: d[3] for d in days if d[3]})
+                bot_days={d[0]: d[3] for d in days if d[3]}, held=row[5],
+                held_days={d[0]: d[4] for d in days if d[4]})
 
 
-def day_rows(number: int, page: Page) -> list[tuple[int, str, int, int, int]]:
-    """(number, day, views, visitors, bots) of each day a page names, for
-    an import's staging table."""
-    days = sorted(set(page.days) | set(page.visitor_days) | set(page.bot_days))
-    return [(number, d, page.days.get(d, 0), page.visitor_days.get(d, 0), page.bot_days.get(d, 0))
-            for d in days]
+def day_rows(number: int, page: Page) -> list[tuple[int, str, int, int, int, int]]:
+    """(number, day, views, visitors, bots, held) of each day a page names,
+    for an import's staging table."""
+    days = sorted(set(page.days) | set(page.visitor_days) | set(page.bot_days)
+                  | set(page.held_days))
+    return [(number, d, page.days.get(d, 0), page.visitor_days.get(d, 0),
+             page.bot_days.get(d, 0), page.held_days.get(d, 0)) for d in days]
 
 
 def visitor_hash(salt: bytes, page_id: str, address: str, user_agent: str) -> bytes:

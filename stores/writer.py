@@ -78,15 +78,17 @@ class View:
     User-Agent) it came from, when it may be a visitor (a browser Tally can
     see, not an image proxy); held in memory until written as a hash, never
     stored. views 1 counts it; bots 1 counts it as a bot view (a bot that
-    is not counted: views 0)."""
+    is not counted: views 0); held 1 records it as held by the inflation
+    guard (views 0)."""
 
-    __slots__ = ("page_id", "now", "visitor", "views", "bots", "result", "error", "done")
+    __slots__ = ("page_id", "now", "visitor", "views", "bots", "held", "result", "error", "done")
 
     def __init__(self, page_id: str, now: datetime.datetime, done: Done | LoopDone | None = None,
-                 visitor: tuple[str, str] | None = None, views: int = 1, bots: int = 0):
+                 visitor: tuple[str, str] | None = None, views: int = 1, bots: int = 0,
+                 held: int = 0):
         self.page_id = page_id
         self.now = now
-        self.visitor, self.views, self.bots = visitor, views, bots
+        self.visitor, self.views, self.bots, self.held = visitor, views, bots, held
         self.result: Counts | None = None
         self.error: Exception | None = None
         self.done = done or Done()
@@ -259,14 +261,15 @@ class Writer:
 
     def record_view(self, page_id: str, now: datetime.datetime | None = None,
                     visitor: tuple[str, str] | None = None, bot: bool = False,
-                    counted: bool = True) -> Counts:
+                    counted: bool = True, held: bool = False) -> Counts:
         return self.wait(View(page_id, now or utc_now(), visitor=visitor,  # type: ignore
-                              views=int(counted), bots=int(bot)))
+                              views=int(counted and not held), bots=int(bot), held=int(held)))
 
     async def record_view_async(self, page_id: str, visitor: tuple[str, str] | None = None,
-                                bot: bool = False, counted: bool = True) -> Counts:
+                                bot: bool = False, counted: bool = True,
+                                held: bool = False) -> Counts:
         view = View(page_id, utc_now(), LoopDone(asyncio.get_running_loop()), visitor=visitor,
-                    views=int(counted), bots=int(bot))
+                    views=int(counted and not held), bots=int(bot), held=int(held))
         self._submit(view)
         await view.done.future  # type: ignore[union-attr]
         if view.error is not None:

@@ -291,11 +291,14 @@ def test_libpq_key_value_form_selects_postgresql(pg):
 
 @pytest.fixture
 def other_database(pg):
-    """A database of the test server made with given options; dropped after."""
+    """A database of the test server made with given options; dropped after.
+    Its name is the process's own under pytest-xdist: two processes running
+    the same test's cases dropped each other's database."""
     import psycopg
     made = []
 
     def make(name: str, options: str) -> str:
+        name = f"{name}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
         with psycopg.connect(pg, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name}")
             conn.execute(f"CREATE DATABASE {name} {options} TEMPLATE template0")
