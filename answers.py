@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import email.utils
 import functools
 import json
@@ -135,6 +136,9 @@ class Metrics:
             registry=self.registry)
         self.views = prometheus_client.Counter(
             "tally_views_recorded", "Views counted", registry=self.registry)
+        self.held_views = prometheus_client.Counter(
+            "tally_views_held", "Views the inflation guard held (docs/guard.md)",
+            registry=self.registry)
         self.bot_views = prometheus_client.Counter(
             "tally_bot_views", "Views by known bots (counted as views only with "
             "TALLY_COUNT_BOTS=1)", registry=self.registry)
@@ -224,6 +228,8 @@ class Badges:
         self._cached_query = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse_badge)
         self._cached_count = functools.lru_cache(maxsize=QUERY_CACHE)(self._parse_count)
         self._ok = {route: self.metrics.requests.labels(route, "200") for route in routes.FAST}
+        self.guard = (counting.Guard(config.guard_burst, config.guard_factor, config.guard_floor)
+                      if config.guard else None)
         self._record_seconds = self.metrics.db_seconds.labels("record_view")
         self._read_seconds = self.metrics.db_seconds.labels("counts")
 
@@ -364,8 +370,8 @@ class Badges:
                     self.shown_numbers, page, request.look)
                 return svg_answer(badge.render(look, number, today))._replace(
                     counted=counting.not_counted("github page").header)
-            decision = self._decide(request, method, viewer, read_only)
-            counts = await self._fetch(request.page_id, decision)
+            decision, counts = await self._record(
+                request.page_id, self._decide(request, method, viewer, read_only))
         except Exception as e:
             raise _BadgeError(e, label, request.look.style) from None
         return svg_answer(badge.render(*shown(request.look, counts)))._replace(
@@ -389,13 +395,42 @@ class Badges:
         counts = await self._fetch(page.page_id, None)
         return json_answer({"page_id": page.page_id, "total": counts.total,
                             "today": counts.today, "visitors": counts.visitors,
-                            "visitors_today": counts.visitors_today})._replace(counted=READ_ONLY)
+                            "visitors_today": counts.visitors_today, "held": counts.held,
+                            "held_today": counts.held_today})._replace(counted=READ_ONLY)
 
     def _decide(self, request: params.BadgeQuery, method: str, viewer: tuple[str, str],
                 read_only: str) -> counting.Decision:
         user_agent, client = viewer
         return counting.decide(self.config, request.count, method, user_agent, client,
                                request.camo_only, read_only)
+
+    async def _record(self, page_id: str, decision: counting.Decision
+                      ) -> tuple[counting.Decision, storage.Counts]:
+        """The view recorded as decided, once the inflation guard had its
+        word on a view that would count (held instead, if it does not
+        believe it); the decision as recorded, and the page's counts."""
+        guard = self.guard
+        if guard is None or not decision.recorded:
+            return decision, await self._fetch(page_id, decision)
+        now = time.time()
+        if decision.view:
+            found = (await self._read(self._guard_history, page_id, now)
+                     if guard.needs(page_id, now) else None)
+            if not guard.admits(page_id, now, found):  # type: ignore[arg-type]
+                decision = counting.held(decision)
+        counts = await self._fetch(page_id, decision)
+        # What the database says the page counted today (every server's):
+        # the guard's allowance is the page's.
+        guard.observed(page_id, now, counts.today, decision.view)
+        return decision, counts
+
+    def _guard_history(self, page_id: str, now: float) -> counting.History:
+        """The page's days the guard reads: today's and LOOK_BACK_DAYS before."""
+        today = storage.day(datetime.datetime.fromtimestamp(now, datetime.timezone.utc))
+        first = (datetime.date.fromisoformat(today)
+                 - datetime.timedelta(days=counting.LOOK_BACK_DAYS)).isoformat()
+        return counting.history(today, [(d.day, d.views, d.held) for d in
+                                        self.store.stored_days(page_id, first, today)])
 
     async def _fetch(self, page_id: str, decision: counting.Decision | None) -> storage.Counts:
         """Record the view as decided (awaiting its group commit without
@@ -404,12 +439,15 @@ class Badges:
         started = time.perf_counter()
         if decision is not None and decision.recorded:
             result = await self.store.record_view_async(
-                page_id, visitor=decision.visitor, bot=decision.bot, counted=decision.view)
+                page_id, visitor=decision.visitor, bot=decision.bot, counted=decision.view,
+                held=decision.held)
             self._record_seconds.observe(time.perf_counter() - started)
             if decision.bot:
                 self.metrics.bot_views.inc()
             if decision.view:
                 self.metrics.views.inc()
+            if decision.held:
+                self.metrics.held_views.inc()
             return result
         if self.store.inline_reads:  # the common case, without a coroutine more
             result = self.store.counts(page_id)
@@ -453,8 +491,8 @@ class Badges:
             return json_answer(flavours.urn_json(page.total, page.days,  # type: ignore[union-attr]
                                                  storage.day(storage.utc_now()))
                                )._replace(counted=READ_ONLY)
-        decision = self._decide(request, method, viewer, "read only")
-        counts = await self._fetch(request.page_id, decision)
+        decision, counts = await self._record(
+            request.page_id, self._decide(request, method, viewer, "read only"))
         if route.answer == "shields-json":  # dwyl's .json counts too (show=unique: visitors)
             _, number, _ = shown(request.look, counts)
             return json_answer(flavours.shields_json(query, str(number)))._replace(

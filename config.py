@@ -45,6 +45,14 @@ class Config:
     # too; write clients' addresses in the access log.
     visitors: bool = True
     count_bots: bool = False
+    # The inflation guard (counting.Guard, docs/guard.md): a burst of
+    # guard_burst views at once, then up to guard_factor times the page's
+    # usual rate, and at least guard_floor views a day; the views beyond
+    # are held, never lost.
+    guard: bool = True
+    guard_burst: int = 60
+    guard_factor: float = 10.0
+    guard_floor: int = 600
     log_addresses: bool = True
     quiet: bool = False
     # A reverse proxy whose X-Forwarded-* headers are believed.
@@ -78,6 +86,12 @@ class Config:
             raise ConfigError("TALLY_MAX_PAGES must be a positive number")
         if self.keep_days is not None and self.keep_days < 1:
             raise ConfigError("TALLY_KEEP_DAYS must be a positive number of days")
+        if not 1 <= self.guard_burst <= 1_000_000:
+            raise ConfigError("TALLY_GUARD_BURST must be 1..1000000 views")
+        if not 1 <= self.guard_factor <= 1000:
+            raise ConfigError("TALLY_GUARD_FACTOR must be 1..1000")
+        if not 1 <= self.guard_floor <= 1_000_000_000:
+            raise ConfigError("TALLY_GUARD_FLOOR must be 1..1000000000 views a day")
         if self.allow is not None:
             try:
                 re.compile(self.allow)
@@ -127,6 +141,10 @@ ENVIRONMENT = {
     "TALLY_CAMO_ONLY": ("camo_only", "flag"),
     "TALLY_VISITORS": ("visitors", "flag"),
     "TALLY_COUNT_BOTS": ("count_bots", "flag"),
+    "TALLY_GUARD": ("guard", "flag"),
+    "TALLY_GUARD_BURST": ("guard_burst", int),
+    "TALLY_GUARD_FACTOR": ("guard_factor", float),
+    "TALLY_GUARD_FLOOR": ("guard_floor", int),
     "TALLY_LOG_ADDRESSES": ("log_addresses", "flag"),
     "TALLY_QUIET": ("quiet", "flag"),
     "TALLY_TRUSTED_PROXY": ("trusted_proxy", str),

@@ -168,9 +168,14 @@ class Store(abc.ABC):
         """Views, visitors and bot views per day for the last `days` UTC
         days, oldest first, zeros included."""
         window = last_days(days, now)
-        stored = {row[0]: Day(*row) for row in self._read(
-            self.sql["days_between"], (page_id, window[0], window[-1]))}
+        stored = {d.day: d for d in self.stored_days(page_id, window[0], window[-1])}
         return [stored.get(date) or Day(date, 0) for date in window]
+
+    def stored_days(self, page_id: str, first: str, last: str) -> list[Day]:
+        """The page's day rows from first to last (YYYY-MM-DD), in no order:
+        only the days that have one (counting.Guard tells a page's first
+        day from a day without views)."""
+        return [Day(*row) for row in self._read(self.sql["days_between"], (page_id, first, last))]
 
     # Owner controls: each one task on the writer ------------------------------
 

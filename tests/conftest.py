@@ -61,6 +61,11 @@ class Response:
 # browser's. Python's own (Python-urllib, python-httpx) are bots to
 # crawler-user-agents, and bots' views do not count (visitors.py).
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+# A server's settings for a test that counts one page as fast as it can to
+# check the counting itself (exact under load, kill -9, replication): a
+# loop by definition, which the inflation guard would hold (docs/guard.md).
+# The guard's own tests run with it on.
+GUARD_OFF = {"TALLY_GUARD": "0"}
 
 
 def with_browser(headers: dict | None) -> dict:

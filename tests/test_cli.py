@@ -20,7 +20,7 @@ import conftest
 import params
 import storage
 from stores import sqlite
-from conftest import ROOT, missing, snapshot, tally, totals, wait_until
+from conftest import GUARD_OFF, ROOT, missing, snapshot, tally, totals, wait_until
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_restore_replaces_counts_and_keeps_the_old_file(filled, tmp_path):
 def test_restore_refuses_while_a_server_runs_unless_forced(filled, tmp_path, live_server):
     copy = str(tmp_path / "copy.db")
     tally("backup", copy, db=filled)
-    live = live_server(db=filled)
+    live = live_server(env=GUARD_OFF, db=filled)
     live.get("/badge?page_id=page-0")
     result = tally("restore", copy, db=filled)
     assert result.returncode == 3 and "running" in result.stderr
@@ -218,7 +218,7 @@ def test_set_rename_delete_top_show(filled):
 
 
 def test_owner_commands_work_while_the_server_runs(filled, live_server):
-    live = live_server(db=filled)
+    live = live_server(env=GUARD_OFF, db=filled)
     live.get("/badge?page_id=page-0")
     assert tally("set", "page-0", "500", db=filled).returncode == 0
     assert json.loads(live.get("/api/count?page_id=page-0")[2])["total"] == 500
@@ -343,7 +343,7 @@ def test_restore_force_under_load_loses_no_answered_view(filled, tmp_path, live_
     source = str(tmp_path / "source.db")
     with sqlite.Store(source) as s:
         s.set_total("hot", 100_000)
-    live = live_server(db=filled)
+    live = live_server(env=GUARD_OFF, db=filled)
     answered: list[int] = []
     stop = threading.Event()
 
@@ -390,7 +390,7 @@ def test_a_symlink_to_a_served_database_finds_its_lock(filled, tmp_path, live_se
 def test_a_hard_link_to_a_served_database_finds_its_lock(filled, tmp_path, live_server, folder):
     # Two servers on two names of one inode would each keep a -wal and lose
     # one server's counts at the next checkpoint.
-    live = live_server(db=filled)
+    live = live_server(env=GUARD_OFF, db=filled)
     (tmp_path / "elsewhere").mkdir()
     link = os.path.join(os.path.dirname(filled) if folder == "same" else str(tmp_path / "elsewhere"),
                         "link.db")
@@ -524,7 +524,7 @@ def test_set_and_import_refuse_a_total_past_the_cap(filled, tmp_path):
 
 def test_a_view_at_the_cap_is_an_error_badge_and_the_total_stays(filled, live_server):
     assert tally("set", "ovf", str(params.TOTAL_MAX), db=filled).returncode == 0
-    live = live_server(db=filled)
+    live = live_server(env=GUARD_OFF, db=filled)
     status, headers, body = live.get("/badge?page_id=ovf")
     assert status == 200 and headers["X-Tally-Error"] == "count at its maximum"
     assert totals(filled)["ovf"] == params.TOTAL_MAX

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import (BROWSER, ROOT, START_LINE, fetch, free_port, missing, rss_kb, serving,
+from conftest import (BROWSER, GUARD_OFF, ROOT, START_LINE, fetch, free_port, missing, rss_kb, serving,
                       stop_server, wait_until)
 
 TOTAL_RE = re.compile(rb">(\d+)</text></g>")
@@ -44,16 +44,17 @@ def fetch_totals(live, page_ids: list[str], workers: int = 32) -> list[tuple[str
 
 
 def test_2000_concurrent_views_of_one_page_get_counts_1_to_2000(live_server):
-    live = live_server()
+    live = live_server(GUARD_OFF)
     results = fetch_totals(live, ["hot"] * 2000)
     assert sorted(total for _, total in results) == list(range(1, 2001))
     status, _, body = live.get("/api/count?page_id=hot")
     assert json.loads(body) == {"page_id": "hot", "total": 2000, "today": 2000, "visitors": 1,
-                                "visitors_today": 1}  # one client: one visitor
+                                "visitors_today": 1, "held": 0,
+                                "held_today": 0}  # one client: one visitor
 
 
 def test_20_interleaved_pages_each_count_exactly(live_server):
-    live = live_server()
+    live = live_server(GUARD_OFF)
     pages = [f"page-{i % 20}" for i in range(2000)]
     results = fetch_totals(live, pages)
     for i in range(20):
@@ -62,7 +63,7 @@ def test_20_interleaved_pages_each_count_exactly(live_server):
 
 
 def test_kill_9_under_load_loses_no_answered_count(live_server, db_path):
-    live = live_server()
+    live = live_server(GUARD_OFF)
     highest: dict[str, int] = {}
     sent: dict[str, int] = {}
     lock = threading.Lock()
@@ -99,7 +100,7 @@ def test_kill_9_under_load_loses_no_answered_count(live_server, db_path):
     conn.close()
     for page_id, answered in highest.items():
         assert answered <= stored[page_id] <= sent[page_id]
-    restarted = live_server()
+    restarted = live_server(GUARD_OFF)
     assert restarted.get("/badge?page_id=p0")[0] == 200
 
 
@@ -166,7 +167,7 @@ def test_2000_idle_and_trickling_connections_from_one_address_do_not_stop_badges
         pytest.skip(f"this test opens 2,000 connections; the open-files limit is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2200) if hard == resource.RLIM_INFINITY
                                                 else max(soft, min(hard, 4096)), hard))
-    live = live_server(env={"TALLY_IDLE_TIMEOUT": "3"})
+    live = live_server(env={"TALLY_IDLE_TIMEOUT": "3", **GUARD_OFF})
     idle = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(1000)]
     trickling = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(1000)]
     for s in trickling:
@@ -604,7 +605,7 @@ def test_visitors_through_the_real_server_are_exact_and_survive_kill_9(live_serv
     each viewing many times; kill -9 mid-load: every answered view and
     visitor is in the file, and the visitors are exactly the distinct
     clients whose views were answered."""
-    live = live_server()
+    live = live_server(GUARD_OFF)
     answered_clients: set[int] = set()
     highest = {"answered": 0, "visitors": 0}
     lock = threading.Lock()

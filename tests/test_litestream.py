@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BROWSER, ROOT, PortTaken, fetch, free_port, litestream_binary, missing,
-                      on_a_free_port, serving, stop_server, tally, totals, wait_until)
+from conftest import (BROWSER, GUARD_OFF, ROOT, PortTaken, fetch, free_port, litestream_binary,
+                      missing, on_a_free_port, serving, stop_server, tally, totals, wait_until)
 
 CONFIG = ROOT / "deploy" / "litestream.yml"
 # What a crash may lose: counts answered less than this long before it
@@ -156,7 +156,7 @@ def test_a_crash_loses_at_most_the_last_seconds_and_the_replica_restores(
     box = tmp_path / "box"
     box.mkdir()
     db = str(box / "counts.db")
-    live = live_server(db=db)
+    live = live_server(GUARD_OFF, db=db)
     litestream = Litestream(db, replica, tmp_path / "litestream.log").start()
     answers: list[tuple[float, int]] = []
     sent = [0]
@@ -218,7 +218,7 @@ def test_a_crash_loses_at_most_the_last_seconds_and_the_replica_restores(
 
 def test_a_point_in_time_restore_gives_the_counts_of_that_moment(live_server, tmp_path, folder):
     db = str(tmp_path / "counts.db")
-    live = live_server(db=db)
+    live = live_server(GUARD_OFF, db=db)
     litestream = Litestream(db, folder, tmp_path / "litestream.log").start()
     count(live, "p", 40)
     litestream.replicated("p", 40)
@@ -239,7 +239,7 @@ def test_a_point_in_time_restore_gives_the_counts_of_that_moment(live_server, tm
 def test_backup_and_restore_force_under_litestream_leave_a_replica_of_the_right_counts(
         live_server, tmp_path, folder):
     db = str(tmp_path / "counts.db")
-    live = live_server(db=db)
+    live = live_server(GUARD_OFF, db=db)
     litestream = Litestream(db, folder, tmp_path / "litestream.log").start()
     count(live, "p", 30)
     backup = str(tmp_path / "b.db")
@@ -260,7 +260,7 @@ def test_backup_and_restore_force_under_litestream_leave_a_replica_of_the_right_
 def test_litestream_stopped_for_a_while_catches_up_when_started_again(
         live_server, tmp_path, folder):
     db = str(tmp_path / "counts.db")
-    live = live_server(db=db)
+    live = live_server(GUARD_OFF, db=db)
     litestream = Litestream(db, folder, tmp_path / "litestream.log").start()
     count(live, "p", 20)
     litestream.replicated("p", 20)
@@ -280,7 +280,7 @@ def test_litestream_stopped_for_a_while_catches_up_when_started_again(
 def test_the_restore_drill_puts_a_checked_replica_in_place(live_server, tmp_path, folder):
     """scripts/restore-replica.sh (make restore-replica) on an empty box."""
     db = str(tmp_path / "counts.db")
-    live = live_server(db=db)
+    live = live_server(GUARD_OFF, db=db)
     litestream = Litestream(db, folder, tmp_path / "litestream.log").start()
     count(live, "p", 12)
     litestream.replicated("p", 12)
@@ -353,7 +353,7 @@ def test_a_replica_and_litestreams_own_files_never_hold_a_visitor_salt_or_hash(
     box = tmp_path / "box"
     box.mkdir()
     db = str(box / "counts.db")
-    live = live_server(db=db)
+    live = live_server(GUARD_OFF, db=db)
     litestream = Litestream(db, folder, tmp_path / "litestream.log").start()
     for n in range(30):  # 30 visitors (browsers of one address, told apart by version)
         assert live.get("/badge?page_id=p", headers={"User-Agent": f"{BROWSER} Tally/{n}"}

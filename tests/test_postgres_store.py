@@ -24,7 +24,7 @@ import pytest
 import conftest
 import storage
 from stores import values
-from conftest import ROOT, tally, wait_until
+from conftest import GUARD_OFF, ROOT, tally, wait_until
 
 TOTAL_RE = re.compile(rb">(\d+)</text></g>")
 
@@ -46,7 +46,7 @@ def shown(live, page_id: str) -> int:
 
 
 def test_two_servers_on_one_database_count_exactly(live_server, pg):
-    first, second = live_server(db=pg), live_server(db=pg)
+    first, second = live_server(GUARD_OFF, db=pg), live_server(GUARD_OFF, db=pg)
     pages = [f"page-{i % 8}" for i in range(4000)]
 
     def one(item):
@@ -63,7 +63,7 @@ def test_two_servers_on_one_database_count_exactly(live_server, pg):
 
 
 def test_kill_9_of_one_server_loses_no_answered_count(live_server, pg):
-    victim, survivor = live_server(db=pg), live_server(db=pg)
+    victim, survivor = live_server(GUARD_OFF, db=pg), live_server(GUARD_OFF, db=pg)
     answered: list[int] = []
     stop = threading.Event()
 
@@ -108,7 +108,7 @@ def own_postgres(pg):
 
 def test_postgresql_restarted_under_load_answers_503_then_resumes(live_server, own_postgres):
     url, folder = own_postgres
-    live = live_server(db=url, env={"TALLY_BUSY_TIMEOUT": "2"})
+    live = live_server(db=url, env={"TALLY_BUSY_TIMEOUT": "2", **GUARD_OFF})
     answered: list[int] = []
     statuses: list[int] = []
     stop = threading.Event()

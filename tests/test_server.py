@@ -117,7 +117,7 @@ def test_api_count_reads_without_counting(make_client):
     r = client.get("/api/count", "page_id=p")
     assert r.status == 200 and r.headers["content-type"] == "application/json"
     assert json.loads(r.body) == {"page_id": "p", "total": 1, "today": 1, "visitors": 1,
-                                  "visitors_today": 1}
+                                  "visitors_today": 1, "held": 0, "held_today": 0}
     assert json.loads(client.get("/api/count", "page_id=unknown").body)["total"] == 0
     assert count(store) == 1
 
