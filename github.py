@@ -399,6 +399,7 @@ class Outcome:
     status: str
     days: int = 0
     retry_at: str | None = None
+    released: int = 0  # held views of the linked page that GitHub's views explained
 
 
 def sync_one(store: storage.Store, client: Client, state: storage.Repo,
@@ -415,7 +416,14 @@ def sync_one(store: storage.Store, client: Client, state: storage.Repo,
                       answer.today.isoformat(), now, now + interval)
     if state.status not in (OK, NEW):
         log.warning("github %s: syncing again (was: %s)", state.repo, state.status)
-    return Outcome(state.repo, OK, len(answer.listed) + len(answer.unlisted))
+    # GitHub's own views confirm the held views of a day they explain
+    # (docs/github.md): those are counted now.
+    released = store.release_confirmed(state.repo)
+    if released:
+        log.info("github %s: released %d held views of %s on %d days (GitHub's views explain "
+                 "them)", state.repo, sum(n for _, n in released), state.page_id, len(released))
+    return Outcome(state.repo, OK, len(answer.listed) + len(answer.unlisted),
+                   released=sum(n for _, n in released))
 
 
 def fail(store: storage.Store, state: storage.Repo, error: GitHubError,

@@ -94,7 +94,7 @@ def github_count(store: storage.Store, page: Named) -> dict[str, object]:
             "synced_at": traffic.synced_at}
 
 
-_NO_DAY = {"views": None, "visitors": None, "bots": None}
+_NO_DAY = {"views": None, "visitors": None, "bots": None, "held": None}
 _NO_GITHUB_DAY = {"views": None, "visitors": None, "clones": None, "cloners": None}
 
 
@@ -114,7 +114,7 @@ def history(store: storage.Store, page: Named, days: int) -> dict[str, object]:
     counts, kept_from = store.counts(page.page_id), store.kept_from()
     return {"page_id": page.page_id, "total": counts.total, "today": counts.today,
             "visitors": counts.visitors, "visitors_today": counts.visitors_today,
-            "kept_from": kept_from,
+            "held": counts.held, "held_today": counts.held_today, "kept_from": kept_from,
             "days": [dataclasses.asdict(d) if kept_from is None or d.day >= kept_from
                      else {"day": d.day, **_NO_DAY} for d in store.days(page.page_id, days)]}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import datetime
 import re
 import unicodedata
 import urllib.parse
@@ -314,6 +315,20 @@ def parse_days(value: str | None, default: int = 30) -> int:
     if not re.fullmatch(r"[0-9]{1,3}", value) or not 1 <= int(value) <= HISTORY_DAYS_MAX:
         raise ParamError("invalid days")
     return int(value)
+
+
+def parse_day(value: str, name: str = "day") -> str:
+    """A UTC day written YYYY-MM-DD.
+
+    >>> parse_day("2026-12-07")
+    '2026-12-07'
+    """
+    try:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            return datetime.date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    raise ParamError(f"invalid {name}: {value!r} (YYYY-MM-DD)")
 
 
 def parse_count(value: str, name: str = "count") -> int:

@@ -1,5 +1,5 @@
 """The owner's commands: backup, restore, export, import, set, rename,
-delete, top, show, migrate, and github (add, list, remove, sync: GitHub's
+delete, top, show, release, migrate, and github (add, list, remove, sync: GitHub's
 traffic numbers, github.py). server.py's main() parses the command line and
 calls run().
 
@@ -60,6 +60,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=20)
     p = command("show", "a page's total, today and last 30 days")
     p.add_argument("page_id")
+    p = command("release", "count a page's held views (the inflation guard's, docs/guard.md)")
+    p.add_argument("page_id")
+    p.add_argument("--day", metavar="YYYY-MM-DD", help="only that UTC day's (default: every day's)")
     p = command("migrate", "rewrite other counters' badge URLs in files to point at this Tally")
     p.add_argument("files", nargs="+", metavar="FILE", help="Markdown, HTML or reStructuredText")
     p.add_argument("--host", required=True,
@@ -99,5 +102,6 @@ COMMANDS = {
     "backup": files.cmd_backup, "restore": files.cmd_restore, "export": moving.cmd_export,
     "import": moving.cmd_import, "set": counts.cmd_set, "rename": counts.cmd_rename,
     "delete": counts.cmd_delete, "top": counts.cmd_top, "show": counts.cmd_show,
+    "release": counts.cmd_release,
     "migrate": migrate.cmd_migrate, "github": traffic.cmd_github,
 }

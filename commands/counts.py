@@ -1,4 +1,4 @@
-"""A page's counts: set, rename, delete, top and show (a github: page's
+"""A page's counts: set, rename, delete, top, show and release (a github: page's
 numbers are GitHub's own: shown, and deleted with github remove --delete,
 never set or renamed).
 """
@@ -104,10 +104,36 @@ def cmd_show(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         raise CommandError(f"no page {page_id!r}")
     print(f"{page_id}\ntotal   {counts.total:,}\ntoday   {counts.today:,}\n"
           f"visitors {counts.visitors:,} (today {counts.visitors_today:,})\n"
+          f"held    {counts.held:,} (today {counts.held_today:,})\n"
           f"created {page.created_at}\nlast    {page.last_seen}\n"
-          f"last 30 days: views, visitors, bot views", file=out)
+          f"last 30 days: views, visitors, bot views, held views", file=out)
     for d in history:
-        print(f"  {d.day}  {d.views:>8,} {d.visitors:>8,} {d.bots:>8,}", file=out)
+        print(f"  {d.day}  {d.views:>8,} {d.visitors:>8,} {d.bots:>8,} {d.held:>8,}", file=out)
+    older = sorted(day for day in page.held_days if day < history[0].day)
+    if older:
+        print(f"held before these 30 days: {sum(page.held_days[d] for d in older):,} views "
+              f"on {len(older)} days, from {older[0]}", file=out)
+    return 0
+
+
+def cmd_release(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    page_id = _counted(args.page_id)
+    day = None if args.day is None else params.parse_day(args.day, "--day")
+    with open_store(config) as store:
+        try:
+            moved = store.release(page_id, day)
+        except storage.NotFound:
+            raise CommandError(f"no page {page_id!r}") from None
+        except storage.TotalLimitReached as e:
+            raise CommandError(f"{e}; nothing changed") from None
+        total = store.counts(page_id).total
+    if not moved:
+        print(f"{page_id}: no held views{f' on {day}' if day else ''}; nothing changed", file=out)
+        return 0
+    for d, n in moved:
+        print(f"  {d}  {n:>8,}", file=out)
+    print(f"{page_id}: released {sum(n for _, n in moved):,} held views on {len(moved)} "
+          f"day{'s' if len(moved) != 1 else ''} (total now {total:,})", file=out)
     return 0
 
 

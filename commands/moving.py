@@ -30,6 +30,9 @@ EXPORT_FIELDS = ["page_id", "total", "created_at", "last_seen", "day", "views"]
 # Since visitors (schema 4): a page's visitors, and each day's visitors and
 # bot views, after the fields above (an older export has only those).
 VISITOR_FIELDS = ["visitors", "day_visitors", "day_bots"]
+# Since the inflation guard (schema 8): a page's held views and each day's,
+# after those (an older export has none: nothing held).
+HELD_FIELDS = ["held", "day_held"]
 # A CSV cell starting with one of these is a formula to a spreadsheet
 # (OWASP, "CSV Injection"): export puts a ' before it, import takes it off.
 # A page id that itself starts with ' gets one too, so the round trip is exact.
@@ -61,7 +64,8 @@ def _write_export(pages: Iterable[storage.Page], form: str, target: TextIO,
             target.write(",\n" if written else "\n")
             json.dump({"page_id": p.page_id, "total": p.total, "created_at": p.created_at,
                        "last_seen": p.last_seen, "days": p.days, "visitors": p.visitors,
-                       "visitor_days": p.visitor_days, "bot_days": p.bot_days},
+                       "visitor_days": p.visitor_days, "bot_days": p.bot_days,
+                       "held": p.held, "held_days": p.held_days},
                       target, ensure_ascii=False)
             written += 1
         target.write("\n]")
@@ -77,14 +81,15 @@ def _write_export(pages: Iterable[storage.Page], form: str, target: TextIO,
         target.write("}\n")
         return written
     writer = csv.writer(target)
-    writer.writerow(EXPORT_FIELDS + VISITOR_FIELDS)
+    writer.writerow(EXPORT_FIELDS + VISITOR_FIELDS + HELD_FIELDS)
     for p in pages:
         base = [_csv_cell(p.page_id), p.total, p.created_at, p.last_seen]
-        days = sorted(set(p.days) | set(p.visitor_days) | set(p.bot_days))
+        days = sorted(set(p.days) | set(p.visitor_days) | set(p.bot_days) | set(p.held_days))
         for day in days or [""]:
             writer.writerow(base + ([day, p.days.get(day, 0)] if day else ["", ""])
                             + [p.visitors] + ([p.visitor_days.get(day, 0), p.bot_days.get(day, 0)]
-                                              if day else ["", ""]))
+                                              if day else ["", ""])
+                            + [p.held, p.held_days.get(day, 0) if day else ""])
         written += 1
     return written
 
@@ -206,7 +211,8 @@ class ImportReader:
             header = next(rows, [])
         except csv.Error as e:
             raise CommandError(f"line 1: {e}") from None
-        if header == EXPORT_FIELDS + VISITOR_FIELDS:
+        if header in (EXPORT_FIELDS + VISITOR_FIELDS + HELD_FIELDS,
+                      EXPORT_FIELDS + VISITOR_FIELDS):  # the latter: before the guard
             return self._export_csv(rows, len(header))
         if header == EXPORT_FIELDS:  # an export made before visitors
             return self._export_csv(rows, len(header))
@@ -253,13 +259,16 @@ class ImportReader:
         page_id = _checked(params.validate_page_id, item.get("page_id"), where)
         total = _json_count(item.get("total"), where, "total")
         # An export made before visitors has none: zero visitors.
+        # One made before the guard has no held views.
         checked = {name: self._json_days(item.get(name, {}), where, name)
-                   for name in ("days", "visitor_days", "bot_days")}
+                   for name in ("days", "visitor_days", "bot_days", "held_days")}
         visitors = _json_count(item.get("visitors", 0), where, "visitors")
-        return _checked_visitors(storage.Page(
+        held = _json_count(item.get("held", sum(checked["held_days"].values())), where, "held")
+        return _checked_held(_checked_visitors(storage.Page(
             page_id, total, _stamp(item.get("created_at"), where, self.now),
             _stamp(item.get("last_seen"), where, self.now), checked["days"], visitors,
-            checked["visitor_days"], checked["bot_days"]), where)
+            checked["visitor_days"], checked["bot_days"], held, checked["held_days"]), where),
+            where)
 
     def _json_github(self, document: dict) -> None:
         kept = document.get("github", [])
@@ -332,12 +341,13 @@ class ImportReader:
             page_id = _checked(params.validate_page_id, _csv_uncell(row[0]), where)
             total = _checked(params.parse_count, row[1], where)
             visitors = _checked(params.parse_count, row[6], where) if fields > 6 else 0
+            held = _checked(params.parse_count, row[9], where) if fields > 9 else 0
             if page is None or page.page_id != page_id:
                 if page is not None:
-                    yield _checked_visitors(page, where)
+                    yield _checked_held(_checked_visitors(page, where), where)
                 page = storage.Page(page_id, total, _stamp(row[2], where, self.now),
-                                    _stamp(row[3], where, self.now), {}, visitors)
-            elif (page.total, page.visitors) != (total, visitors):
+                                    _stamp(row[3], where, self.now), {}, visitors, held=held)
+            elif (page.total, page.visitors, page.held) != (total, visitors, held):
                 raise CommandError(f"{where}: total differs from the page's first line")
             if row[4] or row[5]:
                 day = _day(row[4], where)
@@ -345,12 +355,15 @@ class ImportReader:
                     raise CommandError(f"{where}: day appears twice")
                 page.days[day] = _checked(params.parse_count, row[5], where)
                 if fields > 6:
-                    for column, numbers in ((7, page.visitor_days), (8, page.bot_days)):
+                    for column, numbers in ((7, page.visitor_days), (8, page.bot_days),
+                                            (10, page.held_days)):
+                        if column >= fields:
+                            continue
                         number = _checked(params.parse_count, row[column], where)
                         if number:
                             numbers[day] = number
         if page is not None:
-            yield _checked_visitors(page, "the last page")
+            yield _checked_held(_checked_visitors(page, "the last page"), "the last page")
 
     def _plain_csv(self, rows: Iterator[list[str]]) -> Iterator[storage.Page]:
         for where, row in self._rows(rows, 1):
@@ -370,6 +383,13 @@ def _checked_visitors(page: storage.Page, where: str) -> storage.Page:
     if page.visitors > page.total or any(
             n > page.days.get(day, 0) for day, n in page.visitor_days.items()):
         raise CommandError(f"{where}: {page.page_id}: more visitors than views")
+    return page
+
+
+def _checked_held(page: storage.Page, where: str) -> storage.Page:
+    """A page's held views are its days' (server.py release counts them)."""
+    if page.held != sum(page.held_days.values()):
+        raise CommandError(f"{where}: {page.page_id}: held views differ from its days' held views")
     return page
 
 

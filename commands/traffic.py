@@ -161,7 +161,8 @@ def cmd_github_sync(args: argparse.Namespace, config: Config, out: TextIO) -> in
     if not kept:
         print("no repositories kept (github add OWNER/REPO starts one)", file=out)
     for o in outcomes:
-        detail = (f"{o.days} days synced" if o.status == github.OK else
+        released = f", {o.released:,} held views released" if o.released else ""
+        detail = (f"{o.days} days synced{released}" if o.status == github.OK else
                   f"asked again from {o.retry_at}" if o.retry_at and o.status not in github.SETTLED
                   else _GITHUB_HINTS.get(o.status, ""))
         print(f"{o.repo}: {o.status}" + (f" ({detail})" if detail else ""), file=out)

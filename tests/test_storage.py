@@ -852,3 +852,98 @@ def test_without_keep_days_every_day_is_kept(any_store):
     any_store.import_pages([old], "set")
     assert any_store.kept_from() is None and any_store.trim_history() == 0
     assert any_store.page("p").days == {"2001-01-01": 5}
+
+
+# Held views (the inflation guard's, issue 30) ###################################
+
+
+def test_held_views_are_recorded_apart_and_never_in_the_counts(counting):
+    with counting() as s:
+        for _ in range(3):
+            s.record_view("p", DAY1)
+        held = [s.record_view("p", DAY1, held=True) for _ in range(4)]
+        # A held view is answered the counts as they are, its own among the held.
+        assert held[-1] == storage.Counts(3, 3, held=4, held_today=4)
+        assert s.record_view("p", DAY2, held=True) == storage.Counts(3, 0, held=5, held_today=1)
+        assert s.record_view("p", DAY2) == storage.Counts(4, 1, held=5, held_today=1)
+        assert [(d.day, d.views, d.held) for d in s.days("p", 2, DAY2)] == [
+            ("2026-11-01", 3, 4), ("2026-11-02", 1, 1)]
+        page = s.page("p")
+        assert (page.total, page.held, page.held_days) == (4, 5, {"2026-11-01": 4,
+                                                                  "2026-11-02": 1})
+
+
+def test_a_batch_of_counted_and_held_views_is_written_in_one_group_commit(counting):
+    # One batch (the writer thread stopped while they queue): each view is
+    # counted or held as its own decision says, none lost, none twice.
+    with counting() as s:
+        s.record_view("p", DAY1)
+        views = [writer.View("p", DAY1, views=0 if n % 3 else 1, held=1 if n % 3 else 0)
+                 for n in range(30)]
+        s.writer.backend.write_views(views, [])
+        assert all(v.error is None for v in views)
+        page = s.page("p")
+        assert (page.total, page.held) == (1 + 10, 20)
+        assert sorted(v.result.total for v in views if v.views) == list(range(2, 12))
+
+
+def test_release_counts_a_day_or_every_day_in_one_transaction(counting):
+    with counting() as s:
+        s.record_view("p", DAY1)
+        for when, n in ((DAY1, 4), (DAY2, 2)):
+            for _ in range(n):
+                s.record_view("p", when, held=True)
+        assert s.release("p", "2026-11-02") == [("2026-11-02", 2)]
+        assert (s.page("p").total, s.page("p").held) == (3, 4)
+        assert s.release("p", "2026-11-02") == []  # nothing left that day
+        assert s.release("p") == [("2026-11-01", 4)]
+        page = s.page("p")
+        assert (page.total, page.held, page.held_days) == (7, 0, {})
+        assert page.days == {"2026-11-01": 5, "2026-11-02": 2}
+        assert s.release("p") == []
+        with pytest.raises(storage.NotFound):
+            s.release("unknown")
+
+
+def test_release_past_the_largest_total_moves_nothing(counting):
+    with counting() as s:
+        s.record_view("p", DAY1, held=True)
+        s.record_view("p", DAY1, held=True)
+        s.set_total("p", storage.TOTAL_MAX - 1)
+        with pytest.raises(storage.TotalLimitReached):
+            s.release("p")
+        assert (s.page("p").total, s.page("p").held) == (storage.TOTAL_MAX - 1, 2)
+
+
+def test_held_views_travel_with_rename_merge_and_import(counting):
+    with counting() as s:
+        s.record_view("a", DAY1)
+        s.record_view("a", DAY1, held=True)
+        s.record_view("b", DAY1, held=True)
+        s.rename("a", "b", merge=True)
+        page = s.page("b")
+        assert (page.held, page.held_days) == (2, {"2026-11-01": 2})
+        # set replaces the days it names (their held views too), add adds.
+        s.import_pages([storage.Page("b", 9, STAMP, STAMP, {"2026-11-02": 1}, held=3,
+                                     held_days={"2026-11-02": 3})], "set")
+        assert s.page("b").held_days == {"2026-11-01": 2, "2026-11-02": 3}
+        assert s.page("b").held == 5
+        s.import_pages([storage.Page("b", 1, STAMP, STAMP, {}, held=1,
+                                     held_days={"2026-11-01": 1})], "add")
+        assert (s.page("b").held, s.page("b").held_days["2026-11-01"]) == (6, 3)
+
+
+def test_keep_days_never_deletes_a_day_that_holds_held_views(make_store):
+    today = storage.utc_now().date()
+    old = (today - datetime.timedelta(days=100)).isoformat()
+    also_old = (today - datetime.timedelta(days=90)).isoformat()
+    store = make_store(keep_days=30)
+    recent = {(today - datetime.timedelta(days=back)).isoformat(): 1 for back in range(40)}
+    store.import_pages([storage.Page("p", 10, STAMP, STAMP, {old: 5, also_old: 5},
+                                     held=7, held_days={old: 7}),
+                        storage.Page("recent", 40, STAMP, STAMP, recent)], "set")
+    assert store.trim_history() == 1 + 10  # p's day without held views, recent's oldest 10
+    page = store.page("p")
+    assert (page.days, page.held_days) == ({old: 5}, {old: 7})
+    assert store.release("p") == [(old, 7)]
+    assert store.trim_history() == 1  # released: now an old day like any other

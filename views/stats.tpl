@@ -25,7 +25,12 @@
   <div><dt>Visitors (unique per day, summed)</dt><dd id="visitors">{{f"{counts.visitors:,}"}}</dd></div>
   <div><dt>Visitors today</dt><dd id="visitors-today">{{f"{counts.visitors_today:,}"}}</dd></div>
   <div><dt>Bot views, last {{len(history)}} days (not counted)</dt><dd id="bots">{{f"{sum(d.bots for d in history):,}"}}</dd></div>
+  <div><dt>Held views (not counted until released)</dt><dd id="held">{{f"{counts.held:,}"}}</dd></div>
+  <div><dt>Held today</dt><dd id="held-today">{{f"{counts.held_today:,}"}}</dd></div>
 </dl>
+% if counts.held:
+<p id="held-note">Views the inflation guard held: more than this page's own history explains (a loop fetching the badge, or a surge). They are kept, not counted, and not lost; the server's owner counts them with <code>server.py release</code>, and a sync of the linked repository's GitHub traffic counts a day's when GitHub's views explain them.</p>
+% end
 <h2>Last {{len(history)}} days</h2>
 % if kept_from:
 <p id="kept-from">History begins on {{kept_from}}: this server keeps views per day for {{keep_days}} days (TALLY_KEEP_DAYS). The total and the visitors above still count every day.</p>
@@ -36,14 +41,14 @@
 </figure>
 <p>Visitors are counted without cookies and without storing addresses or browsers: a visitor is known for one UTC day only. Views through an image proxy, such as GitHub's for a README, are views and never visitors; known bots are not counted.</p>
 <table id="history">
-<caption>Views, unique visitors and bot views per UTC day</caption>
-<thead><tr><th scope="col">Day</th><th scope="col">Views</th><th scope="col">Visitors</th><th scope="col">Bot views</th></tr></thead>
+<caption>Views, unique visitors, bot views and held views per UTC day</caption>
+<thead><tr><th scope="col">Day</th><th scope="col">Views</th><th scope="col">Visitors</th><th scope="col">Bot views</th><th scope="col">Held</th></tr></thead>
 <tbody>
 % for d in reversed(history):
 % if kept_from and d.day < kept_from:
-<tr class="not-kept"><td>{{d.day}}</td><td colspan="3">not kept</td></tr>
+<tr class="not-kept"><td>{{d.day}}</td><td colspan="4">not kept</td></tr>
 % else:
-<tr><td>{{d.day}}</td><td>{{d.views}}</td><td>{{d.visitors}}</td><td>{{d.bots}}</td></tr>
+<tr><td>{{d.day}}</td><td>{{d.views}}</td><td>{{d.visitors}}</td><td>{{d.bots}}</td><td>{{d.held}}</td></tr>
 % end
 % end
 </tbody>
