@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections
+import datetime
+import json
+
 import pytest
 
 import counting
+import storage
 from config import Config
 from conftest import BROWSER
 
@@ -159,3 +164,120 @@ def test_the_usual_day_leaves_out_days_with_held_views():
     assert counting.usual_day([(5000, 0)] * 7 + [(1000, 0)] * 7) == 1000
     assert counting.usual_day([(0, 0)] * 7) == 0  # a quiet page: the floor applies
     assert counting.Guard().allowance(None) == (600, 600)
+
+
+def test_without_enough_clean_days_the_counted_views_decide():
+    # A new page whose readers are more than the floor: its days were held
+    # in part, and there are not 7 without; their counted views then count
+    # (each at most its day's bound), so the allowance grows from the floor.
+    assert counting.usual_day([(1200, 3000)] * 3) == 1200
+    assert counting.usual_day([(1200, 3000)] * 3 + [(500, 0)] * 6) == 500 + 0  # lower median
+    # With 7 clean days the held days are left out.
+    assert counting.usual_day([(9000, 50)] * 10 + [(1000, 0)] * 7) == 1000
+
+
+def test_the_history_starts_at_the_pages_first_day():
+    today, days = counting.history("2026-12-07", [("2026-12-05", 700, 0), ("2026-12-03", 800, 2)])
+    assert today == 0 and days == [(0, 0), (700, 0), (0, 0), (800, 2)]
+    assert counting.history("2026-12-07", []) == (0, [])
+
+
+def test_admits_refuses_to_guess_a_history_it_was_not_given():
+    with pytest.raises(ValueError):
+        counting.Guard().admits("p", START)
+
+
+def test_servers_sharing_a_database_share_one_pages_allowance():
+    # Two servers' guards on one page, a loop alternating between them. The
+    # database's count of today's views, which every recorded view's answer
+    # carries, tells each what the other counted.
+    guards, counted = [counting.Guard(), counting.Guard()], 0
+    for n in range(600):
+        guard, now = guards[n % 2], START + n * 0.05
+        if admits(guard, "page", now, lambda p: (counted, [(1000, 0)] * 14)):
+            counted += 1
+            guard.observed("page", now, counted, True)
+        else:
+            guard.observed("page", now, counted, False)
+    # One burst, not one a server, and 30 s of the minute's refill (ten
+    # times 1,000 a day: 3.5).
+    assert 60 <= counted <= 64
+
+    # Without telling them (what the guard would do without observed()).
+    alone, counted = [counting.Guard(), counting.Guard()], 0
+    for n in range(600):
+        if admits(alone[n % 2], "page", START + n * 0.05, lambda p: (0, [(1000, 0)] * 14)):
+            counted += 1
+    assert counted >= 120
+
+
+def test_an_answer_out_of_order_takes_nothing_for_long():
+    # A batch's answers may come before the views they count: an estimate
+    # of other servers' views too high for a moment is given back.
+    guard = counting.Guard(burst=10)
+    assert all(admits(guard, "page", START) for _ in range(5))
+    assert guard._pages["page"].minute.level(START) == 5
+    guard.observed("page", START, 5, False)   # a held view's answer first: 5 look like others'
+    assert guard._pages["page"].minute.level(START) == 0
+    for n in range(1, 6):                     # then the five counted: this server's own
+        guard.observed("page", START, n, True)
+    assert guard._pages["page"].minute.level(START) == 5
+
+
+# The guard through the app (in process): a loop on one page ##############
+
+
+def held_run(client, page_id, n, user_agent=BROWSER):
+    """n views of a page, as a person's browser asks (or as user_agent);
+    how many answers said each thing."""
+    said = collections.Counter()
+    for _ in range(n):
+        said[client.get("/badge", f"page_id={page_id}",
+                        headers={"User-Agent": user_agent}).headers["x-tally-counted"]] += 1
+    return said
+
+
+def test_a_loop_on_a_new_page_counts_the_burst_and_holds_the_rest(make_client):
+    client, store = make_client()
+    said = held_run(client, "looped", 200)
+    # The burst (60), and the floor's refill (600 a day: one in 144 s).
+    assert 60 <= said["yes"] <= 61 and said["yes"] + said["no; held"] == 200
+    body = json.loads(client.get("/api/count", "page_id=looped").body)
+    assert (body["total"], body["held"], body["held_today"]) == (
+        said["yes"], said["no; held"], said["no; held"])
+    # A held view's badge shows the count without it.
+    svg = client.get("/badge", "page_id=looped").body.decode()
+    assert f">{said['yes']}<" in svg
+    day = json.loads(client.get("/api/history", "page_id=looped&days=1").body)
+    assert day["held"] == said["no; held"] + 1 and day["days"][0]["held"] == day["held"]
+    stats = client.get("/stats", "page_id=looped").body.decode()
+    assert f'id="held">{said["no; held"] + 1}<' in stats and 'id="held-note"' in stats
+
+
+def test_with_the_guard_off_every_view_counts(make_client):
+    client, store = make_client(guard=False)
+    assert held_run(client, "looped", 200) == {"yes": 200}
+    assert store.page("looped").held == 0
+
+
+def test_counted_held_and_bot_views_add_up_to_the_views_answered(make_client):
+    client, store = make_client()
+    said = held_run(client, "p", 150) + held_run(client, "p", 40, "curl/8.5.0")
+    assert said["no; bot"] == 40 and said["no; held"] > 0
+    page, days = store.page("p"), store.days("p", 1)
+    assert page.total + page.held + days[0].bots == 190
+    assert (page.total, page.held) == (said["yes"], said["no; held"])
+
+
+def test_a_page_with_history_gets_its_usual_rate(make_client):
+    # 14 days of 100,000 views a day: the minute's refill is ten times that
+    # (about 11.6 a second), far more than a loop of a few hundred needs.
+    client, store = make_client()
+    today = datetime.date.today()
+    store.import_pages([storage.Page(
+        "busy", 1_400_000, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
+        {(today - datetime.timedelta(days=back)).isoformat(): 100_000
+         for back in range(1, 15)})], "set")
+    quiet = held_run(client, "quiet", 100)
+    busy = held_run(client, "busy", 100)
+    assert quiet["no; held"] >= 39 and busy["yes"] > quiet["yes"]

@@ -460,3 +460,41 @@ def test_a_token_file_that_is_a_fifo_is_refused_at_once(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(config.ConfigError, match="not a regular file"):
         github.read_token(config.Config(github_token_file=str(fifo)))
+
+
+# GitHub confirms or refutes the inflation guard's held views (issue 30) ######
+
+
+def test_a_sync_releases_the_held_views_that_githubs_own_views_explain(any_store, fake_github):
+    day = FIRST + datetime.timedelta(days=20)
+    confirmed, refuted, partly = (FIRST + datetime.timedelta(days=n) for n in (17, 18, 19))
+    # GitHub saw 500 views of the README on `confirmed`, 500 on `refuted`,
+    # 300 on `partly`; Tally counted 100 each day and held 400, 4000, 250.
+    fake_github.histories["alice/repo"] = {
+        confirmed.isoformat(): (500, 200, 0, 0), refuted.isoformat(): (500, 200, 0, 0),
+        partly.isoformat(): (300, 100, 0, 0)}
+    any_store.github.add("alice/repo", "alice.repo", at(FIRST))
+    for when, held in ((confirmed, 400), (refuted, 4000), (partly, 250)):
+        for _ in range(100):
+            any_store.record_view("alice.repo", at(when))
+        for _ in range(held):
+            any_store.record_view("alice.repo", at(when), held=True)
+    assert [o.released for o in sync_on(any_store, fake_github, day)] == [400]
+    page = any_store.page("alice.repo")
+    # counted + held <= GitHub's views: 100 + 400 <= 500 released; 100 +
+    # 4000 > 500 and 100 + 250 > 300 stay held, whole (never a part of a day).
+    assert page.days[confirmed.isoformat()] == 500 and page.total == 700
+    assert page.held_days == {refuted.isoformat(): 4000, partly.isoformat(): 250}
+    assert page.held == 4250
+    # Synced again: nothing more to release, nothing released twice.
+    assert [o.released for o in sync_on(any_store, fake_github, day)] == [0]
+    assert any_store.page("alice.repo").total == 700
+
+
+def test_a_repository_without_a_linked_page_releases_nothing(any_store, fake_github):
+    day = FIRST + datetime.timedelta(days=20)
+    fake_github.histories["alice/repo"] = {day.isoformat(): (10_000, 10, 0, 0)}
+    any_store.github.add("alice/repo", None, at(FIRST))
+    any_store.record_view("alice.repo", at(day), held=True)
+    assert [o.released for o in sync_on(any_store, fake_github, day)] == [0]
+    assert any_store.page("alice.repo").held == 1
