@@ -5,6 +5,7 @@ process of its own (signals, a closed pipe, memory), run as real processes."""
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import os
 import re
@@ -1200,3 +1201,80 @@ def test_an_export_of_the_compact_layout_goes_through_the_older_tally_and_back(t
     assert first["github"] == through_older["github"] == again["github"]
     assert open(exports[1]).read().startswith('{\n "tally_export"')  # the older layout's
     assert open(exports[2]).readline().startswith('{"tally_export": 1, "exported_at": "')
+
+
+# Held views (the inflation guard's, issue 30): release, show, export, import ##
+
+HELD_DAY1, HELD_DAY2 = (datetime.datetime(2026, 3, d, 12, tzinfo=datetime.timezone.utc)
+                        for d in (14, 15))
+
+
+def held_views(db: str) -> None:
+    """blog: 2 views and 5 held on 2026-03-14, 1 and 3 held on 2026-03-15."""
+    with sqlite.Store(db) as store:
+        for when, views, held in ((HELD_DAY1, 2, 5), (HELD_DAY2, 1, 3)):
+            for _ in range(views):
+                store.record_view("blog", when)
+            for _ in range(held):
+                store.record_view("blog", when, held=True)
+
+
+def test_release_one_day_then_every_day_prints_what_it_moved(db_path):
+    held_views(db_path)
+    shown = tally("show", "blog", db=db_path).stdout
+    assert "held    8 (today 0)" in shown and "held before these 30 days: 8 views on 2 days" in shown
+    one = tally("release", "blog", "--day", "2026-03-15", db=db_path)
+    assert one.returncode == 0 and one.stdout == (
+        "  2026-03-15         3\nblog: released 3 held views on 1 day (total now 6)\n")
+    rest = tally("release", "blog", db=db_path)
+    assert rest.stdout.endswith("blog: released 5 held views on 1 day (total now 11)\n")
+    with sqlite.Store(db_path, readonly=True) as store:
+        page = store.page("blog")
+    assert (page.total, page.held, page.days) == (11, 0, {"2026-03-14": 7, "2026-03-15": 4})
+    again = tally("release", "blog", db=db_path)
+    assert again.returncode == 0 and "no held views; nothing changed" in again.stdout
+
+
+@pytest.mark.parametrize("args, error", [
+    (["release", "nobody"], "no page 'nobody'"),
+    (["release", "blog", "--day", "2026-02-30"], "invalid --day: '2026-02-30' (YYYY-MM-DD)"),
+    (["release", "blog", "--day", "yesterday"], "invalid --day: 'yesterday' (YYYY-MM-DD)"),
+    (["release", "github:alice/repo"], "a github: page holds GitHub's own numbers"),
+])
+def test_release_refuses_bad_input_in_one_line_and_changes_nothing(db_path, args, error):
+    held_views(db_path)
+    before = snapshot(db_path)
+    result = tally(*args, db=db_path)
+    assert result.returncode != 0 and result.stderr.count("\n") == 1 and error in result.stderr
+    assert snapshot(db_path) == before
+
+
+@pytest.mark.parametrize("form", ["json", "csv"])
+def test_export_then_import_keeps_held_views(db_path, tmp_path, form):
+    held_views(db_path)
+    exported = tmp_path / f"e.{form}"
+    assert tally("export", "--format", form, "--out", str(exported), db=db_path).returncode == 0
+    other = str(tmp_path / "other.db")
+    assert tally("import", str(exported), db=other).returncode == 0
+    again = json.loads(tally("export", db=other).stdout)["pages"][0]
+    assert (again["total"], again["held"], again["held_days"]) == (
+        3, 8, {"2026-03-14": 5, "2026-03-15": 3})
+
+
+def test_an_export_made_before_the_guard_imports_with_nothing_held(db_path, tmp_path):
+    old_csv = tmp_path / "old.csv"
+    old_csv.write_text("page_id,total,created_at,last_seen,day,views,visitors,day_visitors,"
+                       "day_bots\nb,4,2026-01-01T00:00:00Z,2026-01-01T00:00:00Z,2026-01-01,4,"
+                       "1,1,0\n")
+    assert tally("import", str(old_csv), db=db_path).returncode == 0
+    page = json.loads(tally("export", db=db_path).stdout)["pages"][0]
+    assert (page["total"], page["held"], page["held_days"]) == (4, 0, {})
+
+
+def test_an_import_whose_held_views_differ_from_its_days_is_refused(db_path, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"pages": [{"page_id": "a", "total": 3, "held": 9, '
+                   '"held_days": {"2026-01-01": 4}}]}')
+    result = tally("import", str(bad), db=db_path)
+    assert result.returncode == 2 and "held views differ from its days' held views" in result.stderr
+    assert not os.path.exists(db_path) or totals(db_path) == {}

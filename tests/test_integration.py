@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import collections
 import datetime
 import http.client
 import json
@@ -102,6 +103,51 @@ def test_kill_9_under_load_loses_no_answered_count(live_server, db_path):
         assert answered <= stored[page_id] <= sent[page_id]
     restarted = live_server(GUARD_OFF)
     assert restarted.get("/badge?page_id=p0")[0] == 200
+
+
+def test_counted_held_and_bot_views_add_up_to_the_answered_under_kill_9(live_server, db_path):
+    # The guard on (the default): a loop of people's browsers and of curl on
+    # one page. Every answered view is counted, held or a bot's, and stays
+    # so across kill -9: each answer's kind is in the file at least as often
+    # as it was answered, and nothing more than was sent.
+    live = live_server()
+    # The page exists before the loop: a bot's view creates no page (a
+    # crawler following links), so the first ones would be written nowhere.
+    assert live.get("/badge?page_id=looped")[1]["X-Tally-Counted"] == "yes"
+    answered: collections.Counter = collections.Counter({"yes": 1})
+    sent = [1]
+    lock, stop = threading.Lock(), threading.Event()
+
+    def client(user_agent: str) -> None:
+        while not stop.is_set():
+            with lock:
+                sent[0] += 1
+            try:
+                status, headers, _ = live.get("/badge?page_id=looped", {"User-Agent": user_agent})
+            except (OSError, http.client.HTTPException):
+                return
+            if status == 200:
+                with lock:
+                    answered[headers["X-Tally-Counted"]] += 1
+
+    threads = [threading.Thread(target=client, args=(BROWSER if i % 4 else "curl/8.5.0",))
+               for i in range(12)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: answered["no; held"] >= 300 and answered["no; bot"] >= 50)
+    os.kill(live.proc.pid, signal.SIGKILL)
+    live.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert set(answered) == {"yes", "no; held", "no; bot"}
+    assert 60 <= answered["yes"] <= 62  # the burst of a new page, and the floor's refill
+    conn = sqlite3.connect(db_path)
+    total, held = conn.execute("SELECT total, held FROM pages WHERE page_id = 'looped'").fetchone()
+    bots = conn.execute("SELECT sum(bots) FROM daily").fetchone()[0]
+    conn.close()
+    assert total >= answered["yes"] and held >= answered["no; held"] and bots >= answered["no; bot"]
+    assert total + held + bots <= sent[0]
 
 
 def test_sigterm_stops_the_server_cleanly(live_server):

@@ -4,6 +4,7 @@ backends too)."""
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import os
@@ -60,6 +61,17 @@ def test_two_servers_on_one_database_count_exactly(live_server, pg):
         for live in (first, second):
             answer = json.loads(live.get(f"/api/count?page_id=page-{i}")[2])
             assert answer["total"] == 500
+
+
+def test_two_servers_under_one_loop_share_the_pages_allowance(live_server, pg):
+    # The guard on: one loop on a new page, alternating between two servers
+    # on one database, counts one burst (60), not one a server.
+    servers = live_server(db=pg), live_server(db=pg)
+    said = collections.Counter(
+        servers[i % 2].get("/badge?page_id=looped")[1]["X-Tally-Counted"] for i in range(400))
+    assert set(said) == {"yes", "no; held"} and 60 <= said["yes"] <= 62
+    answer = json.loads(servers[0].get("/api/count?page_id=looped")[2])
+    assert (answer["total"], answer["held"]) == (said["yes"], said["no; held"])
 
 
 def test_kill_9_of_one_server_loses_no_answered_count(live_server, pg):
