@@ -17,11 +17,19 @@ A benchmark, not a test: it prints figures and ratios and asserts nothing.
    - with --postgres URL (or TALLY_TEST_POSTGRES set): Tally counting into
      PostgreSQL, one process and two processes sharing the database (the
      load split between them).
+   All of them count one page at full speed, a loop by definition: with
+   TALLY_GUARD=0 (the inflation guard off).
+2b. The inflation guard: a loop on one page (mostly held) with the guard
+   and with TALLY_GUARD=0 (goal: at least 0.9), and ordinary pages (each
+   view a new page's first: its days read, the view counted) with and
+   without it and beside --baseline's (goal: at least 0.97).
 3. An id flood with TALLY_MAX_PAGES set (issue 18): on a database of
    500,000 pages, 16 connections asking new page ids beside 2 connections
    counting one existing page, with the cap (2,000,000) and without it; the
    existing page's views per second side by side (goal: with the cap at
-   least half of without). SQLite, and PostgreSQL with --postgres.
+   least half of without), and the worker's growth through the flood with
+   the guard and with TALLY_GUARD=0 (goal: the guard's at most 10 MB).
+   SQLite, and PostgreSQL with --postgres.
 4. Resident memory of Tally's worker and of its serving process after
    100,000 requests and after a second 100,000 (a distinct label on every
    request, so the template cache is at its bound).
@@ -30,6 +38,7 @@ A benchmark, not a test: it prints figures and ratios and asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 from statistics import median
 import os
 import platform
@@ -104,7 +113,10 @@ def start(args: list[str], env: dict, health: str) -> tuple[subprocess.Popen, st
 
 def start_tally(db: str, threads: int | None, root: Path = ROOT,
                 env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    env = {**({"TALLY_THREADS": str(threads)} if threads else {}), **(env or {})}
+    # The inflation guard off unless asked for: these sections count one
+    # page at full speed, a loop by definition (measure_guard has its own).
+    env = {**({"TALLY_THREADS": str(threads)} if threads else {}), "TALLY_GUARD": "0",
+           **(env or {})}
     return start([sys.executable, str(root / "server.py"), "serve", "--db", db, "--port", "{port}",
                   "--quiet"], env, "/healthz")
 
@@ -316,30 +328,45 @@ def measure_flood(load, tmp: str, threads: int, args: argparse.Namespace) -> Non
         started = time.monotonic()
         fill(db, args.flood_pages)
         print(f"  {name}: filled in {time.monotonic() - started:.0f} s")
-        views: dict[str, list[float]] = {"without the cap": [], "TALLY_MAX_PAGES=2000000": []}
-        for _ in range(args.rounds):
+        # The guard on (the default) but where said: the worker's growth
+        # through the flood is the guard's table and the store's caches.
+        views: dict[str, list[float]] = {"without the cap": [], "TALLY_MAX_PAGES=2000000": [],
+                                         "TALLY_GUARD=0": []}
+        growth: dict[str, list[float]] = {setting: [] for setting in views}
+        for round_number in range(args.rounds):
             for setting in views:
                 env = {"TALLY_THREADS": str(threads)}
-                if setting != "without the cap":
+                if setting == "TALLY_MAX_PAGES=2000000":
                     env["TALLY_MAX_PAGES"] = "2000000"
+                if setting == "TALLY_GUARD=0":
+                    env["TALLY_GUARD"] = "0"
                 proc, base = start([sys.executable, str(ROOT / "server.py"), "serve", "--db", db,
                                     "--port", "{port}", "--quiet"], env, "/healthz")
                 try:
+                    load(base + "/badge?page_id=page-0000001", 1, False, 2)  # warm-up
+                    before = memory_mb(worker_of(proc.pid), ("VmRSS",))[0]
                     results: dict[str, dict] = {}
+                    prefix = f"flood-{setting[6:11]}-{round_number}-"
                     flood = threading.Thread(target=lambda: results.update(flood=load(
-                        base + "/badge?page_id=flood-" + setting[:5] + "-", args.seconds, True, 16)))
+                        base + "/badge?page_id=" + prefix, args.seconds, True, 16)))
                     flood.start()
                     results["existing"] = load(base + "/badge?page_id=page-0000001", args.seconds,
                                                False, 2)
                     flood.join()
                     views[setting].append(results["existing"]["rps"])
+                    growth[setting].append(memory_mb(worker_of(proc.pid), ("VmRSS",))[0] - before)
                 finally:
                     stop(proc)
-        without, capped = (median(v) for v in views.values())
+        without, capped, _ = (median(v) for v in views.values())
         for setting, values in views.items():
             print(f"  {name}, {setting:<28} existing page {median(values):8.0f} views/s "
-                  f"(rounds: {' '.join(f'{v:.0f}' for v in values)})")
+                  f"(rounds: {' '.join(f'{v:.0f}' for v in values)}); worker grew "
+                  f"{median(growth[setting]):5.1f} MB (rounds: "
+                  f"{' '.join(f'{g:.1f}' for g in growth[setting])})")
         print(ratio_line(f"{name}: with the cap / without", capped, without, 0.5))
+        extra = median(growth["without the cap"]) - median(growth["TALLY_GUARD=0"])
+        print(f"  {name}: the guard's growth through the flood (on - off): {extra:5.1f} MB   "
+              f"goal <= 10 MB: {'met' if extra <= 10 else 'NOT met'}")
 
 
 def ratio_line(name: str, value: float, limit: float, goal: float) -> str:
@@ -523,6 +550,50 @@ def measure_memory(load, tmp: str, threads: int, args: argparse.Namespace) -> No
           f"{first['errors'] + second['errors']}")
 
 
+def measure_guard(load, tmp: str, threads: int, args: argparse.Namespace) -> None:
+    """The inflation guard's cost: a loop on one page (mostly held) with the
+    guard and with TALLY_GUARD=0, and ordinary pages (each view a page's
+    first: its days read, the view counted) beside the baseline's."""
+    print(f"\n== The inflation guard: {args.rounds} rounds of {args.seconds:g} s, servers taking turns")
+    servers = {"on": lambda: start_tally(os.path.join(tmp, "guard-on.db"), threads,
+                                         env={"TALLY_GUARD": "1"}),
+               "off": lambda: start_tally(os.path.join(tmp, "guard-off.db"), threads)}
+    if args.baseline:
+        servers["baseline"] = lambda: start_tally(os.path.join(tmp, "guard-base.db"), threads,
+                                                  Path(args.baseline).resolve())
+    runs: dict[str, list[dict]] = {f"{kind} {server}": [] for server in servers
+                                   for kind in ("loop", "ordinary")}
+    held = []
+    for round_number in range(args.rounds):
+        for server, starter in servers.items():
+            proc, base = starter()
+            try:
+                for kind in ("loop", "ordinary"):
+                    url = base + ("/badge?page_id=looped" if kind == "loop" else
+                                  f"/badge?page_id=ordinary-{round_number}-")
+                    load(url, 1, kind == "ordinary")  # warm-up
+                    runs[f"{kind} {server}"].append(load(url, args.seconds, kind == "ordinary"))
+                if server == "on":
+                    with urllib.request.urlopen(base + "/api/count?page_id=looped") as r:
+                        counted = json.load(r)
+                    held.append(counted["held"] / (counted["held"] + counted["total"]))
+            finally:
+                stop(proc)
+    rps = {name: median(r["rps"] for r in results) for name, results in runs.items()}
+    print(f"  {'server and request':<44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for name, results in runs.items():
+        print(f"  {name:<44}{rps[name]:>9.0f}{median(r['p50'] for r in results):>9.2f}"
+              f"{median(r['p99'] for r in results):>9.2f}")
+    print(f"  the loop's views held with the guard: {median(held):.4f} (rounds: "
+          f"{' '.join(f'{h:.4f}' for h in held)})")
+    print(ratio_line("a loop: the guard / TALLY_GUARD=0", rps["loop on"], rps["loop off"], 0.9))
+    print(ratio_line("ordinary pages: the guard / TALLY_GUARD=0", rps["ordinary on"],
+                     rps["ordinary off"], 0.97))
+    if args.baseline:
+        print(ratio_line("ordinary pages: the guard / baseline", rps["ordinary on"],
+                         rps["ordinary baseline"], 0.97))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", choices=("granian-trivial", "granian-trivial-wsgi"),
@@ -559,6 +630,7 @@ def main() -> None:
     print(f"  ratio Tally / badge()          {ours / plain:8.4f}   (goal <= 0.1)")
     with tempfile.TemporaryDirectory() as tmp:
         measure_throughput(load, tmp, threads, args)
+        measure_guard(load, tmp, threads, args)
         measure_litestream(load, tmp, threads, args)
         if args.flood_pages:
             measure_flood(load, tmp, threads, args)

@@ -414,6 +414,13 @@ def fake_github():
     fake.close()
 
 
+def without_held(pages: list[dict]) -> list[dict]:
+    """An export's pages as a Tally before the inflation guard wrote them
+    (no held views held: the fields only)."""
+    assert all(p["held"] == 0 and p["held_days"] == {} for p in pages)
+    return [{k: v for k, v in p.items() if k not in ("held", "held_days")} for p in pages]
+
+
 def tally(*args: str, db: str | None = None, stdin: str | None = None, env: dict | None = None):
     """`python server.py ARGS` with env as its whole TALLY_ environment, run in
     this process: server.main with its own environment, stdin, stdout and

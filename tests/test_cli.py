@@ -165,7 +165,7 @@ def test_export_json_shape(filled):
     page = next(p for p in document["pages"] if p["page_id"] == "only-once")
     assert page["total"] == 1 and list(page["days"].values()) == [1]
     assert set(page) == {"page_id", "total", "created_at", "last_seen", "days", "visitors",
-                         "visitor_days", "bot_days"}
+                         "visitor_days", "bot_days", "held", "held_days"}
 
 
 def test_import_plain_csv_with_add_and_set(filled, tmp_path):
@@ -1197,7 +1197,10 @@ def test_an_export_of_the_compact_layout_goes_through_the_older_tally_and_back(t
                  tally("import", exports[1], db=back), tally("export", "--out", exports[2], db=back)):
         assert step.returncode == 0, step.stderr
     first, through_older, again = (json.load(open(name, encoding="utf-8")) for name in exports)
-    assert first["pages"] == through_older["pages"] == again["pages"]
+    # The older Tally knows no held views: nothing was held, and the round
+    # trip gives none.
+    assert conftest.without_held(first["pages"]) == through_older["pages"]
+    assert first["pages"] == again["pages"]
     assert first["github"] == through_older["github"] == again["github"]
     assert open(exports[1]).read().startswith('{\n "tally_export"')  # the older layout's
     assert open(exports[2]).readline().startswith('{"tally_export": 1, "exported_at": "')

@@ -63,7 +63,7 @@ def test_two_servers_on_one_database_count_exactly(live_server, pg):
             assert answer["total"] == 500
 
 
-def test_two_servers_under_one_loop_share_the_pages_allowance(live_server, pg):
+def test_a_loop_split_between_servers_shares_one_allowance(live_server, pg):
     # The guard on: one loop on a new page, alternating between two servers
     # on one database, counts one burst (60), not one a server.
     servers = live_server(db=pg), live_server(db=pg)

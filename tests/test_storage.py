@@ -719,7 +719,9 @@ def test_a_file_made_by_tally_at_schema_4_exports_what_it_exported_then(tmp_path
         result = conftest.tally("export", "--out", out, db=db)
         assert result.returncode == 0, result.stderr
         now = json.loads(open(out, encoding="utf-8").read())
-        assert now["pages"] == then["pages"] and now["github"] == then["github"]
+        # Schema 4 knew no held views: none are held now.
+        assert conftest.without_held(now["pages"]) == then["pages"]
+        assert now["github"] == then["github"]
         assert sum(p["total"] for p in now["pages"]) == 9000000000001242
         if not opened_by_a_server:
             assert open(db, "rb").read() == before
