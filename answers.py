@@ -16,10 +16,12 @@ library: it sees the store through storage.Store.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime
 import email.utils
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -33,6 +35,7 @@ from typing import Callable
 import prometheus_client
 
 import badge
+import chart
 import counting
 import flavours
 import pages
@@ -52,8 +55,11 @@ JSON_TYPE = "application/json"
 # "do not". Expires is set per answer, ten minutes in the past.
 NO_CACHE = "max-age=0, no-cache, no-store, s-maxage=0, must-revalidate, proxy-revalidate"
 # An SVG opened directly in a browser tab may run nothing and load nothing
-# (a data: logo is embedded, not loaded; the badges use no <style>).
-SVG_CSP = "default-src 'none'; img-src data:; sandbox"
+# (a data: logo is embedded, not loaded). The one style it may apply is the
+# theme rule of an auto SVG (badge.THEME_STYLE), named by its hash.
+SVG_CSP = ("default-src 'none'; img-src data:; style-src 'sha256-"
+           + base64.b64encode(hashlib.sha256(badge.THEME_STYLE.encode()).digest()).decode()
+           + "'; sandbox")
 
 
 class Answer(typing.NamedTuple):
@@ -192,6 +198,17 @@ class OutageLog:
 # The requests every view makes #############################################
 
 
+def drawn_chart(store: storage.Store, page: pages.Named, look: badge.Look, days: int,
+                visitors: bool, title: str | None) -> str:
+    """A page's chart (/chart, Hits' daily chart): its days read, never
+    counted, and drawn in the look's colours and theme."""
+    found = pages.chart_days(store, page, days, visitors)
+    unit = "visitors" if visitors else "views"
+    return chart.standalone(look, found.days, title or f"{unit} per day",
+                            f"{chart.counted(found.total, unit)} in {days} days", unit,
+                            found.empty, found.not_kept)
+
+
 # Parsed /badge queries kept, by their exact text: a README's badge asks the
 # same URL on every view. Long queries (a logo) are parsed each time, so the
 # cache stays small (at most QUERY_CACHE x 1 KB).
@@ -318,6 +335,8 @@ class Badges:
                     answer = await self._badge(query, method, viewer)
                 elif path == "/api/count":
                     answer = await self._count(query)
+                elif path == "/chart":
+                    answer = await self._chart(query)
                 else:
                     answer = await self._old_url(old, query, method, viewer)
                 self.outage.succeeded()
@@ -325,8 +344,8 @@ class Badges:
                 answer = self.failure(e.error, path, method, (e.label, e.style))
             except Exception as e:
                 # Where an image was asked for, even an unexpected error is one.
-                drawn = old is None and path == "/badge" or old is not None and old.answer in (
-                    "badge", "chart")
+                drawn = old is None and path in ("/badge", "/chart") or (
+                    old is not None and old.answer in ("badge", "chart"))
                 answer = self.failure(e, path, method,
                                       (badge.DEFAULT_LABEL, "flat") if drawn else None)
         self.counted(route, answer.status)
@@ -397,6 +416,24 @@ class Badges:
                             "today": counts.today, "visitors": counts.visitors,
                             "visitors_today": counts.visitors_today, "held": counts.held,
                             "held_today": counts.held_today})._replace(counted=READ_ONLY)
+
+    async def _chart(self, query: str) -> Answer:
+        values: dict[str, str] = {}
+        try:
+            values = params.parse_query_string(query)
+            request = params.parse_chart_query(values)
+            page = pages.name(request.page_id, self.allow)
+        except ParamError as e:
+            raise _BadgeError(e, params.label_for_error(values),
+                              params.style_for_error(values)) from None
+        return await self._drawn_chart(page, request.look, request.days, request.visitors,
+                                       request.title)
+
+    async def _drawn_chart(self, page: pages.Named, look: badge.Look, days: int,
+                           visitors: bool, title: str | None) -> Answer:
+        svg = await self._read(self.metrics.timed, "history",
+                               lambda: drawn_chart(self.store, page, look, days, visitors, title))
+        return svg_answer(svg)._replace(counted=READ_ONLY)  # type: ignore[arg-type]
 
     def _decide(self, request: params.BadgeQuery, method: str, viewer: tuple[str, str],
                 read_only: str) -> counting.Decision:
@@ -478,11 +515,8 @@ class Badges:
             raise
         if route.answer == "badge":
             return await self._drawn(request, page, label, method, viewer, "read only")
-        if route.answer == "chart":  # Hits' 60-day chart
-            history = await self._read(self.metrics.timed, "history",
-                                       lambda: self.store.history(request.page_id, 60))
-            return svg_answer(badge.history_chart(history))._replace(  # type: ignore[arg-type]
-                counted=READ_ONLY)
+        if route.answer == "chart":  # Hits' 60-day chart, in Hits' colours
+            return await self._drawn_chart(page, request.look, 60, False, None)
         if route.answer == "urn-json":  # hits.sh: 404 for a counter never seen
             page = await self._read(self.metrics.timed, "page",
                                     lambda: self.store.page(request.page_id))

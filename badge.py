@@ -30,7 +30,6 @@ import html
 import re
 import unicodedata
 from pathlib import Path
-from typing import Collection
 
 import badgepy
 import webcolors
@@ -82,6 +81,11 @@ class Look:
     base: int = 0
     logo: str | None = None
     logo_color: str | None = None  # accepted for shields URLs; see docs/parameters.md
+    # light: the drawing above; dark: the dark one; auto: one SVG with both,
+    # switched by the reader's colour scheme (see both).
+    theme: str = "light"
+    label_color_dark: str | None = None  # None: label_color
+    color_dark: str | None = None        # None: color
 
 
 # Colours ###################################################################
@@ -322,7 +326,7 @@ def _odd(width: float) -> int:
     return n + 1 if n % 2 == 0 else n
 
 
-_esc = functools.partial(html.escape, quote=True)
+esc = functools.partial(html.escape, quote=True)
 
 # A character that never reaches a badge (params.py refuses controls): it
 # marks where the number goes in a cached template.
@@ -338,7 +342,7 @@ def _flat(look: Look, label: str, value: str) -> str:
     svg = badgepy.badge(left_text=label, right_text=value, left_color=look.label_color,
                         right_color=look.color, logo=look.logo, measurer=MEASURER,
                         whole_title=f"{label}: {value}")
-    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{_esc(label)}: {value}" ', 1)
+    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{esc(label)}: {value}" ', 1)
     # badgepy draws four texts, each side's shadow then its text, in white:
     # a light side gets shields' #333 text and #ccc shadow instead.
     parts = svg.split("<text")
@@ -389,9 +393,9 @@ def _classic(spec: _Classic, look: Look, label: str, value: str) -> str:
     stops = "".join(f'<stop offset="{o}" stop-color="{c}" stop-opacity="{a}"/>'
                     for o, c, a in spec.stops)
     logo = (f'<image x="5" y="{_num((h - 14) / 2)}" width="14" height="14" '
-            f'xlink:href="{_esc(look.logo)}"/>' if look.logo else "")
-    rects = (f'<rect width="{left}" height="{h}" fill="{_esc(look.label_color)}"/>'
-             f'<rect x="{left}" width="{right}" height="{h}" fill="{_esc(look.color)}"/>')
+            f'xlink:href="{esc(look.logo)}"/>' if look.logo else "")
+    rects = (f'<rect width="{left}" height="{h}" fill="{esc(look.label_color)}"/>'
+             f'<rect x="{left}" width="{right}" height="{h}" fill="{esc(look.color)}"/>')
     if square:
         background = f'<g shape-rendering="crispEdges">{rects}</g>'
     else:
@@ -402,11 +406,11 @@ def _classic(spec: _Classic, look: Look, label: str, value: str) -> str:
             f'<g clip-path="url(#r)">{rects}<rect width="{width}" height="{h}" fill="url(#s)"/></g>')
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-        f'width="{width}" height="{h}" role="img" aria-label="{_esc(label)}: {value}">'
-        f'<title>{_esc(label)}: {value}</title>{background}'
+        f'width="{width}" height="{h}" role="img" aria-label="{esc(label)}: {value}">'
+        f'<title>{esc(label)}: {value}</title>{background}'
         f'<g text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" '
         f'text-rendering="geometricPrecision" font-size="110">{logo}'
-        + (text(logo_width + 1, label_width, _esc(label), look.label_color) if label else "")
+        + (text(logo_width + 1, label_width, esc(label), look.label_color) if label else "")
         + text(left - 1, value_width, value, look.color)
         + "</g></svg>")
 
@@ -423,17 +427,17 @@ def _for_the_badge(look: Look, label: str, value: str) -> str:
     width = left + right
     label_fill, _ = _text_colors(look.label_color)
     value_fill, _ = _text_colors(look.color)
-    logo = (f'<image x="9" y="7" width="14" height="14" xlink:href="{_esc(look.logo)}"/>'
+    logo = (f'<image x="9" y="7" width="14" height="14" xlink:href="{esc(look.logo)}"/>'
             if look.logo else "")
     label_text = (f'<text transform="scale(.1)" x="{_num(10 * (label_x + label_width / 2))}" y="175" '
-                  f'textLength="{_num(10 * label_width)}" fill="{label_fill}">{_esc(label)}</text>'
+                  f'textLength="{_num(10 * label_width)}" fill="{label_fill}">{esc(label)}</text>'
                   if label else "")
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-        f'width="{_num(width)}" height="28" role="img" aria-label="{_esc(label)}: {value}">'
-        f'<title>{_esc(label)}: {value}</title>'
-        f'<g shape-rendering="crispEdges"><rect width="{_num(left)}" height="28" fill="{_esc(look.label_color)}"/>'
-        f'<rect x="{_num(left)}" width="{_num(right)}" height="28" fill="{_esc(look.color)}"/></g>'
+        f'width="{_num(width)}" height="28" role="img" aria-label="{esc(label)}: {value}">'
+        f'<title>{esc(label)}: {value}</title>'
+        f'<g shape-rendering="crispEdges"><rect width="{_num(left)}" height="28" fill="{esc(look.label_color)}"/>'
+        f'<rect x="{_num(left)}" width="{_num(right)}" height="28" fill="{esc(look.color)}"/></g>'
         f'<g text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" '
         f'text-rendering="geometricPrecision" font-size="100">{logo}{label_text}'
         f'<text transform="scale(.1)" x="{_num(10 * (left + 12 + value_width / 2))}" y="175" '
@@ -441,9 +445,29 @@ def _for_the_badge(look: Look, label: str, value: str) -> str:
         f'</g></svg>')
 
 
+@dataclasses.dataclass(frozen=True)
+class _Button:
+    """The colours of the social style's button and bubble."""
+
+    face: str
+    bubble: str
+    border: str
+    text: str
+    shadow: str
+
+
+# shields.io's light button, and a dark one like GitHub's dark buttons
+# (Primer's dark theme: #21262d face, #363b42 border, #c9d1d9 text).
+_LIGHT_BUTTON = _Button(face="#fcfcfc", bubble="#fafafa", border="#d5d5d5", text="#333",
+                        shadow="#fff")
+_DARK_BUTTON = _Button(face="#21262d", bubble="#161b22", border="#363b42", text="#c9d1d9",
+                       shadow="#010409")
+
+
 def _social(look: Look, label: str, value: str) -> str:
     # shields.io: a light button with the capitalised label and a speech
     # bubble with the value, bold 11px Helvetica (measured with its table).
+    b = _DARK_BUTTON if look.theme == "dark" else _LIGHT_BUTTON
     label = label[:1].upper() + label[1:]
     logo_width = 14 + (3 if label else 0) if look.logo else 0
     label_width = _preferred(HELVETICA_11_BOLD, label)
@@ -452,31 +476,31 @@ def _social(look: Look, label: str, value: str) -> str:
     value_rect = value_width + 8
     width = label_rect + 1 + 6 + value_rect
     bubble_x = label_rect + 6.5
-    logo = (f'<image x="5" y="3" width="14" height="14" xlink:href="{_esc(look.logo)}"/>'
+    logo = (f'<image x="5" y="3" width="14" height="14" xlink:href="{esc(look.logo)}"/>'
             if look.logo else "")
     label_x = 10 * (logo_width + label_width / 2 + 5)
     value_x = 10 * (label_rect + 6 + value_rect / 2)
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-        f'width="{_num(width)}" height="20" role="img" aria-label="{_esc(label)}: {value}">'
-        f'<title>{_esc(label)}: {value}</title>'
-        f'<linearGradient id="a" x2="0" y2="100%"><stop offset="0" stop-color="#fcfcfc" '
+        f'width="{_num(width)}" height="20" role="img" aria-label="{esc(label)}: {value}">'
+        f'<title>{esc(label)}: {value}</title>'
+        f'<linearGradient id="a" x2="0" y2="100%"><stop offset="0" stop-color="{b.face}" '
         f'stop-opacity="0"/><stop offset="1" stop-opacity=".1"/></linearGradient>'
-        f'<g stroke="#d5d5d5"><rect stroke="none" fill="#fcfcfc" x="0.5" y="0.5" '
+        f'<g stroke="{b.border}"><rect stroke="none" fill="{b.face}" x="0.5" y="0.5" '
         f'width="{label_rect}" height="19" rx="2"/>'
-        f'<rect x="{_num(bubble_x)}" y="0.5" width="{value_rect}" height="19" rx="2" fill="#fafafa"/>'
-        f'<rect x="{label_rect + 6}" y="7.5" width="0.5" height="5" stroke="#fafafa"/>'
-        f'<path d="M{_num(bubble_x)} 6.5 l-3 3v1 l3 3" stroke="#d5d5d5" fill="#fafafa"/></g>{logo}'
+        f'<rect x="{_num(bubble_x)}" y="0.5" width="{value_rect}" height="19" rx="2" fill="{b.bubble}"/>'
+        f'<rect x="{label_rect + 6}" y="7.5" width="0.5" height="5" stroke="{b.bubble}"/>'
+        f'<path d="M{_num(bubble_x)} 6.5 l-3 3v1 l3 3" stroke="{b.border}" fill="{b.bubble}"/></g>{logo}'
         # aria-hidden: the root's aria-label already says it all (as shields does).
-        f'<g aria-hidden="true" fill="#333" text-anchor="middle" '
+        f'<g aria-hidden="true" fill="{b.text}" text-anchor="middle" '
         f'font-family="Helvetica Neue,Helvetica,Arial,sans-serif" '
         f'text-rendering="geometricPrecision" font-weight="700" font-size="110px">'
-        f'<rect stroke="#d5d5d5" fill="url(#a)" x=".5" y=".5" width="{label_rect}" height="19" rx="2"/>'
-        f'<text aria-hidden="true" x="{_num(label_x)}" y="150" fill="#fff" transform="scale(.1)" '
-        f'textLength="{label_width * 10}">{_esc(label)}</text>'
+        f'<rect stroke="{b.border}" fill="url(#a)" x=".5" y=".5" width="{label_rect}" height="19" rx="2"/>'
+        f'<text aria-hidden="true" x="{_num(label_x)}" y="150" fill="{b.shadow}" transform="scale(.1)" '
+        f'textLength="{label_width * 10}">{esc(label)}</text>'
         f'<text x="{_num(label_x)}" y="140" transform="scale(.1)" textLength="{label_width * 10}">'
-        f'{_esc(label)}</text>'
-        f'<text aria-hidden="true" x="{_num(value_x)}" y="150" fill="#fff" transform="scale(.1)" '
+        f'{esc(label)}</text>'
+        f'<text aria-hidden="true" x="{_num(value_x)}" y="150" fill="{b.shadow}" transform="scale(.1)" '
         f'textLength="{value_width * 10}">{value}</text>'
         f'<text x="{_num(value_x)}" y="140" transform="scale(.1)" textLength="{value_width * 10}">'
         f'{value}</text></g></svg>')
@@ -501,7 +525,52 @@ STYLES = tuple(_STYLES)
 
 def render_fresh(look: Look, value: str) -> str:
     """Render without the template cache (the reference for the cache)."""
+    if look.theme == "auto" and look.style != "pixel":
+        return both(_draw(look, value), _draw(for_scheme(look, "dark"), value))
+    return _draw(for_scheme(look, look.theme), value)
+
+
+def _draw(look: Look, value: str) -> str:
     return _STYLES[look.style](look, look.label, value)
+
+
+# Themes ####################################################################
+
+THEMES = ("light", "dark", "auto")
+# The one rule of an auto SVG: its light drawing shows unless the reader's
+# colour scheme is dark. It never changes, so the SVG's Content-Security-
+# Policy allows this style by its hash alone (answers.py).
+THEME_STYLE = ("@media (prefers-color-scheme:dark){.tally-light{display:none}"
+               ".tally-dark{display:inline}}")
+_DARK_GROUP = '<g class="tally-dark" display="none">'
+# The root element and its title; labels are escaped, so no ">" inside.
+_ROOT = re.compile(r"<svg [^>]*>(?:<title>[^<]*</title>)?")
+# An id and a reference to it; text is escaped, so '"url(#' is never text.
+_IDS = re.compile(r'( id="|"url\(#)([A-Za-z]+)')
+
+
+def for_scheme(look: Look, scheme: str) -> Look:
+    """The look drawn for one colour scheme: the dark one takes the dark
+    colours (the light ones where none are given) and, in the social style,
+    the dark button."""
+    if scheme != "dark":
+        return look
+    return dataclasses.replace(look, theme="dark",
+                               label_color=look.label_color_dark or look.label_color,
+                               color=look.color_dark or look.color)
+
+
+def both(light: str, dark: str) -> str:
+    """One SVG holding both drawings (of one size), switched by
+    THEME_STYLE: one image, one fetch, one count. Without CSS the light
+    drawing shows (the dark one's display="none"). The dark drawing's ids
+    get a suffix, so its references stay its own."""
+    head, dark_head = _ROOT.match(light), _ROOT.match(dark)
+    assert head and dark_head and light.endswith("</svg>") and dark.endswith("</svg>")
+    dark_body = _IDS.sub(r"\1\2-dark", dark[dark_head.end():-6])
+    return (f"{head.group(0)}<style>{THEME_STYLE}</style>"
+            f'<g class="tally-light">{light[head.end():-6]}</g>'
+            f"{_DARK_GROUP}{dark_body}</g></svg>")
 
 
 # How many text elements carry the value in each style (a shadow and the
@@ -512,18 +581,28 @@ _VALUE_TEXTS = {"flat": 2, "flat-square": 1, "plastic": 2, "social": 2, "for-the
 def _fragments(look: Look, shape: str) -> tuple[str, ...]:
     """The badge for a value shape, split where the value's text goes.
 
-    The shape is rendered, then the value's places are cut out: the last
-    text elements (the label's come first, so a label that reads like the
-    value is never taken for it) and the end of the title and aria-label
-    ("label: value"). The value's digits fill the gaps later.
+    The shape is rendered, then the value's places are cut out of each
+    drawing (an auto badge has two, see both).
     """
     svg = render_fresh(look, shape)
     if look.style == "pixel":
         return (svg,)
     shown = shape.upper() if look.style == "for-the-badge" else shape
+    fragments = [""]
+    for drawing in re.split(f"(?={re.escape(_DARK_GROUP)})", svg):
+        first, *rest = _cut(drawing, shown, _VALUE_TEXTS[look.style])
+        fragments[-1] += first
+        fragments.extend(rest)
+    return tuple(fragments)
+
+
+def _cut(svg: str, shown: str, value_texts: int) -> list[str]:
+    """One drawing split at the value's places: its last text elements (the
+    label's come first, so a label that reads like the value is never taken
+    for it) and the end of the title and aria-label ("label: value")."""
     parts = re.split(f'(>{re.escape(shown)}</text>|: {re.escape(shown)}(?=</title>|"))', svg)
     texts = [i for i in range(1, len(parts), 2) if parts[i].startswith(">")]
-    places = set(texts[-_VALUE_TEXTS[look.style]:])
+    places = set(texts[-value_texts:])
     places |= {i for i in range(1, len(parts), 2) if not parts[i].startswith(">")}
     fragments, current = [], ""
     for i, part in enumerate(parts):
@@ -534,7 +613,7 @@ def _fragments(look: Look, shape: str) -> tuple[str, ...]:
         else:
             current += part
     fragments.append(current)
-    return tuple(fragments)
+    return fragments
 
 
 _templates = functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)(_fragments)
@@ -556,60 +635,10 @@ def render_error(label: str, problem: str, style: str = "flat") -> str:
     if style == "pixel":  # a pixel would hide the error: it is drawn flat
         style = "flat"
     return render_fresh(Look(label=label, label_color=DEFAULT_LABEL_COLOR, color=ERROR_COLOR,
-                             style=style), _esc(problem))
+                             style=style), esc(problem))
 
 
 def plain_badge(label: str, value: str) -> str:
     """A plain badgepy.badge() call with Tally's colours (the benchmark's baseline)."""
     return badgepy.badge(left_text=label, right_text=value, left_color=DEFAULT_LABEL_COLOR,
                          right_color=DEFAULT_COLOR)
-
-
-
-# Charts ####################################################################
-
-
-def history_chart(history: list[tuple[str, int | None]], width: int = 720,
-                  height: int = 200, not_kept: Collection[str] = ()) -> str:
-    """A bar chart of views per day, as inline SVG for the stats page.
-
-    Bars use currentColor and the page's CSS, so both themes read well;
-    each bar has a <title> and data attributes with its day and count. A
-    day without a number is never a bar of zero: one GitHub's traffic lost
-    (None) is a filled mark titled "no data (lost)"; one in not_kept
-    (before TALLY_KEEP_DAYS or before keeping began) a fainter outline
-    titled "not kept".
-    """
-    if not history:
-        return ""
-    top = max((views for _, views in history if views is not None), default=0) or 1
-    plot = height - 30
-    step = width / len(history)
-    bar = max(step * 0.8, 1)
-    bars = []
-    for i, (day, views) in enumerate(history):
-        if day in not_kept:
-            bars.append(f'<rect class="not-kept" x="{i * step + (step - bar) / 2:.2f}" y="10" '
-                        f'width="{bar:.2f}" height="{plot}" fill="none" stroke="currentColor" '
-                        f'stroke-opacity="0.25" stroke-dasharray="2 2" data-day="{day}" '
-                        f'data-views="not kept"><title>{day}: not kept</title></rect>')
-            continue
-        if views is None:
-            bars.append(f'<rect class="lost" x="{i * step + (step - bar) / 2:.2f}" y="10" '
-                        f'width="{bar:.2f}" height="{plot}" fill="currentColor" '
-                        f'fill-opacity="0.12" data-day="{day}" data-views="none">'
-                        f'<title>{day}: no data (lost)</title></rect>')
-            continue
-        h = plot * views / top
-        bars.append(f'<rect class="bar" x="{i * step + (step - bar) / 2:.2f}" y="{plot - h + 10:.2f}" '
-                    f'width="{bar:.2f}" height="{h:.2f}" fill="currentColor" '
-                    f'data-day="{day}" data-views="{views}"><title>{day}: {views}</title></rect>')
-    first, last = _esc(history[0][0]), _esc(history[-1][0])
-    # aria-hidden: screen readers get the same numbers from the page's table.
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-            f'aria-hidden="true">'
-            f'<line class="axis" x1="0" y1="{plot + 10}" x2="{width}" y2="{plot + 10}"/>'
-            + "".join(bars)
-            + f'<text x="0" y="{height - 4}">{first}</text>'
-            f'<text x="{width}" y="{height - 4}" text-anchor="end">{last}</text>'
-            f'<text x="0" y="9">{top}</text></svg>')

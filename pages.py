@@ -142,3 +142,41 @@ def github_stats(store: storage.Store, page: Named, days: int) -> dict[str, obje
             "history": store.github.history(repo, days), "lost": store.github.lost(repo),
             "linked": linked, "camo": dict(store.history(linked, days)) if linked else {},
             "popular_day": popular_day, "popular": popular}
+
+
+@dataclasses.dataclass(frozen=True)
+class ChartDays:
+    """What a chart draws of a page: (day, number or None) oldest first,
+    the days not kept, the sum of the numbers, and why it is empty (None
+    when it is not)."""
+    days: list[tuple[str, int | None]]
+    not_kept: frozenset[str]
+    total: int
+    empty: str | None
+
+
+def chart_days(store: storage.Store, page: Named, days: int, visitors: bool = False
+               ) -> ChartDays:
+    """A page's views (or visitors: each day's unique visitors) per day
+    for /chart and Hits' daily chart. A counter's day before the first
+    kept one is not kept, never a zero; a github: page's days are GitHub's
+    (a lost day has no number). An unknown page is empty, saying so."""
+    if page.repo is not None:
+        if store.github.traffic(page.repo) is None:
+            return _empty_chart(days, "repository not kept")
+        shown = [(day, state, (n.visitors if visitors else n.views) if n else None)
+                 for day, state, n in store.github.history(page.repo, days)]
+        return ChartDays([(day, number) for day, _, number in shown],
+                         frozenset(day for day, state, _ in shown if state == "not kept"),
+                         sum(number or 0 for _, _, number in shown), None)
+    counts, kept_from = store.counts(page.page_id), store.kept_from()
+    if counts.total == 0 and counts.held == 0:
+        return _empty_chart(days, "no views of this page yet")
+    rows = [(d.day, d.visitors if visitors else d.views) for d in store.days(page.page_id, days)]
+    not_kept = frozenset(day for day, _ in rows if kept_from is not None and day < kept_from)
+    return ChartDays([(day, None if day in not_kept else n) for day, n in rows], not_kept,
+                     sum(n for day, n in rows if day not in not_kept), None)
+
+
+def _empty_chart(days: int, why: str) -> ChartDays:
+    return ChartDays([(day, 0) for day in storage.last_days(days)], frozenset(), 0, why)

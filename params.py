@@ -33,9 +33,11 @@ LABEL_MAX = 64
 BASE_MAX = 10**12
 LOGO_MAX_BYTES = 8192
 HISTORY_DAYS_MAX = 365
+CHART_DAYS_MIN = 7  # fewer bars than a week say nothing a badge does not
 MAX_FIELDS = 200
 
 STYLES = badge.STYLES  # the styles badge.py draws, in its order
+THEMES = badge.THEMES  # light (the default), dark, auto
 FORMATS = ("plain", "comma", "short", "abbreviated")
 SHOWS = ("total", "today", "both", "visitors", "visitors_today", "clones")
 # What only a github: page has (GitHub's own numbers).
@@ -78,6 +80,9 @@ _ALIASES = {
     "base": ("base",),
     "logo": ("logo",),
     "logo_color": ("logoColor",),
+    "theme": ("theme",),
+    "label_color_dark": ("left_color_dark",),
+    "color_dark": ("right_color_dark",),
     "query_only": ("query_only",),
     "increment": ("increment",),
     "days": ("days",),
@@ -248,7 +253,7 @@ def _logo(name: str, value: str) -> str:
 
 
 _LOOK_OPTIONS = ("label", "label_color", "color", "logo", "logo_color", "base",
-                 "style", "format", "show")
+                 "style", "format", "show", "theme", "label_color_dark", "color_dark")
 
 
 def parse_look(values: dict[str, str]) -> badge.Look:
@@ -265,7 +270,8 @@ def look_from(options: dict[str, tuple[str, str]]) -> badge.Look:
     '#79c83d'
     """
     parsers = {"label": _text, "label_color": _color, "color": _color, "logo": _logo,
-               "logo_color": _color, "base": _base}
+               "logo_color": _color, "base": _base, "label_color_dark": _color,
+               "color_dark": _color}
     checked = {}
     for option, (name, value) in options.items():
         if option in parsers:
@@ -274,7 +280,7 @@ def look_from(options: dict[str, tuple[str, str]]) -> badge.Look:
         # The laobi.icu visitor-badge fork writes format=true for 1,234.
         if option == "format" and value.lower() in ("true", "false"):
             value = "comma" if value.lower() == "true" else "plain"
-        allowed = {"style": STYLES, "format": FORMATS, "show": SHOWS}[option]
+        allowed = {"style": STYLES, "format": FORMATS, "show": SHOWS, "theme": THEMES}[option]
         checked[option] = _choice(name, value, allowed)
     return badge.Look(**checked)
 
@@ -290,6 +296,29 @@ def parse_badge_query(values: dict[str, str]) -> BadgeQuery:
     if "increment" in values and not _flag("increment", values["increment"]):
         count = False
     return BadgeQuery(page_id, count, look)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChartQuery:
+    page_id: str
+    days: int
+    visitors: bool         # show=visitors: each day's unique visitors
+    title: str | None      # left_text, if given
+    look: badge.Look
+
+
+CHART_SHOWS = ("views", "visitors")
+
+
+def parse_chart_query(values: dict[str, str]) -> ChartQuery:
+    """Validate a /chart query: page_id, days (CHART_DAYS_MIN..365, 30 if
+    not given), show (views or visitors) and the badges' look options."""
+    page_id = validate_page_id(values.get("page_id"))
+    days = parse_days(values.get("days"), least=CHART_DAYS_MIN)
+    show = _choice("show", values.get("show", "views"), CHART_SHOWS)
+    look = parse_look({name: value for name, value in values.items() if name != "show"})
+    title = _pick(values, "label")
+    return ChartQuery(page_id, days, show == "visitors", title and look.label, look)
 
 
 def label_for_error(values: dict[str, str]) -> str:
@@ -309,10 +338,15 @@ def style_for_error(values: dict[str, str]) -> str:
     return picked[1] if picked is not None and picked[1] in STYLES else "flat"
 
 
-def parse_days(value: str | None, default: int = 30) -> int:
+def parse_days(value: str | None, default: int = 30, least: int = 1) -> int:
+    """A number of days, least..HISTORY_DAYS_MAX.
+
+    >>> parse_days(None), parse_days("7", least=CHART_DAYS_MIN)
+    (30, 7)
+    """
     if value is None:
         return default
-    if not re.fullmatch(r"[0-9]{1,3}", value) or not 1 <= int(value) <= HISTORY_DAYS_MAX:
+    if not re.fullmatch(r"[0-9]{1,3}", value) or not least <= int(value) <= HISTORY_DAYS_MAX:
         raise ParamError("invalid days")
     return int(value)
 

@@ -2,12 +2,12 @@
 gives (a failure on it answers in that kind too) and who answers it.
 
 answers.Badges answers the requests every view makes, on the event loop:
-/badge, /api/count and the old services' URLs (flavours.py matches those,
+/badge, /api/count, /chart and the old services' URLs (flavours.py matches those,
 never under one of Tally's own first segments). server.Pages answers the
 rest through bottle, a method named by the route's handler.
 
 >>> sorted(OWN_SEGMENTS)
-['', 'api', 'badge', 'healthz', 'metrics', 'static', 'stats']
+['', 'api', 'badge', 'chart', 'healthz', 'metrics', 'static', 'stats']
 >>> by_path("/stats").kind, by_path("/api/history").kind, by_path("/nowhere")
 ('html', 'json', None)
 """
@@ -32,6 +32,7 @@ class Route:
 TABLE = (
     Route("/badge", SVG, BADGES, "yes (HEAD: no)", "never cached"),
     Route("/api/count", JSON, BADGES, "no", "never cached"),
+    Route("/chart", SVG, BADGES, "no", "never cached"),
     Route("/api/shields", JSON, "shields", "no", "never cached"),
     Route("/api/history", JSON, "history", "no", "never cached"),
     Route("/healthz", JSON, "health", "no", "never cached"),

@@ -41,6 +41,7 @@ import prometheus_client
 import answers
 import badge
 import builder
+import chart
 import commands as commands_module
 import counting
 import config as config_module
@@ -230,10 +231,10 @@ class Pages:
                 return self.stats_error(f"{e}: {page.repo} (github add starts keeping it)", 404)
         shown = self.timed("history", lambda: pages.stats(self.store, page, days))
         history, kept_from = shown["history"], shown["kept_from"]  # type: ignore[index]
-        chart = badge.history_chart([(d.day, d.views) for d in history],
+        bars = chart.inline([(d.day, d.views) for d in history],
                                     not_kept={d.day for d in history
                                               if kept_from is not None and d.day < kept_from})
-        return _html(self.stats_view.render(error=None, quote=urllib.parse.quote, chart=chart,
+        return _html(self.stats_view.render(error=None, quote=urllib.parse.quote, chart=bars,
                                             **shown))  # type: ignore[arg-type]
 
     def stats_error(self, error: str, status: int) -> bottle.HTTPResponse:
@@ -243,11 +244,11 @@ class Pages:
     def github_stats(self, page: pages.Named, days: int) -> bottle.HTTPResponse:
         shown = self.timed("github", lambda: pages.github_stats(self.store, page, days))
         history = shown["history"]  # type: ignore[index]
-        chart = badge.history_chart([(day, numbers.views if numbers else None)
+        bars = chart.inline([(day, numbers.views if numbers else None)
                                      for day, _, numbers in history],
                                     not_kept={day for day, kind, _ in history
                                               if kind == "not kept"})
-        return _html(self.github_view.render(quote=urllib.parse.quote, chart=chart,
+        return _html(self.github_view.render(quote=urllib.parse.quote, chart=bars,
                                              **shown))  # type: ignore[arg-type]
 
     def static(self, name: str) -> bottle.HTTPResponse:

@@ -23,14 +23,14 @@ from stores.values import (TOTAL_MAX, AlreadyExists, AlreadyImported, Counts, Da
                            PageLimitReached, Popular, Repo, ServerRunning, StorageBusy,
                            StorageError, StorageFull, StorageIOError, StorageReadOnly,
                            StorageUnreachable, TotalLimitReached, Traffic, TrafficDay,
-                           UnusableDatabase, day, masked, stamp, utc_now)
+                           UnusableDatabase, day, last_days, masked, stamp, utc_now)
 
 __all__ = [
     "TOTAL_MAX", "AlreadyExists", "AlreadyImported", "Counts", "Day", "Duplicate", "FileGone",
     "ImportInterrupted", "KeptRepo", "NotFound", "Page", "PageLimitReached", "Popular", "Repo",
     "ServerRunning", "Store", "StorageBusy", "StorageError", "StorageFull", "StorageIOError",
     "StorageReadOnly", "StorageUnreachable", "TotalLimitReached", "Traffic", "TrafficDay",
-    "UnusableDatabase", "checked_copy", "day", "inspect", "is_database_file", "is_postgres",
+    "UnusableDatabase", "checked_copy", "day", "last_days", "inspect", "is_database_file", "is_postgres",
     "masked", "move_aside", "open_store", "replace_counts", "require_file", "server_lock",
     "stamp", "utc_now",
 ]

@@ -173,6 +173,9 @@ looks = st.builds(
     show=st.sampled_from(["total", "today", "both"]),
     base=st.integers(0, 10**12),
     logo=st.sampled_from([None, "data:image/svg+xml;base64,PHN2Zy8+"]),
+    theme=st.sampled_from(badge.THEMES),
+    label_color_dark=st.sampled_from([None, "#000", "#eeeeee"]),
+    color_dark=st.sampled_from([None, "#ea7233", "#fff"]),
 )
 
 
@@ -185,14 +188,6 @@ def test_cached_render_is_byte_identical_to_a_fresh_render(look, total, today):
 def test_error_badge_says_the_problem():
     assert texts(badge.render_error("visitors", "invalid left_color")) == \
         ["visitors", "visitors", "invalid left_color", "invalid left_color"]
-
-
-def test_history_chart_has_a_bar_per_day_scaled_to_the_highest():
-    svg = badge.history_chart([("2026-11-01", 2), ("2026-11-02", 0), ("2026-11-03", 4)])
-    bars = [r for r in ET.fromstring(svg).iter(SVG + "rect")]
-    assert [b.get("data-views") for b in bars] == ["2", "0", "4"]
-    heights = [float(b.get("height")) for b in bars]
-    assert heights[1] == 0 and heights[0] == pytest.approx(heights[2] / 2)
 
 
 @settings(max_examples=300, deadline=None)
@@ -262,3 +257,67 @@ def test_error_badges_are_drawn_in_the_requested_style(style, height, rounded):
     assert "invalid left_color" in shown or "INVALID LEFT_COLOR" in shown
     if style != "social":  # social draws every badge in its own greys
         assert badge.ERROR_COLOR in [r.get("fill") for r in root.iter(SVG + "rect")]
+
+
+# Themes (issue 31) ##########################################################
+
+def drawings(svg: str) -> dict[str, ET.Element]:
+    root = ET.fromstring(svg)
+    return {g.get("class"): g for g in root.iter(SVG + "g") if g.get("class", "").startswith("tally-")}
+
+
+@settings(max_examples=400, deadline=None)
+@given(looks, st.integers(0, 10**13), st.integers(0, 10**9))
+def test_every_style_in_every_theme_is_well_formed_svg(look, total, today):
+    svg = badge.render(look, total, today)
+    root = ET.fromstring(svg)
+    shown = badge.message(look, total, today)
+    if look.style == "pixel":
+        assert svg == badge.PIXEL_SVG
+        return
+    assert root.find(SVG + "title").text.endswith(
+        ": " + (shown.upper() if look.style == "for-the-badge" else shown))
+    if look.theme != "auto":
+        assert drawings(svg) == {} and "<style>" not in svg
+        return
+    # auto: one title, the theme rule, both drawings, the dark one hidden without CSS.
+    assert len(root.findall(f".//{SVG}title")) == 1
+    assert root.find(SVG + "style").text == badge.THEME_STYLE
+    parts = drawings(svg)
+    assert set(parts) == {"tally-light", "tally-dark"} and parts["tally-dark"].get("display") == "none"
+    ids = [e.get("id") for e in root.iter() if e.get("id")]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("style", [s for s in badge.STYLES if s != "pixel"])
+def test_light_is_todays_drawing_and_dark_takes_the_dark_colours(style):
+    light = Look(style=style)
+    assert badge.render(dataclasses.replace(light, theme="light"), 1234, 5) == badge.render(light, 1234, 5)
+    dark = badge.render(Look(style=style, theme="dark", label_color_dark="#111111",
+                             color_dark="#ea7233"), 1234, 5)
+    if style == "social":  # a dark button of its own; colours do not apply to it
+        assert "#21262d" in dark and "#fcfcfc" not in dark
+    else:
+        assert 'fill="#111111"' in dark and 'fill="#ea7233"' in dark
+        assert "#595959" not in dark and "#1283c3" not in dark
+    # Without dark colours a coloured style's dark drawing is its light one.
+    if style != "social":
+        assert badge.render(Look(style=style, theme="dark"), 1234, 5) == badge.render(light, 1234, 5)
+
+
+def elements(drawing: ET.Element) -> list[tuple]:
+    """A drawing's elements but its root, title and group, ids unsuffixed."""
+    return [(e.tag, {k: v.replace("-dark", "") for k, v in e.attrib.items()}, e.text)
+            for e in drawing.iter() if e.tag not in (SVG + "svg", SVG + "title")
+            and not e.get("class", "").startswith("tally-")]
+
+
+@pytest.mark.parametrize("style", [s for s in badge.STYLES if s != "pixel"])
+def test_an_auto_badge_holds_the_light_and_the_dark_drawing(style):
+    look = Look(style=style, theme="auto", color_dark="#ea7233")
+    auto = ET.fromstring(badge.render(look, 1234, 5))
+    for scheme in ("light", "dark"):
+        alone = ET.fromstring(badge.render(dataclasses.replace(look, theme=scheme), 1234, 5))
+        inside = drawings(badge.render(look, 1234, 5))[f"tally-{scheme}"]
+        assert elements(inside) == elements(alone)
+    assert auto.get("width") == ET.fromstring(badge.render(Look(style=style), 1234, 5)).get("width")

@@ -26,6 +26,11 @@ CASES = {
     "flat-rtl-label": (Look(label="زوار"), 7, 7),
     "flat-escaped-label": (Look(label='<b>"&"</b>'), 3, 3),
     "flat-square-logo": (Look(style="flat-square", logo="data:image/svg+xml;base64,PHN2Zy8+"), 9, 9),
+    # Themes (issue 31): the files above are the light drawing, unchanged.
+    "social-dark": (Look(style="social", theme="dark"), 1234, 5),
+    "social-auto": (Look(style="social", theme="auto"), 1234, 5),
+    "plastic-auto-dark-colours": (Look(style="plastic", theme="auto", label_color_dark="#222",
+                                       color_dark="#ea7233"), 42, 1),
 }
 
 
@@ -54,6 +59,8 @@ def test_badge_matches_its_golden_file(name):
         GOLDEN.mkdir(exist_ok=True)
         path.write_text(svg + "\n", encoding="utf-8")
     assert structure(svg) == structure(path.read_text(encoding="utf-8"))
+    # Byte for byte too: a README's badge must not change under its readers.
+    assert svg + "\n" == path.read_text(encoding="utf-8")
 
 
 def test_every_golden_file_has_a_case():

@@ -3,7 +3,9 @@ process over a real database file."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import email.utils
 import html
 import json
@@ -65,8 +67,11 @@ def test_svg_csp_lets_nothing_run_or_load(client):
     directives = dict(d.strip().split(" ", 1) if " " in d.strip() else (d.strip(), "")
                       for d in csp.split(";"))
     assert directives["default-src"] == "'none'"
-    assert set(directives) == {"default-src", "img-src", "sandbox"}
+    assert set(directives) == {"default-src", "img-src", "style-src", "sandbox"}
     assert directives["img-src"] == "data:" and directives["sandbox"] == ""
+    # The one style allowed is an auto SVG's theme rule, by its hash.
+    digest = base64.b64encode(hashlib.sha256(badge.THEME_STYLE.encode()).digest()).decode()
+    assert directives["style-src"] == f"'sha256-{digest}'"
 
 
 def test_head_answers_the_same_headers_and_does_not_count(make_client):
@@ -93,6 +98,9 @@ def test_query_only_shows_without_counting(make_client, query):
     ("page_id=p&left_text=" + "x" * 65, "left_text too long"), ("page_id=p&style=fancy", "invalid style"),
     ("page_id=p&query_only=perhaps", "invalid query_only"), ("page_id=p&page_id=p", "duplicate page_id"),
     ("page_id=p" + "&t=1" * 200, "too many parameters"),
+    ("page_id=p&theme=purple", "invalid theme"), ("page_id=p&theme=AUTO", "invalid theme"),
+    ("page_id=p&left_color_dark=url(%23x)", "invalid left_color_dark"),
+    ("page_id=p&right_color_dark=nope", "invalid right_color_dark"),
 ])
 def test_bad_badge_request_answers_an_error_badge_and_counts_nothing(make_client, query, problem):
     client, store = make_client()
@@ -711,3 +719,80 @@ def test_every_route_of_the_table_is_answered(make_client):
         assert r.headers["content-type"].split(";")[0] == {
             "svg": "image/svg+xml", "json": "application/json", "html": "text/html",
             "text": "text/plain", "file": "text/css"}[route.kind], path
+
+
+# /chart (issue 31) ###########################################################
+
+def chart_bars(body: bytes) -> list[ET.Element]:
+    return [r for r in ET.fromstring(body).iter(SVG + "rect") if r.get("class") == "bar"]
+
+
+@pytest.fixture
+def charted(make_client):
+    """A page with views and visitors on three of its last seven days."""
+    client, store = make_client()
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    days = {(today - datetime.timedelta(days=back)).isoformat(): views
+            for back, views in ((0, 4), (1, 10), (3, 5))}
+    visitors = {day: views // 2 for day, views in days.items()}
+    store.import_pages([storage.Page("blog", 19, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z",
+                                     days, visitors=9, visitor_days=visitors)], "set")
+    return client, store
+
+
+def test_chart_draws_a_bar_per_day_by_its_views_and_counts_nothing(charted):
+    client, store = charted
+    r = client.get("/chart", "page_id=blog&days=7")
+    assert r.status == 200 and r.headers["content-type"] == "image/svg+xml; charset=utf-8"
+    assert r.headers["cache-control"] == NO_CACHE and r.headers["x-tally-counted"] == "no; read only"
+    drawn = chart_bars(r.body)
+    assert [int(b.get("data-views")) for b in drawn] == [0, 0, 0, 5, 0, 10, 4]
+    heights = [float(b.get("height")) for b in drawn]
+    assert heights[3] == pytest.approx(heights[5] / 2) and heights[0] == 0
+    assert drawn[5].find(SVG + "title").text.endswith(": 10 views")
+    assert "19 views in 7 days" in texts(r.body)
+    visitors = chart_bars(client.get("/chart", "page_id=blog&days=7&show=visitors").body)
+    assert [int(b.get("data-views")) for b in visitors] == [0, 0, 0, 2, 0, 5, 2]
+    assert len(chart_bars(client.get("/chart", "page_id=blog").body)) == 30
+    assert count(store, "blog") == 19 and store.counts("blog").today == 4
+
+
+def test_chart_of_an_unknown_page_is_empty_saying_so_and_creates_nothing(client):
+    r = client.get("/chart", "page_id=nobody.here&days=14")
+    assert r.status == 200 and r.headers.get("x-tally-error") is None
+    assert "no views of this page yet" in texts(r.body)
+    assert [float(b.get("height")) for b in chart_bars(r.body)] == [0.0] * 14
+    assert json.loads(client.get("/api/count", "page_id=nobody.here").body)["total"] == 0
+
+
+@pytest.mark.parametrize("query, problem", [
+    ("page_id=blog&days=6", "invalid days"), ("page_id=blog&days=366", "invalid days"),
+    ("page_id=blog&days=x", "invalid days"), ("page_id=blog&show=both", "invalid show"),
+    ("page_id=blog&theme=dim", "invalid theme"), ("page_id=blog&right_color=nope", "invalid right_color"),
+    ("days=7", "missing page_id"),
+])
+def test_a_bad_chart_request_is_an_error_image(charted, query, problem):
+    client, store = charted
+    r = client.get("/chart", query)
+    assert r.status == 200 and r.headers["x-tally-error"] == problem
+    assert count(store, "blog") == 19
+
+
+def test_chart_takes_the_badges_colours_and_theme(charted):
+    client, _ = charted
+    r = client.get("/chart", "page_id=blog&days=7&right_color=orange&left_text=readers")
+    assert {b.get("fill") for b in chart_bars(r.body)} == {"#ea7233"}
+    assert ET.fromstring(r.body).find(SVG + "title").text == "readers: 19 views in 7 days"
+    auto = client.get("/chart", "page_id=blog&days=7&theme=auto&right_color_dark=%23fff").body
+    assert badge.THEME_STYLE.encode() in auto and len(chart_bars(auto)) == 14
+    assert len(chart_bars(client.get("/chart", "page_id=blog&days=365").body)) == 365
+
+
+def test_hits_daily_chart_is_drawn_by_the_same_code(make_client):
+    client, _ = make_client()
+    client.get("/api/count/incr/badge.svg", "url=github.com/alice/repo")
+    r = client.get("/api/count/graph/dailyhits.svg", "url=github.com/alice/repo&count_bg=%23123456")
+    drawn = chart_bars(r.body)
+    assert len(drawn) == 60 and drawn[-1].get("data-views") == "1"
+    assert {b.get("fill") for b in drawn} == {"#123456"}
+    assert "1 view in 60 days" in texts(r.body)
