@@ -7,7 +7,9 @@ builds the same texts in the browser.
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import urllib.parse
 
 import badge
 import params
@@ -25,21 +27,49 @@ assert tuple(SHOW_CHOICES) == params.SHOWS
 _MARKDOWN_TEXT = str.maketrans({"\\": "\\\\", "[": "\\[", "]": "\\]"})
 
 
-def snippets(label: str, badge_url: str) -> list[tuple[str, str, str]]:
-    """The builder's copyable snippets: (key, title, text). tally.js builds
-    the same texts in the browser, with the same escaping.
+# The words for each theme= value (badge.THEMES).
+THEME_CHOICES = {"light": "light (the default)", "dark": "dark",
+                 "auto": "auto: light or dark as the reader's scheme is (one image)"}
+assert tuple(THEME_CHOICES) == params.THEMES
 
-    >>> snippets('a"]', "https://x/badge?page_id=p")[1][2]
+
+def snippets(label: str, badge_url: str, light_url: str, dark_url: str
+             ) -> list[tuple[str, str, str]]:
+    """The builder's copyable snippets: (key, title, text). tally.js builds
+    the same texts in the browser, with the same escaping. The last is a
+    <picture> of the light and the dark drawing (scheme_urls): a browser
+    fetches one of its sources, so a view counts once.
+
+    >>> snippets('a"]', "https://x/badge?page_id=p", "l", "d")[1][2]
     '<img src="https://x/badge?page_id=p" alt="a&quot;]">'
-    >>> snippets("[x]", "u")[0][2]
+    >>> snippets("[x]", "u", "l", "d")[0][2]
     '![\\\\[x\\\\]](u)'
     """
+    alt = html.escape(label)
     return [
         ("markdown", "Markdown", f"![{label.translate(_MARKDOWN_TEXT)}]({badge_url})"),
         # The URL is urlencoded: it holds no quote or angle bracket.
-        ("html", "HTML", f'<img src="{badge_url}" alt="{html.escape(label)}">'),
+        ("html", "HTML", f'<img src="{badge_url}" alt="{alt}">'),
         ("rst", "reStructuredText", f".. image:: {badge_url}\n   :alt: {label}"),
+        ("picture", "HTML, light and dark (<picture>: one image fetched, one view)",
+         f'<picture>\n  <source media="(prefers-color-scheme: dark)" srcset="{dark_url}">\n'
+         f'  <img src="{light_url}" alt="{alt}">\n</picture>'),
     ]
+
+
+def in_scheme(look: badge.Look, scheme: str) -> badge.Look:
+    """The look a reader in that colour scheme sees: an auto badge's light
+    or dark drawing, any other badge as it is (the builder's previews)."""
+    return dataclasses.replace(look, theme=scheme) if look.theme == "auto" else look
+
+
+def scheme_urls(base: str, page_id: str, look: badge.Look) -> tuple[str, str]:
+    """The badge URLs of the light and the dark drawing (the <picture>
+    snippet's sources): one page id, so either counts the same page."""
+    light, dark = (f"{base}/badge?" + urllib.parse.urlencode(
+        badge_params(page_id, dataclasses.replace(look, theme=theme)))
+        for theme in ("light", "dark"))
+    return light, dark
 
 
 def badge_params(page_id: str, look: badge.Look) -> dict[str, str]:
@@ -47,7 +77,9 @@ def badge_params(page_id: str, look: badge.Look) -> dict[str, str]:
     defaults = badge.Look()
     query = {"page_id": page_id}
     names = {"label": "left_text", "label_color": "left_color", "color": "right_color",
-             "style": "style", "format": "format", "show": "show", "base": "base"}
+             "style": "style", "format": "format", "show": "show", "base": "base",
+             "theme": "theme", "label_color_dark": "left_color_dark",
+             "color_dark": "right_color_dark"}
     for field, name in names.items():
         value = getattr(look, field)
         if value != getattr(defaults, field):

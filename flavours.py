@@ -165,10 +165,15 @@ def visitorbadge_key(path: str | None, user: str | None, repo: str | None) -> st
 
 # The services ###############################################################
 
+# Tally's theme options (issue 31), taken by every old URL under Tally's own
+# names: none of the old services had a parameter of these names.
+THEMED = {"theme": ("theme", _same), "left_color_dark": ("label_color_dark", _same),
+          "right_color_dark": ("color_dark", _same)}
+
 HITS = Flavour(
     name="hits", title="Hits (hits.seeyoufarm.com)",
     defaults={"label": "hits", "label_color": "#555", "color": "#79c83d", "show": "both"},
-    options={"title": ("label", _same), "title_bg": ("label_color", _same),
+    options={**THEMED, "title": ("label", _same), "title_bg": ("label_color", _same),
              "count_bg": ("color", _same),
              "edge_flat": ("style", lambda v: "flat-square" if _flag(v) else "flat")},
     key_names=("url",), ignored=("icon", "icon_color"))
@@ -179,7 +184,7 @@ KOMAREV_STYLES = tuple(style for style in params.STYLES if style != "social")
 KOMAREV = Flavour(
     name="ghpvc", title="GitHub Profile Views Counter (komarev.com/ghpvc)",
     defaults={"label": "Profile views", "label_color": "#555", "color": "blue", "format": "comma"},
-    options={"label": ("label", _same), "color": ("color", _same),
+    options={**THEMED, "label": ("label", _same), "color": ("color", _same),
              # komarev drew an unknown style as flat instead of refusing it.
              "style": ("style", lambda v: v if v in KOMAREV_STYLES else "flat"),
              "base": ("base", _same),
@@ -189,7 +194,7 @@ KOMAREV = Flavour(
 HITSSH = Flavour(
     name="hitssh", title="hits.sh",
     defaults={"label": "hits", "label_color": "#555", "color": "#4c1", "format": "comma"},
-    options={"label": ("label", _same), "labelColor": ("label_color", _same),
+    options={**THEMED, "label": ("label", _same), "labelColor": ("label_color", _same),
              "color": ("color", _same), "style": ("style", _same),
              "extraCount": ("base", _same), "logo": ("logo", _data_logo),
              "view": ("show", lambda v: "both" if v.lower() == "today-total" else "total")},
@@ -200,14 +205,14 @@ DWYL = Flavour(
     defaults={"label": "hits", "label_color": "#555", "color": "#4c1"},
     # dwyl's badge had two drawings: flat, and flat-square for anything else.
     # show=unique asked for unique visitors: Tally's visitors now.
-    options={"style": ("style", lambda v: "flat" if v == "flat" else "flat-square"),
+    options={**THEMED, "style": ("style", lambda v: "flat" if v == "flat" else "flat-square"),
              "show": ("show", lambda v: "visitors" if v.lower() == "unique" else None)},
     extra=("color",))
 
 VISITORBADGE = Flavour(
     name="visitorbadge", title="visitorbadge.io",
     defaults={"label": "visitors", "label_color": "#555555", "color": "#263759"},
-    options={"label": ("label", _same), "labelColor": ("label_color", _same),
+    options={**THEMED, "label": ("label", _same), "labelColor": ("label_color", _same),
              "countColor": ("color", _same), "style": ("style", _same)},
     key_names=("path", "user", "repo"), extra=("labelStyle", "readonly"))
 

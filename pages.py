@@ -22,6 +22,7 @@ Named(page_id='github:alice/repo', kind='github', repo='alice/repo')
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 
 import params
@@ -155,28 +156,29 @@ class ChartDays:
     empty: str | None
 
 
-def chart_days(store: storage.Store, page: Named, days: int, visitors: bool = False
-               ) -> ChartDays:
+def chart_days(store: storage.Store, page: Named, days: int, visitors: bool = False,
+               now: datetime.datetime | None = None) -> ChartDays:
     """A page's views (or visitors: each day's unique visitors) per day
     for /chart and Hits' daily chart. A counter's day before the first
     kept one is not kept, never a zero; a github: page's days are GitHub's
     (a lost day has no number). An unknown page is empty, saying so."""
     if page.repo is not None:
-        if store.github.traffic(page.repo) is None:
-            return _empty_chart(days, "repository not kept")
+        if store.github.traffic(page.repo, now) is None:
+            return _empty_chart(days, "repository not kept", now)
         shown = [(day, state, (n.visitors if visitors else n.views) if n else None)
-                 for day, state, n in store.github.history(page.repo, days)]
+                 for day, state, n in store.github.history(page.repo, days, now)]
         return ChartDays([(day, number) for day, _, number in shown],
                          frozenset(day for day, state, _ in shown if state == "not kept"),
                          sum(number or 0 for _, _, number in shown), None)
-    counts, kept_from = store.counts(page.page_id), store.kept_from()
+    counts, kept_from = store.counts(page.page_id, now), store.kept_from(now)
     if counts.total == 0 and counts.held == 0:
-        return _empty_chart(days, "no views of this page yet")
-    rows = [(d.day, d.visitors if visitors else d.views) for d in store.days(page.page_id, days)]
+        return _empty_chart(days, "no views of this page yet", now)
+    rows = [(d.day, d.visitors if visitors else d.views)
+            for d in store.days(page.page_id, days, now)]
     not_kept = frozenset(day for day, _ in rows if kept_from is not None and day < kept_from)
     return ChartDays([(day, None if day in not_kept else n) for day, n in rows], not_kept,
                      sum(n for day, n in rows if day not in not_kept), None)
 
 
-def _empty_chart(days: int, why: str) -> ChartDays:
-    return ChartDays([(day, 0) for day in storage.last_days(days)], frozenset(), 0, why)
+def _empty_chart(days: int, why: str, now: datetime.datetime | None) -> ChartDays:
+    return ChartDays([(day, 0) for day in storage.last_days(days, now)], frozenset(), 0, why)

@@ -227,6 +227,12 @@ def _color(name: str, value: str) -> str:
     return color
 
 
+def _dark_color(name: str, value: str) -> str | None:
+    # Empty is "not given" (the builder's form sends its empty field): the
+    # dark drawing then takes the light colour.
+    return _color(name, value) if value.strip() else None
+
+
 def _base(name: str, value: str) -> int:
     if not re.fullmatch(r"[0-9]{1,13}", value) or int(value) > BASE_MAX:
         raise ParamError(f"invalid {name}")
@@ -270,8 +276,8 @@ def look_from(options: dict[str, tuple[str, str]]) -> badge.Look:
     '#79c83d'
     """
     parsers = {"label": _text, "label_color": _color, "color": _color, "logo": _logo,
-               "logo_color": _color, "base": _base, "label_color_dark": _color,
-               "color_dark": _color}
+               "logo_color": _color, "base": _base, "label_color_dark": _dark_color,
+               "color_dark": _dark_color}
     checked = {}
     for option, (name, value) in options.items():
         if option in parsers:

@@ -209,12 +209,16 @@ class Pages:
                 moving = {"page_id": moved_id, "url": base + path_and_query, "error": None}
             except ParamError as e:
                 moving = {"page_id": None, "url": None, "error": str(e)}
+        previews = {scheme: "/badge?" + urllib.parse.urlencode(
+            {**builder.badge_params(page_id, builder.in_scheme(look, scheme)),
+             "query_only": "true"}) for scheme in ("light", "dark")}
         return _html(self.index_view.render(
             old_url=old_url, moving=moving,
-            page_id=page_id, look=look, error=error, badge_url=badge_url,
-            preview_url=badge_url.replace(base, "", 1) + "&query_only=true",
-            snippets=builder.snippets(look.label, badge_url), quote=urllib.parse.quote,
-            styles=params.STYLES, formats=params.FORMATS, shows=builder.SHOW_CHOICES,
+            page_id=page_id, look=look, error=error, badge_url=badge_url, previews=previews,
+            snippets=builder.snippets(look.label, badge_url,
+                                      *builder.scheme_urls(base, page_id, look)),
+            quote=urllib.parse.quote, styles=params.STYLES, formats=params.FORMATS,
+            shows=builder.SHOW_CHOICES, themes=builder.THEME_CHOICES,
             defaults=badge.Look()), 400 if error else 200)
 
     def stats(self) -> bottle.HTTPResponse:
@@ -232,9 +236,10 @@ class Pages:
         shown = self.timed("history", lambda: pages.stats(self.store, page, days))
         history, kept_from = shown["history"], shown["kept_from"]  # type: ignore[index]
         bars = chart.inline([(d.day, d.views) for d in history],
-                                    not_kept={d.day for d in history
-                                              if kept_from is not None and d.day < kept_from})
+                            not_kept={d.day for d in history
+                                      if kept_from is not None and d.day < kept_from})
         return _html(self.stats_view.render(error=None, quote=urllib.parse.quote, chart=bars,
+                                            base=_public_base(),
                                             **shown))  # type: ignore[arg-type]
 
     def stats_error(self, error: str, status: int) -> bottle.HTTPResponse:
@@ -245,11 +250,10 @@ class Pages:
         shown = self.timed("github", lambda: pages.github_stats(self.store, page, days))
         history = shown["history"]  # type: ignore[index]
         bars = chart.inline([(day, numbers.views if numbers else None)
-                                     for day, _, numbers in history],
-                                    not_kept={day for day, kind, _ in history
-                                              if kind == "not kept"})
+                             for day, _, numbers in history],
+                            not_kept={day for day, kind, _ in history if kind == "not kept"})
         return _html(self.github_view.render(quote=urllib.parse.quote, chart=bars,
-                                             **shown))  # type: ignore[arg-type]
+                                             base=_public_base(), **shown))  # type: ignore[arg-type]
 
     def static(self, name: str) -> bottle.HTTPResponse:
         if name not in self.static_files:

@@ -413,3 +413,26 @@ def test_an_old_url_either_maps_or_raises_param_error(text):
             flavours.moved(template.format(text))
         except ParamError:
             pass
+
+
+# Themes on the old URLs (issue 31) ###########################################
+
+OLD_BADGES = [("/api/count/incr/badge.svg", "url=github.com/alice/repo"),
+              ("/ghpvc/", "username=alice"), ("/github.com/alice/repo.svg", ""),
+              ("/alice/repo.svg", ""), ("/api/visitors", "path=x")]
+
+
+@pytest.mark.parametrize("path, query", OLD_BADGES)
+def test_every_old_badge_takes_tallys_theme(make_client, path, query):
+    client, store = make_client()
+    plain = client.get(path, query, headers=CAMO)
+    join = "&" if query else ""
+    dark = client.get(path, query + join + "theme=dark&right_color_dark=%23000000", headers=CAMO)
+    assert '"#000000"' in dark.body.decode() and '"#000000"' not in plain.body.decode()
+    auto = client.get(path, query + join + "theme=auto", headers=CAMO)
+    assert b"tally-dark" in auto.body and b"tally-dark" not in plain.body
+    [(page_id, views)] = store.top(10)
+    assert views == 3  # each counted once, whatever its theme
+    refused = client.get(path, query + join + "theme=dusk", headers=CAMO)
+    assert refused.headers["x-tally-error"] == "invalid theme"
+    assert total(client, page_id) == 3

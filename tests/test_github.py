@@ -14,6 +14,7 @@ import pytest
 
 import config
 import github
+import pages
 import storage
 from github_api import TOKEN, history
 
@@ -498,3 +499,18 @@ def test_a_repository_without_a_linked_page_releases_nothing(any_store, fake_git
     any_store.record_view("alice.repo", at(day), held=True)
     assert [o.released for o in sync_on(any_store, fake_github, day)] == [0]
     assert any_store.page("alice.repo").held == 1
+
+
+def test_a_github_chart_draws_githubs_views_and_uniques_per_day(kept, fake_github):
+    day = FIRST + datetime.timedelta(days=20)
+    sync_on(kept, fake_github, day)  # GitHub's 14 days to day 20: days 7..20 kept
+    served = fake_github.histories["alice/repo"]
+    page = pages.github("alice/repo")
+    found = pages.chart_days(kept, page, 21, now=at(day))
+    kept_days = [d for d, _ in found.days if d not in found.not_kept]
+    assert len(found.not_kept) == 7 and len(kept_days) == 14
+    assert [n for d, n in found.days if d in kept_days] == [served[d][0] for d in kept_days]
+    assert found.total == sum(served[d][0] for d in kept_days) and found.empty is None
+    uniques = pages.chart_days(kept, page, 21, visitors=True, now=at(day))
+    assert [n for d, n in uniques.days if d in kept_days] == [served[d][1] for d in kept_days]
+    assert pages.chart_days(kept, pages.github("alice/other"), 7).empty == "repository not kept"

@@ -35,6 +35,8 @@ The last sync: <strong id="status">{{state.status}}</strong>.
 {{!chart}}
 <figcaption>GitHub's views per UTC day, oldest on the left; shaded: no data. The numbers as JSON: <a href="/api/history?page_id={{quote(page_id, safe='')}}&amp;days={{len(history)}}">/api/history</a>.</figcaption>
 </figure>
+<p id="chart-embed">This chart for a README, following the reader's light or dark scheme:</p>
+<pre class="embed"><code>![views per day]({{base}}/chart?page_id={{quote(page_id, safe='')}}&amp;theme=auto)</code></pre>
 <table id="history">
 <caption>GitHub's numbers per UTC day{{", beside the views Tally counted for " + linked if linked else ""}}</caption>
 <thead><tr><th scope="col">Day</th><th scope="col">Views</th><th scope="col">Unique visitors</th><th scope="col">Clones</th><th scope="col">Unique cloners</th>

@@ -41,6 +41,24 @@
     <input id="right_color" name="right_color" value="{{look.color}}">
     <input type="color" id="right_color_pick" aria-label="Pick value colour" value="{{look.color if len(look.color) == 7 else defaults.color}}">
   </div>
+  <div class="field">
+    <label for="theme">Theme</label>
+    <select id="theme" name="theme">
+    % for theme, meaning in themes.items():
+      <option value="{{theme}}" {{'selected' if theme == look.theme else ''}}>{{meaning}}</option>
+    % end
+    </select>
+  </div>
+  <div class="field color">
+    <label for="left_color_dark">Label colour on dark pages (empty: the label colour)</label>
+    <input id="left_color_dark" name="left_color_dark" value="{{look.label_color_dark or ''}}">
+    <input type="color" id="left_color_dark_pick" aria-label="Pick label colour on dark pages" value="{{look.label_color_dark if look.label_color_dark and len(look.label_color_dark) == 7 else defaults.label_color}}">
+  </div>
+  <div class="field color">
+    <label for="right_color_dark">Value colour on dark pages (empty: the value colour)</label>
+    <input id="right_color_dark" name="right_color_dark" value="{{look.color_dark or ''}}">
+    <input type="color" id="right_color_dark_pick" aria-label="Pick value colour on dark pages" value="{{look.color_dark if look.color_dark and len(look.color_dark) == 7 else defaults.color}}">
+  </div>
   <fieldset class="field styles">
     <legend>Style</legend>
     % for style in styles:
@@ -76,18 +94,23 @@
 </form>
 
 <h2>Preview</h2>
-<p class="preview"><img id="preview" src="{{preview_url}}" alt="badge preview"></p>
-<p class="note">The preview never counts a view (it asks with <code>query_only=true</code>).</p>
+<div class="previews">
+  <figure class="preview on-light"><img id="preview" src="{{previews['light']}}" alt="badge preview on a light page"><figcaption>on a light page</figcaption></figure>
+  <figure class="preview on-dark"><img id="preview-dark" src="{{previews['dark']}}" alt="badge preview on a dark page"><figcaption>on a dark page</figcaption></figure>
+</div>
+<p class="note">The previews never count a view (they ask with <code>query_only=true</code>).</p>
 
 <h2>Copy</h2>
 % for key, title, text in snippets:
 <div class="snippet">
   <label for="snippet-{{key}}">{{title}}</label>
-  <textarea id="snippet-{{key}}" readonly rows="2">{{text}}</textarea>
+  <textarea id="snippet-{{key}}" readonly rows="{{4 if key == 'picture' else 2}}">{{text}}</textarea>
   <button type="button" class="copy" data-target="snippet-{{key}}">Copy</button>
   <span class="copied" aria-live="polite"></span>
 </div>
 % end
+
+<p class="note" id="pair-warning">A pair of images marked <code>#gh-dark-mode-only</code> and <code>#gh-light-mode-only</code> makes the browser fetch both, so every view counts twice: use <code>theme=auto</code> or the <code>&lt;picture&gt;</code> snippet, which fetch one.</p>
 
 <h2>Moving from another counter?</h2>
 <form id="moving" method="get" action="/">

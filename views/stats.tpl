@@ -39,6 +39,8 @@
 {{!chart}}
 <figcaption>Views per UTC day, oldest on the left. The numbers as JSON: <a href="/api/history?page_id={{quote(page_id, safe='')}}&amp;days={{len(history)}}">/api/history</a>.</figcaption>
 </figure>
+<p id="chart-embed">This chart for a README or a blog, following the reader's light or dark scheme (it counts nothing; put it beside the badge):</p>
+<pre class="embed"><code>![views per day]({{base}}/chart?page_id={{quote(page_id, safe='')}}&amp;theme=auto)</code></pre>
 <p>Visitors are counted without cookies and without storing addresses or browsers: a visitor is known for one UTC day only. Views through an image proxy, such as GitHub's for a README, are views and never visitors; known bots are not counted.</p>
 <table id="history">
 <caption>Views, unique visitors, bot views and held views per UTC day</caption>
