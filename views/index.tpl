@@ -65,7 +65,7 @@
     <label class="style"><input type="radio" name="style" value="{{style}}" {{'checked' if style == look.style else ''}}>
       <span>{{style}}</span>
       % if style != "pixel":
-      <img class="sample" src="/badge?page_id=tally.sample&amp;query_only=true&amp;style={{style}}" alt="" width="{{90 if style == 'for-the-badge' else 80}}" height="20">
+      <img class="sample" src="/badge?page_id=tally.sample&amp;query_only=true&amp;theme=auto&amp;style={{style}}" alt="" width="{{90 if style == 'for-the-badge' else 80}}" height="20">
       % end
     </label>
     % end
@@ -104,7 +104,7 @@
 % for key, title, text in snippets:
 <div class="snippet">
   <label for="snippet-{{key}}">{{title}}</label>
-  <textarea id="snippet-{{key}}" readonly rows="{{4 if key == 'picture' else 2}}">{{text}}</textarea>
+  <textarea id="snippet-{{key}}" readonly rows="{{5 if key == 'picture' else 2}}">{{text}}</textarea>
   <button type="button" class="copy" data-target="snippet-{{key}}">Copy</button>
   <span class="copied" aria-live="polite"></span>
 </div>
