@@ -55,6 +55,10 @@ class Config:
     guard_floor: int = 600
     log_addresses: bool = True
     quiet: bool = False
+    # Self-service for page owners on a shared instance (owners.py,
+    # docs/owners.md): keys for new counters, claims proved by a README,
+    # /manage. Off: a personal instance changes nothing.
+    self_service: bool = False
     # A reverse proxy whose X-Forwarded-* headers are believed.
     trusted_proxy: str | None = "127.0.0.1"
     # Limits of the HTTP server (docs/settings.md, "Limits"). Idle and slowly sending
@@ -152,6 +156,7 @@ ENVIRONMENT = {
     "TALLY_IDLE_TIMEOUT": ("channel_timeout", int),
     "TALLY_MAX_HEADER_BYTES": ("max_header_bytes", int),
     "TALLY_BUSY_TIMEOUT": ("busy_timeout", float),
+    "TALLY_SELF_SERVICE": ("self_service", "flag"),
     "TALLY_GITHUB_API": ("github_api", str),
     "TALLY_GITHUB_TOKEN": ("github_token", str),
     "TALLY_GITHUB_TOKEN_FILE": ("github_token_file", str),

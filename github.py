@@ -18,6 +18,7 @@ commands on these functions.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import email.utils
@@ -199,11 +200,12 @@ class _HTTPS(urllib.request.HTTPSHandler):
 class Client:
     """GitHub's REST API (or a GitHub Enterprise Server's) with one token."""
 
-    def __init__(self, api: str, token: str, timeout: float):
+    def __init__(self, api: str, token: str | None, timeout: float):
         self.api, self.timeout = api.rstrip("/"), timeout
+        # Without a token: public repositories only (a README claim).
         self._headers = {"Accept": "application/vnd.github+json",
                          "X-GitHub-Api-Version": API_VERSION, "User-Agent": USER_AGENT,
-                         "Authorization": f"Bearer {token}"}
+                         **({"Authorization": f"Bearer {token}"} if token else {})}
 
     def get(self, path: str) -> tuple[object, datetime.date]:
         """The JSON of one GET and GitHub's UTC day by its Date header, or
@@ -253,6 +255,22 @@ class Client:
         return TrafficAnswer(today, {day: TrafficDay(*views.get(day, (0, 0)), *clones.get(day, (0, 0)))
                                for day in listed},
                        [day for day in window(today) if day not in listed], referrers + paths)
+
+
+    def readme(self, repo: str) -> str:
+        """The text of a repository's README (GitHub's REST reference,
+        "Get a repository README": its content in base64), within the
+        same deadline and size limit as every answer; GitHubError when
+        GitHub cannot serve it (NOT_FOUND: no README, or a private
+        repository without a token that reaches it)."""
+        answer, _ = self.get(f"/repos/{urllib.parse.quote(repo)}/readme")
+        if not isinstance(answer, dict) or answer.get("encoding") != "base64" or \
+                not isinstance(answer.get("content"), str):
+            raise GitHubError(BAD_ANSWER)
+        try:
+            return base64.b64decode(answer["content"]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise GitHubError(BAD_ANSWER) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -182,3 +182,11 @@ def chart_days(store: storage.Store, page: Named, days: int, visitors: bool = Fa
 
 def _empty_chart(days: int, why: str, now: datetime.datetime | None) -> ChartDays:
     return ChartDays([(day, 0) for day in storage.last_days(days, now)], frozenset(), 0, why)
+
+
+def export_record(page: storage.Page) -> dict[str, object]:
+    """A page as `export` writes it in JSON (and an owner's export)."""
+    return {"page_id": page.page_id, "total": page.total, "created_at": page.created_at,
+            "last_seen": page.last_seen, "days": page.days, "visitors": page.visitors,
+            "visitor_days": page.visitor_days, "bot_days": page.bot_days,
+            "held": page.held, "held_days": page.held_days}

@@ -7,7 +7,7 @@ never under one of Tally's own first segments). server.Pages answers the
 rest through bottle, a method named by the route's handler.
 
 >>> sorted(OWN_SEGMENTS)
-['', 'api', 'badge', 'chart', 'healthz', 'metrics', 'static', 'stats']
+['', 'api', 'badge', 'chart', 'healthz', 'manage', 'metrics', 'static', 'stats']
 >>> by_path("/stats").kind, by_path("/api/history").kind, by_path("/nowhere")
 ('html', 'json', None)
 """
@@ -27,6 +27,7 @@ class Route:
     handler: str   # BADGES, or the server.Pages method
     counts: str    # whether a view counts (docs/parameters.md)
     caching: str   # what its answer tells caches
+    methods: tuple[str, ...] = ("GET",)
 
 
 TABLE = (
@@ -40,6 +41,13 @@ TABLE = (
     Route("/", HTML, "index", "no", "no-cache"),
     Route("/stats", HTML, "stats", "no", "no-cache"),
     Route("/static/<name>", FILE, "static", "no", "a day"),
+    # Self-service for page owners (owners.py; off unless TALLY_SELF_SERVICE=1).
+    Route("/manage", HTML, "manage", "no", "no-cache", ("GET", "POST")),
+    *(Route(path, JSON, "owners", "no", "never cached", ("POST",)) for path in (
+        "/api/pages", "/api/claims", "/api/claims/verify", "/api/pages/set", "/api/pages/reset",
+        "/api/pages/delete", "/api/pages/rotate", "/api/pages/release")),
+    Route("/api/pages/export", JSON, "owners", "no", "never cached"),
+    Route("/api/pages/actions", JSON, "owners", "no", "never cached"),
 )
 # The old services' URLs (Hits, komarev, hits.sh, dwyl, visitorbadge.io):
 # answered by answers.Badges as the old service did (flavours.py), counted

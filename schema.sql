@@ -191,3 +191,49 @@ INSERT INTO view_days (day) SELECT DISTINCT day FROM daily ORDER BY day;
 -- deletes a day row that holds any.
 ALTER TABLE pages ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0);
 ALTER TABLE daily ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0);
+
+-- migration 9
+-- Self-service for page owners (issue 32, docs/owners.md), used only with
+-- TALLY_SELF_SERVICE=1. An owner is whoever holds a page's key: only the
+-- key's SHA-256 is kept (the key is 256 random bits, so no slow hash is
+-- needed), never the key. how: "key" (made with POST /api/pages) or
+-- "claim owner/name" (proved by that repository's README).
+CREATE TABLE owners (
+    page_id  TEXT PRIMARY KEY NOT NULL,
+    key_hash TEXT NOT NULL,
+    how      TEXT NOT NULL,
+    since    TEXT NOT NULL
+) WITHOUT ROWID;
+-- What owners did, for them and the operator (server.py owners show), and
+-- what undo needs: before is the page as `export` writes it, before a
+-- set, reset or delete. Never the key.
+CREATE TABLE owner_actions (
+    id      INTEGER PRIMARY KEY,
+    page_id TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    before  TEXT
+);
+CREATE INDEX owner_actions_page ON owner_actions (page_id, id);
+-- Claims waiting for their README: the token's SHA-256 (the token itself
+-- is public once it is in the README), for one page and repository, until
+-- expires_at.
+CREATE TABLE claims (
+    token_hash TEXT PRIMARY KEY NOT NULL,
+    page_id    TEXT NOT NULL,
+    repo       TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+) WITHOUT ROWID;
+-- Tries counted for the rate limits, per kind ("key": wrong keys, "new":
+-- new counters, "claim"), subject (a page id, or a client as a keyed hash
+-- with the day's visitor salt, which leads back to no address once the day
+-- ends) and slot (the minute or the hour they count in). Rows of a slot
+-- that has passed are deleted at the next try.
+CREATE TABLE attempts (
+    kind    TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    slot    TEXT NOT NULL,
+    tries   INTEGER NOT NULL,
+    PRIMARY KEY (kind, subject, slot)
+) WITHOUT ROWID;

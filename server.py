@@ -46,6 +46,8 @@ import commands as commands_module
 import counting
 import config as config_module
 import flavours
+import logs
+import owners
 import pages
 import github
 import params
@@ -101,13 +103,15 @@ class Pages:
         self.stats_view = bottle.SimpleTemplate(source=(VIEWS / "stats.tpl").read_text("utf-8"))
         self.github_view = bottle.SimpleTemplate(source=(VIEWS / "github.tpl").read_text("utf-8"))
         self.error_view = bottle.SimpleTemplate(source=(VIEWS / "error.tpl").read_text("utf-8"))
+        self.manage_view = bottle.SimpleTemplate(source=(VIEWS / "manage.tpl").read_text("utf-8"))
+        self.self_service = owners.SelfService(config, store, badges.allow)
         self.static_files = {name: (VIEWS / name).read_bytes() for name in ("tally.css", "tally.js")}
 
     def app(self) -> bottle.Bottle:
         app = bottle.Bottle()
         app.config["json.enable"] = False
         for route in routes.PAGES:
-            app.get(route.path, callback=getattr(self, route.handler))
+            app.route(route.path, method=list(route.methods), callback=getattr(self, route.handler))
         app.install(self.guard)
         app.add_hook("after_request", self.count_request)
         app.error(404)(lambda error: self.error_text("not found"))
@@ -219,6 +223,7 @@ class Pages:
                                       *builder.scheme_urls(base, page_id, look)),
             quote=urllib.parse.quote, styles=params.STYLES, formats=params.FORMATS,
             shows=builder.SHOW_CHOICES, themes=builder.THEME_CHOICES,
+            self_service=self.config.self_service,
             defaults=badge.Look()), 400 if error else 200)
 
     def stats(self) -> bottle.HTTPResponse:
@@ -255,6 +260,18 @@ class Pages:
         return _html(self.github_view.render(quote=urllib.parse.quote, chart=bars,
                                              base=_public_base(), **shown))  # type: ignore[arg-type]
 
+    def owners(self) -> bottle.HTTPResponse:
+        """The owners' JSON API: owners.py decides (docs/owners.md)."""
+        status, payload = self.self_service.answer(_owner_request())
+        response = _json(payload, status)
+        if "retry_after" in payload:
+            response.set_header("Retry-After", str(payload["retry_after"]))
+        return response
+
+    def manage(self) -> bottle.HTTPResponse:
+        status, shown = self.self_service.manage(_owner_request())
+        return _html(self.manage_view.render(quote=urllib.parse.quote, **shown), status)
+
     def static(self, name: str) -> bottle.HTTPResponse:
         if name not in self.static_files:
             return _json({"error": "not found"}, 404)
@@ -264,6 +281,16 @@ class Pages:
         response.set_header("Cache-Control", "public, max-age=86400")
         response.set_header("X-Content-Type-Options", "nosniff")
         return response
+
+
+def _owner_request() -> owners.Request:
+    r = bottle.request
+    # REMOTE_ADDR is the front's (proxied): bottle's remote_addr would
+    # believe any X-Forwarded-For.
+    return owners.Request(r.path, r.method, r.get_header("Content-Type", ""),
+                          r.get_header("Authorization", ""), r.body.read(owners.BODY_MAX + 1),
+                          r.environ.get("REMOTE_ADDR", ""), _public_base(),
+                          r.environ.get("QUERY_STRING", ""))
 
 
 def _public_base() -> str:
@@ -328,7 +355,12 @@ class App:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
             await send(message)
-        await self.wsgi(scope, receive, watched)
+
+        async def received() -> dict:
+            # a2wsgi reads a body with a coroutine; granian's receive
+            # returns another kind of awaitable.
+            return await receive()
+        await self.wsgi(scope, received, watched)
         return seen["status"]
 
 
@@ -451,42 +483,6 @@ def log_request(scope: dict, status: int, started: float, addresses: bool = True
 def create_app(config: Config, store: storage.Store) -> App:
     """The app that serves a store with these settings."""
     return App(config, store)
-
-
-# Command line ##############################################################
-
-
-class _AccessLogHandler(logging.StreamHandler):
-    """The access log on stdout. When stdout's reader goes away (`serve |
-    head -1`), the access log ends with one line on stderr; serving goes on
-    (the logging module would print a traceback for every request)."""
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handleError(record)
-            return
-        access_log.removeHandler(self)
-        access_log.addHandler(logging.NullHandler())
-        # Nothing buffered may fail again at exit: stdout points at nothing.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        log.error("access log stopped: standard output was closed (%s)",
-                  type(sys.exc_info()[1]).__name__)
-
-
-def _setup_logging(quiet: bool) -> None:
-    # Trouble, and the few events an operator wants to see (TALLY_KEEP_DAYS'
-    # daily pass), on stderr; the access log on stdout.
-    messages = logging.StreamHandler(sys.stderr)
-    messages.setLevel(logging.INFO)
-    messages.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(messages)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    access = _AccessLogHandler(sys.stdout)
-    access.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    access_log.handlers[:] = [access]
-    access_log.setLevel(logging.WARNING if quiet else logging.INFO)
-    access_log.propagate = False
 
 
 # Serving with granian ######################################################
@@ -622,7 +618,7 @@ def http_server(config: Config, port: int, wsgi: bool = False) -> granian.server
 def serve(config: Config) -> int:
     """Serve with granian: this process holds the lock, checks the database
     and supervises one worker process, which answers the requests."""
-    _setup_logging(config.quiet)
+    logs.setup(config.quiet)
     # The lock first: a restore in progress holds it, and the store must not
     # open (and migrate) a file that is being replaced. (PostgreSQL: none.)
     lock = storage.server_lock(config.db)
@@ -642,6 +638,9 @@ def serve(config: Config) -> int:
     finally:
         lock.release()
     return 0
+
+
+# Command line ##############################################################
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """The owner's commands: backup, restore, export, import, set, rename,
-delete, top, show, release, migrate, and github (add, list, remove, sync: GitHub's
-traffic numbers, github.py). server.py's main() parses the command line and
+delete, top, show, release, migrate, github (add, list, remove, sync: GitHub's
+traffic numbers, github.py) and owners (list, show, remove, undo: the page
+owners of self-service, owners.py). server.py's main() parses the command line and
 calls run().
 
 No SQL here (the stores) and no HTTP (server.py): the store behind TALLY_DB
@@ -17,7 +18,7 @@ import argparse
 import sys
 from typing import Callable, TextIO
 
-from commands import counts, files, migrate, moving, traffic
+from commands import counts, files, migrate, moving, owners, traffic
 from commands.common import CommandError
 from config import Config
 
@@ -91,6 +92,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     a.add_argument("--delete", action="store_true", help="delete its kept numbers too")
     a = action("sync", "sync every kept repository (or one) now")
     a.add_argument("repo", metavar="OWNER/REPO", nargs="?")
+    p = commands.add_parser("owners", help="self-service's page owners: list, show, remove, undo",
+                            description="the page owners of TALLY_SELF_SERVICE=1 (docs/owners.md): "
+                            "who holds which page, what they did, and undoing it")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    action("list", "every page with an owner: how it was taken, since when, its actions")
+    a = action("show", "one page's owner and every action on it")
+    a.add_argument("page_id")
+    a = action("remove", "take a page back from its owner: the key stops working")
+    a.add_argument("page_id")
+    a = action("undo", "undo an owner's set, reset or delete (its number: owners show)")
+    a.add_argument("action_id", type=int)
 
 
 def run(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> int:
@@ -103,5 +115,5 @@ COMMANDS = {
     "import": moving.cmd_import, "set": counts.cmd_set, "rename": counts.cmd_rename,
     "delete": counts.cmd_delete, "top": counts.cmd_top, "show": counts.cmd_show,
     "release": counts.cmd_release,
-    "migrate": migrate.cmd_migrate, "github": traffic.cmd_github,
+    "migrate": migrate.cmd_migrate, "github": traffic.cmd_github, "owners": owners.cmd_owners,
 }

@@ -20,6 +20,7 @@ import typing
 from typing import Callable, Iterable, Iterator, TextIO
 
 import github
+import pages
 import params
 import storage
 from commands.common import CommandError, open_readonly, output_path, remove_files
@@ -54,19 +55,15 @@ JSON_HEAD = '{{"tally_export": 1, "exported_at": "{}", "pages": ['
 _JSON_HEAD = re.compile(r'\{"tally_export": 1, "exported_at": "[0-9TZ:-]*", "pages": \[$')
 
 
-def _write_export(pages: Iterable[storage.Page], form: str, target: TextIO,
+def _write_export(exported: Iterable[storage.Page], form: str, target: TextIO,
                   kept: Callable[[], list[storage.KeptRepo]] = list) -> int:
-    """Write pages, one at a time, and kept() after them; how many pages."""
+    """Write the exported pages, one at a time, and kept() after them; how many pages."""
     written = 0
     if form == "json":
         target.write(JSON_HEAD.format(storage.utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")))
-        for p in pages:
+        for p in exported:
             target.write(",\n" if written else "\n")
-            json.dump({"page_id": p.page_id, "total": p.total, "created_at": p.created_at,
-                       "last_seen": p.last_seen, "days": p.days, "visitors": p.visitors,
-                       "visitor_days": p.visitor_days, "bot_days": p.bot_days,
-                       "held": p.held, "held_days": p.held_days},
-                      target, ensure_ascii=False)
+            json.dump(pages.export_record(p), target, ensure_ascii=False)
             written += 1
         target.write("\n]")
         # GitHub's numbers kept (never the token): they cannot be asked
@@ -82,7 +79,7 @@ def _write_export(pages: Iterable[storage.Page], form: str, target: TextIO,
         return written
     writer = csv.writer(target)
     writer.writerow(EXPORT_FIELDS + VISITOR_FIELDS + HELD_FIELDS)
-    for p in pages:
+    for p in exported:
         base = [_csv_cell(p.page_id), p.total, p.created_at, p.last_seen]
         days = sorted(set(p.days) | set(p.visitor_days) | set(p.bot_days) | set(p.held_days))
         for day in days or [""]:

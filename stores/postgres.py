@@ -32,6 +32,7 @@ from psycopg import errors
 
 from stores import sql
 from stores.store import IMPORT_CHUNK, Staging, Store as Base
+from stores.owners import PageOwners
 from stores.traffic import KeptTraffic
 from stores.values import (SALT_BYTES, TOTAL_MAX, VISITOR_GRACE, AlreadyExists, Counts,
                            Duplicate, KnownVisitors, NotFound, Page, PageLimitReached,
@@ -350,7 +351,7 @@ class Backend:
             else:
                 view.error = (TotalLimitReached if existed else PageLimitReached)(view.page_id)
 
-    def _salt(self, conn: psycopg.Connection, today: str) -> bytes:
+    def salt(self, conn: psycopg.Connection, today: str) -> bytes:
         """The day's salt, shared by every server on this database: made
         (random) by the first that needs it, in a transaction of its own."""
         salt = self._salts.get(today)
@@ -387,7 +388,7 @@ class Backend:
         today = day(view.now)
         hashed = None
         if view.visitor is not None and view.views:
-            key = (today, visitor_hash(self._salt(conn, today), view.page_id, *view.visitor))
+            key = (today, visitor_hash(self.salt(conn, today), view.page_id, *view.visitor))
             # A visitor this process wrote already: known to every server
             # (it is in the table), so no insert is needed.
             if key not in self._known:
@@ -456,6 +457,8 @@ class Store(Base):
         self.backend = Backend(url, kwargs, max_pages)
         self.writer = Writer(self.backend, keep_days)
         self.github = KeptTraffic(sql.github_statements(sql.POSTGRES), self._read, self.writer.wait)
+        self.owners = PageOwners(sql.owner_statements(sql.POSTGRES), self._read, self.writer.wait,
+                                 self.backend.salt)
         self.staging = PostgresStaging()
         try:
             psycopg.conninfo.conninfo_to_dict(url)

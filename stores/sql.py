@@ -218,5 +218,39 @@ def github_statements(d: Dialect) -> dict[str, str]:
     })
 
 
+def owner_statements(d: Dialect) -> dict[str, str]:
+    """Page owners' keys, claims, actions and rate limits (stores.owners.PageOwners)."""
+    return _in(d, {
+        "owner": "SELECT key_hash, how, since FROM owners WHERE page_id = ?",
+        "owners": f"SELECT o.page_id, o.how, o.since, count(a.id), max(a.at) FROM owners o "
+                  "LEFT JOIN owner_actions a ON a.page_id = o.page_id "
+                  f"GROUP BY o.page_id, o.how, o.since ORDER BY o.page_id{d.collate}",
+        "set_owner": "INSERT INTO owners (page_id, key_hash, how, since) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT (page_id) DO UPDATE SET key_hash = excluded.key_hash, "
+                     "how = excluded.how, since = excluded.since",
+        "new_key": "UPDATE owners SET key_hash = ? WHERE page_id = ? AND key_hash = ?",
+        "remove_owner": "DELETE FROM owners WHERE page_id = ?",
+        # A page a new counter may not take: one with views, or its days.
+        "viewed": "SELECT p.total > 0 OR p.held > 0 OR EXISTS (SELECT 1 FROM daily d "
+                  "WHERE d.page = p.id) FROM pages p WHERE p.page_id = ?",
+        "new_page": "INSERT INTO pages (page_id, total, created_at, last_seen) "
+                    "VALUES (?, 0, ?, ?) ON CONFLICT (page_id) DO NOTHING",
+        "page_count": "SELECT pages FROM page_count" if d is SQLITE
+                      else "SELECT count(*) FROM pages",
+        "record": "INSERT INTO owner_actions (page_id, at, action, detail, before) "
+                  "VALUES (?, ?, ?, ?, ?)",
+        "actions": "SELECT id, page_id, at, action, detail, before IS NOT NULL "
+                   "FROM owner_actions WHERE page_id = ? ORDER BY id",
+        "action": "SELECT id, page_id, at, action, detail, before FROM owner_actions WHERE id = ?",
+        "add_claim": "INSERT INTO claims (token_hash, page_id, repo, expires_at) VALUES (?, ?, ?, ?)",
+        "claim": "SELECT page_id, repo, expires_at FROM claims WHERE token_hash = ?",
+        "drop_claim": "DELETE FROM claims WHERE token_hash = ? OR expires_at < ?",
+        "try": "INSERT INTO attempts (kind, subject, slot, tries) VALUES (?, ?, ?, 1) "
+               "ON CONFLICT (kind, subject, slot) DO UPDATE SET tries = attempts.tries + 1",
+        "tries": "SELECT tries FROM attempts WHERE kind = ? AND subject = ? AND slot = ?",
+        "old_tries": "DELETE FROM attempts WHERE kind = ? AND slot < ?",
+    })
+
+
 def _in(d: Dialect, found: dict[str, str]) -> dict[str, str]:
     return {name: text.replace("?", d.param) for name, text in found.items()}

@@ -25,6 +25,7 @@ from stores.sqlite_file import (HAS_RETURNING, SCHEMA_VERSION, Connection, Error
                                 file_identity, open_writer, rollback, schema_version,
                                 storage_error)
 from stores.store import Staging, Store as Base
+from stores.owners import PageOwners
 from stores.traffic import KeptTraffic
 from stores.values import (SALT_BYTES, TOTAL_MAX, VISITOR_GRACE, AlreadyExists, Counts,
                            Duplicate, FileGone, KnownVisitors, NotFound, Page, PageLimitReached,
@@ -200,14 +201,14 @@ class Backend:
         """1 when this (address, User-Agent) is the page's new visitor today."""
         if visitor is None:
             return 0
-        key = (today, visitor_hash(self._salt(conn, today), page_id, *visitor))
+        key = (today, visitor_hash(self.salt(conn, today), page_id, *visitor))
         if key in self._known:
             return 0
         self._known.written(key)
         return conn.execute("INSERT INTO visitors.visitor_hashes (day, hash) VALUES (?, ?) "
                             "ON CONFLICT DO NOTHING", key).rowcount
 
-    def _salt(self, conn: Connection, today: str) -> bytes:
+    def salt(self, conn: Connection, today: str) -> bytes:
         """The day's salt: made (random) by its first visitor, kept in the
         visitor file so a restart within the day knows today's visitors."""
         salt = self._salts.get(today)
@@ -332,6 +333,8 @@ class Store(Base):
         self.backend = Backend(conn, self, max_pages, use_returning, busy_timeout_s)
         self.writer = Writer(self.backend, keep_days)
         self.github = KeptTraffic(sql.github_statements(sql.SQLITE), self._read, self.writer.wait)
+        self.owners = PageOwners(sql.owner_statements(sql.SQLITE), self._read, self.writer.wait,
+                                 self.backend.salt)
         self.staging = SqliteStaging()
         # The file this store opened; if the path stops naming it, counting
         # stops (FileGone) instead of writing where nobody will look.

@@ -1,10 +1,10 @@
 """The interface both stores implement (Store), and what they do the same
 way through it: the reads written once in stores/sql.py, the history
 window, the steps of an import. A store composes its writer
-(stores.writer.Writer) and its GitHub table (stores.traffic.KeptTraffic);
-it inherits only this.
+(stores.writer.Writer), its GitHub table (stores.traffic.KeptTraffic) and
+its page owners (stores.owners.PageOwners); it inherits only this.
 
-Imports stores.values, stores.writer and stores.traffic alone.
+Imports stores.values, stores.writer, stores.traffic and stores.owners alone.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import abc
 import datetime
 from typing import Callable, Iterable, Iterator
 
+from stores.owners import PageOwners
 from stores.traffic import KeptTraffic
 from stores.values import (TOTAL_MAX, AlreadyImported, Counts, Day, ImportInterrupted,
                            NotFound, Page, StorageError, TotalLimitReached, first_kept_day,
@@ -61,10 +62,11 @@ class Store(abc.ABC):
     # TALLY_KEEP_DAYS (None: every day is kept)
     keep_days: int | None = None
     # Set by each store: its statements (stores.sql), its writer, its
-    # GitHub table and its import's steps.
+    # GitHub table, its page owners and its import's steps.
     sql: dict[str, str]
     writer: Writer
     github: KeptTraffic
+    owners: PageOwners
     staging: Staging
 
     def __enter__(self) -> "Store":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import json
 import os
 import re
 import shutil
@@ -183,10 +184,11 @@ def wait_until(condition, timeout: float = 60.0, interval: float = 0.02):
     raise AssertionError("condition not met in time")
 
 
-def fetch(url: str, headers: dict | None = None, method: str = "GET", timeout: float = 30):
+def fetch(url: str, headers: dict | None = None, method: str = "GET", timeout: float = 30,
+          body: bytes | None = None):
     """(status, headers, body) of one request to a served Tally, as a
     person's browser asks it (with_browser), an error status included."""
-    request = urllib.request.Request(url, headers=with_browser(headers), method=method)
+    request = urllib.request.Request(url, headers=with_browser(headers), method=method, data=body)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             return r.status, r.headers, r.read()
@@ -215,6 +217,16 @@ class LiveServer:
 
     def get(self, path: str, headers: dict | None = None, method: str = "GET"):
         return fetch(self.url + path, headers, method)
+
+    def post(self, path: str, payload: object, key: str | None = None,
+             content_type: str = "application/json"):
+        """(status, headers, JSON answer) of a POST of payload (JSON, or
+        bytes as they are), with an owner's key if given."""
+        headers = {"Content-Type": content_type,
+                   **({"Authorization": f"Bearer {key}"} if key is not None else {})}
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        status, answered, data = fetch(self.url + path, headers, "POST", body=body)
+        return status, answered, json.loads(data)
 
 
 START_LINE = re.compile(rb"Tally serving http://[^/]*:(\d+)/")

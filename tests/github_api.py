@@ -2,7 +2,8 @@
 a real HTTP server on loopback that answers the four traffic endpoints
 with the status codes, headers and JSON shapes of GitHub's REST reference
 ("Repository traffic": views and clones per day for the last 14 days,
-days without any left out; the top 10 referrers and paths). Tally is
+days without any left out; the top 10 referrers and paths), and a
+repository's README ("Repository contents": its content in base64). Tally is
 pointed at it through TALLY_GITHUB_API, as a user would point it at a
 GitHub Enterprise Server.
 
@@ -16,6 +17,7 @@ otherwise ("" leaves it out).
 
 from __future__ import annotations
 
+import base64
 import datetime
 import email.utils
 import http.server
@@ -41,6 +43,10 @@ class FakeGitHub:
         self.drip_s = 0.2  # "drip": one byte of the answer every drip_s
         self.headers: dict[str, str] = {}  # more headers for every answer
         self.extra: dict[str, list[dict]] = {}  # more items for a views answer
+        # READMEs ("Get a repository README"): public, or private (only the
+        # token reads them; without it GitHub answers 404, as it does).
+        self.readmes: dict[str, str] = {}
+        self.private: set[str] = set()
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -80,6 +86,8 @@ class FakeGitHub:
     def answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
         path, _, query = handler.path.partition("?")
         parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[0] == "repos" and parts[3] == "readme":
+            return self.readme(handler, f"{parts[1]}/{parts[2]}".lower())
         # /repos/{owner}/{repo}/traffic/{views|clones|popular/referrers|popular/paths}
         if len(parts) < 5 or parts[0] != "repos" or parts[3] != "traffic":
             return self.send(handler, 404, {"message": "Not Found"})
@@ -141,6 +149,21 @@ class FakeGitHub:
             return self.send(handler, 200, [
                 {"path": f"/{repo}", "title": f"{repo}: a repository", "count": 5, "uniques": 3}])
         return self.send(handler, 404, {"message": "Not Found"})
+
+    def readme(self, handler: http.server.BaseHTTPRequestHandler, repo: str) -> None:
+        failure = self.failures.get(repo)
+        if failure == "hang":
+            time.sleep(self.hang_s)
+            return None
+        if failure == "500":
+            return self.send(handler, 500, {"message": "Server Error"})
+        token = handler.headers.get("Authorization") == f"Bearer {self.token}"
+        if repo not in self.readmes or repo in self.private and not token:
+            return self.send(handler, 404, {"message": "Not Found"})
+        text = self.readmes[repo].encode()
+        return self.send(handler, 200, {
+            "type": "file", "encoding": "base64", "size": len(text), "name": "README.md",
+            "path": "README.md", "content": base64.encodebytes(text).decode("ascii")})
 
     def send(self, handler: http.server.BaseHTTPRequestHandler, status: int, body: object,
              headers: dict[str, str] | None = None) -> None:

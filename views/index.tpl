@@ -130,6 +130,9 @@
 % end
 
 <p><a id="stats-link" href="/stats?page_id={{quote(page_id, safe='')}}">Stats for {{page_id}}</a></p>
+% if self_service:
+<p><a id="manage-link" href="/manage?page_id={{quote(page_id, safe='')}}">Manage this counter</a> (set, reset, delete or export it with its owner key)</p>
+% end
 </main>
 </body>
 </html>

@@ -44,6 +44,7 @@
     const pageId = new FormData(form).get("page_id") || "owner.repo";
     $("stats-link").href = "/stats?page_id=" + encodeURIComponent(pageId);
     $("stats-link").textContent = "Stats for " + pageId;
+    if ($("manage-link")) $("manage-link").href = "/manage?page_id=" + encodeURIComponent(pageId);
   }
 
   $("repo").addEventListener("input", function () {
