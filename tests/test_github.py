@@ -514,3 +514,21 @@ def test_a_github_chart_draws_githubs_views_and_uniques_per_day(kept, fake_githu
     uniques = pages.chart_days(kept, page, 21, visitors=True, now=at(day))
     assert [n for d, n in uniques.days if d in kept_days] == [served[d][1] for d in kept_days]
     assert pages.chart_days(kept, pages.github("alice/other"), 7).empty == "repository not kept"
+
+
+# A README, for self-service's claims (issue 32) ###############################
+
+def test_a_readme_is_read_within_the_deadline_and_the_size_limit(fake_github):
+    client = github.Client(fake_github.url, None, 1)
+    fake_github.readmes["alice/repo"] = "# Hello ✓\n"
+    assert client.readme("alice/repo") == "# Hello ✓\n"
+    assert "Authorization" not in fake_github.requests[-1][1]  # no token: public ones only
+    fake_github.readmes["alice/big"] = "x" * github.MAX_ANSWER_BYTES
+    fake_github.failures["alice/slow"] = "hang"
+    fake_github.hang_s = 3
+    fake_github.readmes["alice/slow"] = "never"
+    for repo, status in (("alice/none", github.NOT_FOUND), ("alice/big", github.BAD_ANSWER),
+                         ("alice/slow", github.TIMED_OUT)):
+        with pytest.raises(github.GitHubError) as refused:
+            client.readme(repo)
+        assert refused.value.status == status, repo

@@ -301,3 +301,34 @@ def test_the_operator_lists_shows_undoes_and_removes(served, db_path):
     assert tally("owners", "remove", "alice.ops", db=db_path).returncode == 2
     assert tally("owners", "undo", "9999", db=db_path).stderr == "tally: no action #9999\n"
     assert key not in shown + listed.stdout
+
+
+# /manage in a real browser ####################################################
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["javascript", "no-javascript"])
+def test_manage_sets_a_total_in_a_browser(browser, served, javascript):
+    page_id = f"alice.managed-{javascript}"
+    key = new_counter(served, page_id)
+    context = browser.new_context(java_script_enabled=javascript)
+    page = context.new_page()
+    page.goto(f"{served.url}/?page_id={page_id}")
+    page.locator("#manage-link").click()  # the builder links to /manage when it is on
+    page.wait_for_url(re.compile(r".*/manage\?page_id=.*"))
+    assert page.get_by_label("Page id").input_value() == page_id
+    assert page.get_by_label("Owner key").get_attribute("type") == "password"
+    page.get_by_label("Owner key").fill(key)
+    page.get_by_label('New total (for "Set the total")').fill("4321")
+    page.get_by_role("button", name="Set the total").click()
+    page.wait_for_load_state()
+    assert page.locator("#done").text_content() == "The total is now 4,321."
+    assert count(served, page_id) == 4321
+    assert key not in page.url
+    assert [t.strip() for t in page.locator("#actions tbody td:nth-child(2)").all_text_contents()] \
+        == ["set", "created"]
+    # A wrong key: refused, said so, nothing changed.
+    page.get_by_label("Owner key").fill("tally_wrong")
+    page.get_by_role("button", name="Reset to 0").click()
+    page.wait_for_load_state()
+    assert page.locator("#error").text_content() == "wrong key for this page"
+    assert count(served, page_id) == 4321
+    context.close()

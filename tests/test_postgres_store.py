@@ -74,6 +74,23 @@ def test_a_loop_split_between_servers_shares_one_allowance(live_server, pg):
     assert (answer["total"], answer["held"]) == (said["yes"], said["no; held"])
 
 
+def test_two_servers_share_owners_and_rate_limits(live_server, pg):
+    # Self-service (issue 32): a key made on one server works on the other,
+    # and wrong keys sent to both count against one limit.
+    on = {"TALLY_SELF_SERVICE": "1"}
+    first, second = live_server(on, db=pg), live_server(on, db=pg)
+    status, _, made = first.post("/api/pages", {"page_id": "shared.page"})
+    assert status == 201
+    key = made["owner_key"]
+    assert second.post("/api/pages", {"page_id": "shared.page"})[0] == 409
+    assert second.post("/api/pages/set", {"page_id": "shared.page", "total": 77}, key)[0] == 200
+    assert json.loads(first.get("/api/count?page_id=shared.page")[2])["total"] == 77
+    said = [(first, second)[i % 2].post("/api/pages/set", {"page_id": "shared.page", "total": 1},
+                                        f"tally_guess{i}")[0] for i in range(7)]
+    assert said == [403] * 5 + [429, 429]
+    assert json.loads(second.get("/api/count?page_id=shared.page")[2])["total"] == 77
+
+
 def test_kill_9_of_one_server_loses_no_answered_count(live_server, pg):
     victim, survivor = live_server(GUARD_OFF, db=pg), live_server(GUARD_OFF, db=pg)
     answered: list[int] = []

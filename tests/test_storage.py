@@ -949,3 +949,58 @@ def test_keep_days_never_deletes_a_day_that_holds_held_views(make_store):
     assert (page.days, page.held_days) == ({old: 5}, {old: 7})
     assert store.release("p") == [(old, 7)]
     assert store.trim_history() == 1  # released: now an old day like any other
+
+
+# Page owners (stores/owners.py, issue 32) ###################################
+
+NOW = datetime.datetime(2026, 12, 7, 12, tzinfo=datetime.timezone.utc)
+
+
+def test_a_new_counter_takes_no_page_with_views_or_an_owner(any_store):
+    owners = any_store.owners
+    owners.create("new.page", "hash1", NOW, None)
+    assert owners.key_hash("new.page") == "hash1" and any_store.counts("new.page").total == 0
+    with pytest.raises(storage.AlreadyExists):
+        owners.create("new.page", "hash2", NOW, None)
+    any_store.record_view("viewed.page")
+    with pytest.raises(storage.AlreadyExists):
+        owners.create("viewed.page", "hash3", NOW, None)
+    assert owners.key_hash("new.page") == "hash1" and owners.key_hash("viewed.page") is None
+    assert [a.action for a in owners.actions("new.page")] == ["created"]
+
+
+def test_new_counters_count_against_the_page_cap(make_store):
+    store = make_store(max_pages=2)
+    store.record_view("one")
+    store.owners.create("two", "h", NOW, 2)
+    with pytest.raises(storage.PageLimitReached):
+        store.owners.create("three", "h", NOW, 2)
+    assert store.page_count() == 2 and store.owners.key_hash("three") is None
+
+
+def test_rotate_claim_and_remove(any_store):
+    owners = any_store.owners
+    owners.create("p", "old", NOW, None)
+    assert owners.rotate("p", "old", "new", NOW) and not owners.rotate("p", "old", "other", NOW)
+    owners.add_claim("token-hash", "p", "alice/repo", "2026-12-08T12:00:00Z")
+    assert owners.claim("token-hash") == ("p", "alice/repo", "2026-12-08T12:00:00Z")
+    owners.claimed("p", "claimed", "alice/repo", "token-hash", NOW)
+    assert owners.key_hash("p") == "claimed" and owners.claim("token-hash") is None
+    [owner] = owners.owners()
+    assert (owner.page_id, owner.how, owner.actions) == ("p", "claim alice/repo", 3)
+    owners.remove("p", NOW)
+    assert owners.key_hash("p") is None
+    with pytest.raises(storage.NotFound):
+        owners.remove("p", NOW)
+
+
+def test_tries_count_per_slot_and_keep_no_address(any_store):
+    tries = any_store.owners.tries
+    assert [tries("key", "203.0.113.9", "2026-12-07T12:00", NOW, client=True) for _ in range(3)] \
+        == [1, 2, 3]
+    assert tries("key", "203.0.113.9", "2026-12-07T12:00", NOW, client=True, add=False) == 3
+    assert tries("key", "203.0.113.8", "2026-12-07T12:00", NOW, client=True, add=False) == 0
+    # A new slot starts at one, and the slots that passed are gone.
+    assert tries("key", "203.0.113.9", "2026-12-07T12:01", NOW, client=True) == 1
+    rows = any_store._read("SELECT subject, slot FROM attempts")
+    assert rows == [(rows[0][0], "2026-12-07T12:01")] and "203.0.113" not in rows[0][0]
