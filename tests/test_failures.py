@@ -132,7 +132,7 @@ def run_in_small_fs(script: str, mnt, size: str = "400k") -> subprocess.Complete
 def test_real_full_file_system_answers_503_and_resumes_when_space_returns(tmp_path):
     flag, out, pid_file = tmp_path / "free-space", tmp_path / "serve.out", tmp_path / "serve.pid"
     script = f"""
-dd if=/dev/zero of=$MNT/filler bs=1k count=120 2>/dev/null
+dd if=/dev/zero of=$MNT/filler bs=1k count=60 2>/dev/null
 $PY $SRV serve --db $MNT/counts.db --port 0 --quiet > {out} 2>&1 &
 pid=$!
 echo $pid > {pid_file}

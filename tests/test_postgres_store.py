@@ -74,7 +74,7 @@ def test_a_loop_split_between_servers_shares_one_allowance(live_server, pg):
     assert (answer["total"], answer["held"]) == (said["yes"], said["no; held"])
 
 
-def test_two_servers_share_owners_and_rate_limits(live_server, pg):
+def test_servers_on_one_database_share_owners_and_rate_limits(live_server, pg):
     # Self-service (issue 32): a key made on one server works on the other,
     # and wrong keys sent to both count against one limit.
     on = {"TALLY_SELF_SERVICE": "1"}

@@ -312,6 +312,8 @@ def test_an_older_file_with_a_salt_moves_it_out_and_its_copies_lose_it(tmp_path)
     # the later ones.
     with sqlite3.connect(old) as conn:
         conn.execute("DROP TABLE view_days")
+        for table in ("owners", "owner_actions", "claims", "attempts"):
+            conn.execute(f"DROP TABLE {table}")
         conn.execute("ALTER TABLE daily DROP COLUMN held")
         conn.execute("ALTER TABLE pages DROP COLUMN held")
         conn.execute("CREATE TABLE visitor_salts (day TEXT PRIMARY KEY NOT NULL, "
