@@ -55,7 +55,6 @@ ACTIONS = {"/api/pages/set": "set", "/api/pages/reset": "reset",
            "/api/pages/delete": "delete", "/api/pages/rotate": "rotate",
            "/api/pages/release": "release"}
 READS = {"/api/pages/export": "export", "/api/pages/actions": "actions"}
-PATHS = ("/api/pages", "/api/claims", "/api/claims/verify", *ACTIONS, *READS)
 
 
 class Refused(Exception):
@@ -135,13 +134,10 @@ class SelfService:
         try:
             if not self.config.self_service:
                 raise Refused(404, OFF)
+            # (routes.py gives each path its one method: GET for the reads.)
             if request.path in READS:
-                if request.method not in ("GET", "HEAD"):
-                    raise Refused(405, "method not allowed")
                 values = params.parse_query_string(request.query, frozenset({"page_id"}))
                 return 200, self.read(READS[request.path], request, values.get("page_id"), now)
-            if request.method != "POST":
-                raise Refused(405, "method not allowed")
             body = self.body(request)
             if request.path == "/api/pages":
                 return 201, self.create(body.get("page_id"), request.client, now)
@@ -292,7 +288,10 @@ class SelfService:
             if not self.owners.rotate(page_id, key_hash, hashed(key), now):
                 raise Refused(409, "the key changed meanwhile")
             return {**done, "owner_key": key}
-        released = self.store.release(page_id)  # "release": the guard's held views
+        try:
+            released = self.store.release(page_id)  # "release": the guard's held views
+        except storage.NotFound:
+            raise Refused(404, "page_id has no counts to release") from None
         self.owners.record(page_id, action, f"{sum(n for _, n in released):,} held views "
                            "counted", None, now)
         return {**done, "released": [{"day": d, "views": n} for d, n in released]}

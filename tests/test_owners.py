@@ -332,3 +332,16 @@ def test_manage_sets_a_total_in_a_browser(browser, served, javascript):
     assert page.locator("#error").text_content() == "wrong key for this page"
     assert count(served, page_id) == 4321
     context.close()
+
+
+def test_the_owner_counts_the_views_the_guard_held(served):
+    key = new_counter(served, "alice.looped")
+    said = [served.get("/badge?page_id=alice.looped")[1]["X-Tally-Counted"] for _ in range(80)]
+    held = said.count("no; held")
+    assert held >= 18  # a burst of 60 (docs/guard.md), then held
+    status, _, answer = served.post("/api/pages/release", {"page_id": "alice.looped"}, key)
+    assert status == 200 and sum(d["views"] for d in answer["released"]) == held
+    assert count(served, "alice.looped") == 80
+    served.post("/api/pages/delete", {"page_id": "alice.looped"}, key)
+    assert served.post("/api/pages/release", {"page_id": "alice.looped"}, key)[:3:2] == (
+        404, {"error": "page_id has no counts to release"})
