@@ -43,6 +43,7 @@ def test_off_by_default_changes_nothing(live_server, db_path):
     status, _, answer = server.post("/api/pages", {"page_id": "alice.repo"})
     assert status == 404 and answer["error"] == owners.OFF
     assert server.get("/manage")[0] == 404
+    assert b"manage-link" not in server.get("/")[2]  # the builder offers no /manage
     assert server.post("/api/pages/set", {"page_id": "alice.repo", "total": 5}, "k")[0] == 404
     with sqlite.Store(db_path) as store:
         assert store.page_count() == 0 and store.owners.owners() == []
@@ -173,6 +174,18 @@ def claim(server, page_id: str, repo: str = "alice/repo") -> str:
     status, _, answer = server.post("/api/claims", {"page_id": page_id, "repo": repo})
     assert status == 201 and answer["readme_line"] == f"<!-- tally-claim: {answer['claim_token']} -->"
     return answer["claim_token"]
+
+
+@pytest.mark.parametrize("path, payload, problem", [
+    ("/api/claims", {"page_id": "a.b", "repo": "not a repo"}, "invalid repo"),
+    ("/api/claims", {"page_id": "a.b", "repo": 7}, "invalid repo"),
+    ("/api/claims", {"page_id": "", "repo": "a/b"}, "empty page_id"),
+    ("/api/claims/verify", {"page_id": "a.b", "repo": "a/b", "claim_token": "abc"},
+     "invalid claim_token"),
+    ("/api/claims/verify", {"page_id": "a.b", "repo": "a/b"}, "invalid claim_token"),
+])
+def test_a_bad_claim_is_a_clear_error(served, path, payload, problem):
+    assert served.post(path, payload)[:3:2] == (400, {"error": problem})
 
 
 def test_a_readme_proves_a_claim_and_the_squatters_key_stops(served, fake_github):
