@@ -336,6 +336,10 @@ _SLOT = "\x00"
 # Styles ####################################################################
 
 
+# A text node: from a tag's end to the next tag (attributes escape ">").
+_TEXT = re.compile(r">[^<]+<")
+
+
 def _flat(look: Look, label: str, value: str) -> str:
     """badgepy's badge() with its <title>, made accessible like shields'
     badges (role and aria-label), and with shields' dark text on a light side."""
@@ -343,6 +347,10 @@ def _flat(look: Look, label: str, value: str) -> str:
                         right_color=look.color, logo=look.logo, measurer=MEASURER,
                         whole_title=f"{label}: {value}")
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{esc(label)}: {value}" ', 1)
+    # badgepy writes through minidom, which stopped escaping '"' in text in
+    # Python 3.13: escape it as every other style does, so a badge keeps its
+    # bytes when the box's Python is upgraded.
+    svg = _TEXT.sub(lambda text: text[0].replace('"', "&quot;"), svg)
     # badgepy draws four texts, each side's shadow then its text, in white:
     # a light side gets shields' #333 text and #ccc shadow instead.
     parts = svg.split("<text")
