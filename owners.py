@@ -30,6 +30,7 @@ import html
 import json
 import re
 import secrets
+from typing import Callable
 
 import flavours
 import github
@@ -265,36 +266,40 @@ class SelfService:
         page_id = self.page(body.get("page_id"))
         key_hash = self.owner(page_id, request.authorization, request.client, now)
         done = {"page_id": page_id, "action": action}
-        if action in ("set", "reset"):
-            total = 0 if action == "reset" else body.get("total")
-            if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-                raise ParamError("invalid total")
-            params.check_count(total, "total")
-            before = self.before(page_id, now)
-            self.store.set_total(page_id, total, now)
-            self.owners.record(page_id, action, f"total set to {total:,}", before, now)
-            return {**done, "total": total}
-        if action == "delete":
-            before = self.before(page_id, now)
-            try:
-                self.store.delete(page_id)
-            except storage.NotFound:
-                raise Refused(404, "page_id has no counts to delete") from None
-            self.owners.record(page_id, action, "counts deleted; the key still holds the page",
-                               before, now)
-            return done
-        if action == "rotate":
-            key = new_key()
-            if not self.owners.rotate(page_id, key_hash, hashed(key), now):
-                raise Refused(409, "the key changed meanwhile")
-            return {**done, "owner_key": key}
+
+        def recorded(detail: Callable[[object], str],
+                     before: str | None = None) -> Callable[[object, object], None]:
+            return self.owners.recorded(page_id, key_hash, action, detail, before, now)
         try:
-            released = self.store.release(page_id)  # "release": the guard's held views
-        except storage.NotFound:
-            raise Refused(404, "page_id has no counts to release") from None
-        self.owners.record(page_id, action, f"{sum(n for _, n in released):,} held views "
-                           "counted", None, now)
-        return {**done, "released": [{"day": d, "views": n} for d, n in released]}
+            if action in ("set", "reset"):
+                total = 0 if action == "reset" else body.get("total")
+                if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+                    raise ParamError("invalid total")
+                params.check_count(total, "total")
+                self.store.set_total(page_id, total, now, then=recorded(
+                    lambda _: f"total set to {total:,}", self.before(page_id, now)))
+                return {**done, "total": total}
+            if action == "delete":
+                try:
+                    self.store.delete(page_id, then=recorded(
+                        lambda _: "counts deleted; the key still holds the page",
+                        self.before(page_id, now)))
+                except storage.NotFound:
+                    raise Refused(404, "page_id has no counts to delete") from None
+                return done
+            if action == "rotate":
+                key = new_key()
+                if not self.owners.rotate(page_id, key_hash, hashed(key), now):
+                    raise storage.KeyChanged(page_id)
+                return {**done, "owner_key": key}
+            try:  # "release": the guard's held views
+                released = self.store.release(page_id, then=recorded(
+                    lambda moved: f"{sum(n for _, n in moved):,} held views counted"))  # type: ignore
+            except storage.NotFound:
+                raise Refused(404, "page_id has no counts to release") from None
+            return {**done, "released": [{"day": d, "views": n} for d, n in released]}
+        except storage.KeyChanged:
+            raise Refused(409, "the key changed meanwhile; nothing was done") from None
 
     def read(self, what: str, request: Request, page_id: str | None,
              now: datetime.datetime) -> dict:

@@ -19,7 +19,7 @@ from stores import sqlite, sqlite_file
 from stores.store import Store
 # The values and errors every caller of a store reads, named here once.
 from stores.values import (TOTAL_MAX, AlreadyExists, AlreadyImported, Counts, Day, Duplicate,
-                           FileGone, ImportInterrupted, KeptRepo, NotFound, Page,
+                           FileGone, ImportInterrupted, KeptRepo, KeyChanged, NotFound, Page,
                            PageLimitReached, Popular, Repo, ServerRunning, StorageBusy,
                            StorageError, StorageFull, StorageIOError, StorageReadOnly,
                            StorageUnreachable, TotalLimitReached, Traffic, TrafficDay,
@@ -27,7 +27,7 @@ from stores.values import (TOTAL_MAX, AlreadyExists, AlreadyImported, Counts, Da
 
 __all__ = [
     "TOTAL_MAX", "AlreadyExists", "AlreadyImported", "Counts", "Day", "Duplicate", "FileGone",
-    "ImportInterrupted", "KeptRepo", "NotFound", "Page", "PageLimitReached", "Popular", "Repo",
+    "ImportInterrupted", "KeptRepo", "KeyChanged", "NotFound", "Page", "PageLimitReached", "Popular", "Repo",
     "ServerRunning", "Store", "StorageBusy", "StorageError", "StorageFull", "StorageIOError",
     "StorageReadOnly", "StorageUnreachable", "TotalLimitReached", "Traffic", "TrafficDay",
     "UnusableDatabase", "checked_copy", "day", "last_days", "inspect", "is_database_file", "is_postgres",

@@ -13,8 +13,8 @@ import dataclasses
 import datetime
 from typing import Callable
 
-from stores.values import (AlreadyExists, NotFound, PageLimitReached, day, stamp,
-                           visitor_hash)
+from stores.values import (AlreadyExists, KeyChanged, NotFound, PageLimitReached, day,
+                           stamp, visitor_hash)
 from stores.writer import Task
 
 
@@ -121,6 +121,25 @@ class PageOwners:
                now: datetime.datetime) -> None:
         self._wait(Task(lambda conn: conn.execute(  # type: ignore[attr-defined]
             self.sql["record"], (page_id, stamp(now), action, detail, before))))
+
+    def recorded(self, page_id: str, key_hash: str, action: str,
+                 detail: Callable[[object], str], before: str | None,
+                 now: datetime.datetime) -> Callable[[object, object], None]:
+        """The end of an owner's action, for the store's control to run in
+        its own transaction (its `then`): the key that allowed the action
+        is still the page's (else KeyChanged, and the action is rolled back
+        with it), and the action is recorded, detail(its result) saying
+        what was done. So no action is done without its record, and none
+        by a key rotated away meanwhile."""
+        sql, when = self.sql, stamp(now)
+
+        def then(conn: object, result: object) -> None:
+            execute = conn.execute  # type: ignore[attr-defined]
+            row = execute(sql["owner"], (page_id,)).fetchone()
+            if row is None or row[0] != key_hash:
+                raise KeyChanged(page_id)
+            execute(sql["record"], (page_id, when, action, detail(result), before))
+        return then
 
     def actions(self, page_id: str) -> list[Action]:
         return [Action(*row[:5], bool(row[5])) for row in self._read(self.sql["actions"],

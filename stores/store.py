@@ -21,6 +21,9 @@ from stores.values import (TOTAL_MAX, AlreadyImported, Counts, Day, ImportInterr
 from stores.values import day as day_of
 from stores.writer import Task, Writer
 
+# More to write in an owner control's transaction (Store.set_total).
+Then = Callable[[object, object], None] | None
+
 # How many pages one import transaction writes: the server's writer waits
 # for at most one such chunk (a few milliseconds), not for the whole file.
 IMPORT_CHUNK = 2000
@@ -180,25 +183,34 @@ class Store(abc.ABC):
         return [Day(*row) for row in self._read(self.sql["days_between"], (page_id, first, last))]
 
     # Owner controls: each one task on the writer ------------------------------
+    # `then` is written in the same transaction, given the connection and
+    # the result: a page owner's action and its record (store.owners.recorded)
+    # are both written or neither.
 
-    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None) -> None:
+    def set_total(self, page_id: str, total: int, now: datetime.datetime | None = None,
+                  then: Then = None) -> None:
         when = stamp(now or utc_now())
-        self.writer.wait(Task(lambda conn: conn.execute(  # type: ignore[attr-defined]
-            self.sql["set_total"], (page_id, total, when, when))))
+
+        def run(conn: object) -> None:
+            conn.execute(self.sql["set_total"], (page_id, total, when, when))  # type: ignore
+            _and_then(then, conn, None)
+        self.writer.wait(Task(run))
 
     @abc.abstractmethod
     def rename(self, old: str, new: str, merge: bool = False) -> None: ...
 
-    def delete(self, page_id: str) -> None:
+    def delete(self, page_id: str, then: Then = None) -> None:
         def run(conn: object) -> None:
             row = conn.execute(self.sql["key"], (page_id,)).fetchone()  # type: ignore
             if row is None:
                 raise NotFound(page_id)
             conn.execute(self.sql["delete_days"], (row[0],))  # type: ignore[attr-defined]
             conn.execute(self.sql["delete_page"], (row[0],))  # type: ignore[attr-defined]
+            _and_then(then, conn, None)
         self.writer.wait(Task(run))
 
-    def release(self, page_id: str, day: str | None = None) -> list[tuple[str, int]]:
+    def release(self, page_id: str, day: str | None = None,
+                then: Then = None) -> list[tuple[str, int]]:
         """Count the page's held views (counting.Guard), of one day or of
         every day, in one transaction; the (day, views) moved, oldest
         first. NotFound for an unknown page; TotalLimitReached (nothing
@@ -210,7 +222,7 @@ class Store(abc.ABC):
             key, total = row
             held = [(d, n) for d, n in conn.execute(  # type: ignore[attr-defined]
                 self.sql["held_days"], (key,)).fetchall() if day is None or d == day]
-            return _released(conn, self.sql, key, total, held)
+            return _and_then(then, conn, _released(conn, self.sql, key, total, held))
         return self.writer.wait(Task(run))  # type: ignore[return-value]
 
     def release_confirmed(self, repo: str) -> list[tuple[str, int]]:
@@ -280,6 +292,12 @@ class Store(abc.ABC):
             return report  # type: ignore[return-value]
         finally:
             wait(Task(steps.drop, write=False))
+
+
+def _and_then(then: Then, conn: object, result: object) -> object:
+    if then is not None:
+        then(conn, result)
+    return result
 
 
 def _released(conn: object, sql: dict[str, str], key: int, total: int,

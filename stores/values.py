@@ -102,6 +102,11 @@ class AlreadyExists(Exception):
     """rename would overwrite an existing page_id without --merge."""
 
 
+class KeyChanged(Exception):
+    """An owner's key stopped being the page's (rotated, or removed by the
+    operator) before the action it allowed was written: nothing changed."""
+
+
 # Values ####################################################################
 
 # The largest total a page may hold. total + base then stays below 2**53:

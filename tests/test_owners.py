@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import sqlite3
 import urllib.parse
 from pathlib import Path
 
@@ -289,6 +290,30 @@ def test_a_locked_page_unlocks_when_its_minute_ends(db_path):
         assert post("/api/pages/set", {"page_id": "a.b", "total": 1}, key, "9.9.9.9", now) == 429
         nxt = now + datetime.timedelta(minutes=1)
         assert post("/api/pages/set", {"page_id": "a.b", "total": 1}, key, "9.9.9.9", nxt) == 200
+
+
+def test_an_action_whose_record_cannot_be_written_changes_nothing(db_path):
+    cfg = config.Config(db=db_path, self_service=True)
+    with sqlite.Store(db_path) as store:
+        service = owners.SelfService(cfg, store, None)
+        now = datetime.datetime(2026, 12, 7, 12, tzinfo=datetime.timezone.utc)
+
+        def post(path, body, key=""):
+            return service.answer(owners.Request(path, "POST", "application/json",
+                                                 f"Bearer {key}", json.dumps(body).encode(),
+                                                 "9.9.9.9", "http://127.0.0.1"), now)
+        key = post("/api/pages", {"page_id": "a.b"})[1]["owner_key"]
+        assert post("/api/pages/set", {"page_id": "a.b", "total": 40}, key)[0] == 200
+        # From now on the action log refuses every row, as a full disk would.
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON owner_actions "
+                         "BEGIN SELECT RAISE(ABORT, 'no room'); END")
+        for action, body in (("set", {"total": 7}), ("reset", {}), ("delete", {})):
+            with pytest.raises(storage.StorageError):
+                post(f"/api/pages/{action}", {"page_id": "a.b", **body}, key)
+            # Not done without its record: undo would have nothing to put back.
+            assert store.counts("a.b").total == 40
+        assert [a.action for a in store.owners.actions("a.b")] == ["created", "set"]
 
 
 # The operator's commands ######################################################

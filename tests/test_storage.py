@@ -994,6 +994,26 @@ def test_rotate_claim_and_remove(any_store):
         owners.remove("p", NOW)
 
 
+def test_an_owners_action_is_written_with_its_record_by_a_key_still_the_pages(any_store):
+    owners = any_store.owners
+    owners.create("p", "key", NOW, None)
+    any_store.set_total("p", 5, NOW, then=owners.recorded(
+        "p", "key", "set", lambda _: "total set to 5", '{"before": 0}', NOW))
+    assert any_store.counts("p").total == 5
+    assert owners.action(owners.actions("p")[-1].id)[1] == '{"before": 0}'
+    # The key is rotated after it was checked, before the action is written:
+    # each control is rolled back, nothing is recorded.
+    owners.rotate("p", "key", "new", NOW)
+    controls = {"set": lambda then: any_store.set_total("p", 9, NOW, then=then),
+                "delete": lambda then: any_store.delete("p", then=then),
+                "release": lambda then: any_store.release("p", then=then)}
+    for action, control in controls.items():
+        with pytest.raises(storage.KeyChanged):
+            control(owners.recorded("p", "key", action, lambda _: "stale", None, NOW))
+    assert any_store.counts("p").total == 5
+    assert [a.action for a in owners.actions("p")] == ["created", "set", "rotate"]
+
+
 def test_tries_count_per_slot_and_keep_no_address(any_store):
     tries = any_store.owners.tries
     assert [tries("key", "203.0.113.9", "2026-12-07T12:00", NOW, client=True) for _ in range(3)] \
