@@ -27,12 +27,12 @@ from stores.values import (TOTAL_MAX, AlreadyExists, AlreadyImported, Counts, Da
 
 __all__ = [
     "TOTAL_MAX", "AlreadyExists", "AlreadyImported", "Counts", "Day", "Duplicate", "FileGone",
-    "ImportInterrupted", "KeptRepo", "KeyChanged", "NotFound", "Page", "PageLimitReached", "Popular", "Repo",
-    "ServerRunning", "Store", "StorageBusy", "StorageError", "StorageFull", "StorageIOError",
-    "StorageReadOnly", "StorageUnreachable", "TotalLimitReached", "Traffic", "TrafficDay",
-    "UnusableDatabase", "checked_copy", "day", "last_days", "inspect", "is_database_file", "is_postgres",
-    "masked", "move_aside", "open_store", "replace_counts", "require_file", "server_lock",
-    "stamp", "utc_now",
+    "ImportInterrupted", "KeptRepo", "KeyChanged", "NotFound", "Page", "PageLimitReached",
+    "Popular", "Repo", "ServerRunning", "Store", "StorageBusy", "StorageError", "StorageFull",
+    "StorageIOError", "StorageReadOnly", "StorageUnreachable", "TotalLimitReached", "Traffic",
+    "TrafficDay", "UnusableDatabase", "checked_copy", "day", "last_days", "inspect",
+    "is_database_file", "is_postgres", "masked", "move_aside", "open_store", "replace_counts",
+    "require_file", "server_lock", "stamp", "utc_now",
 ]
 
 _POSTGRES_URL = re.compile(r"postgres(ql)?://", re.IGNORECASE)

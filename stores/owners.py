@@ -135,8 +135,7 @@ class PageOwners:
 
         def then(conn: object, result: object) -> None:
             execute = conn.execute  # type: ignore[attr-defined]
-            row = execute(sql["owner"], (page_id,)).fetchone()
-            if row is None or row[0] != key_hash:
+            if execute(sql["hold_key"], (page_id, key_hash)).rowcount != 1:
                 raise KeyChanged(page_id)
             execute(sql["record"], (page_id, when, action, detail(result), before))
         return then

@@ -230,6 +230,9 @@ def owner_statements(d: Dialect) -> dict[str, str]:
                      "how = excluded.how, since = excluded.since",
         "new_key": "UPDATE owners SET key_hash = ? WHERE page_id = ? AND key_hash = ?",
         "remove_owner": "DELETE FROM owners WHERE page_id = ?",
+        # The key is still the page's, and stays so until the transaction
+        # ends: PostgreSQL holds the row, SQLite's writer the whole file.
+        "hold_key": "UPDATE owners SET key_hash = key_hash WHERE page_id = ? AND key_hash = ?",
         # A page a new counter may not take: one with views, or its days.
         "viewed": "SELECT p.total > 0 OR p.held > 0 OR EXISTS (SELECT 1 FROM daily d "
                   "WHERE d.page = p.id) FROM pages p WHERE p.page_id = ?",

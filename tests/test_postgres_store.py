@@ -5,6 +5,7 @@ backends too)."""
 from __future__ import annotations
 
 import collections
+import datetime
 import http.client
 import json
 import os
@@ -473,6 +474,33 @@ def test_one_visitor_through_two_servers_at_once_never_deadlocks(pg):
             thread.join()
         assert failures == []
         assert (first.counts(page).total, first.counts(page).visitors) == (4, 2)
+
+
+def test_a_key_rotated_on_another_server_meanwhile_stops_the_action_in_flight(pg):
+    # An owner's action checked its key, then a rotate on another server (held
+    # open here) changes it before the action is written: the action waits for
+    # that row, sees the new key, and is rolled back with nothing recorded.
+    now = datetime.datetime(2026, 12, 7, 12, tzinfo=datetime.timezone.utc)
+    failures: list[Exception] = []
+    with storage.open_store(pg) as store, hold_rows(pg) as other:
+        store.owners.create("p", "old", now, None)
+        store.set_total("p", 5, now)
+        other.execute("UPDATE owners SET key_hash = 'new' WHERE page_id = 'p'")
+
+        def act():
+            try:
+                store.set_total("p", 9, now, then=store.owners.recorded(
+                    "p", "old", "set", lambda _: "total set to 9", None, now))
+            except storage.KeyChanged as e:
+                failures.append(e)
+        thread = threading.Thread(target=act)
+        thread.start()
+        waiting_for_locks(pg, 1)
+        other.commit()
+        thread.join()
+        assert len(failures) == 1
+        assert store.counts("p").total == 5 and store.owners.key_hash("p") == "new"
+        assert [a.action for a in store.owners.actions("p")] == ["created"]
 
 
 def test_a_bot_s_view_beside_a_counted_one_never_deadlocks(pg):
